@@ -1,0 +1,141 @@
+"""`python -m jax_reset.demo {convert,verify,info}`: convert, check and describe demo files.
+
+    python -m jax_reset.demo convert ../shared/demos-original demos/
+    python -m jax_reset.demo verify demos/                # every checkpoint of every demo
+    python -m jax_reset.demo verify demos/Gravitar.npz --rom ~/roms/gravitar.bin
+    python -m jax_reset.demo info demos/Pong.npz --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from jax_reset import demos
+from jax_reset.demos.roms import RomError, file_md5
+
+console = Console(stderr=False)
+
+
+def _demo_files(path: Path, suffix: str) -> list[Path]:
+    if path.is_dir():
+        files = sorted(path.glob(f"*{suffix}"))
+        if not files:
+            raise demos.DemoError(f"{path}: no {suffix} files in this folder")
+        return files
+    if not path.exists():
+        raise demos.DemoError(f"{path}: no such file or folder")
+    return [path]
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    src, dst = Path(args.src), Path(args.dst)
+    sources = _demo_files(src, ".demo")
+    to_folder = src.is_dir() or args.dst.endswith("/") or dst.is_dir()
+    for source in sources:
+        target = dst / f"{source.stem}.npz" if to_folder else dst
+        demos.convert(source, target, game=args.game)
+        console.print(f"converted {source} -> {target}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    files = _demo_files(Path(args.path), ".npz")
+    rom = Path(args.rom) if args.rom else None
+    if rom is not None and not rom.is_file():
+        raise RomError(f"ROM file {rom} does not exist")
+    table = Table(title="demo verification: restore each checkpoint, replay to the next")
+    for column in ("demo", "frames", "score", "ROM md5", "segments exact", "result"):
+        table.add_column(column)
+    failed = False
+    for path in files:
+        # A --rom given for a folder applies to the demos that name its md5.
+        header = demos.load(path, check=False).header
+        try:
+            rom_path = rom if rom is not None and file_md5(rom) == header["rom_md5"] else None
+            demo = demos.load(path, rom_path=rom_path)
+        except (demos.DemoError, RomError) as err:
+            # In a folder, a demo that needs the user's own ROM is reported, not failed.
+            needs_rom = "--rom PATH" in str(err)
+            if len(files) == 1 or not needs_rom:
+                raise
+            needs = f"[yellow]needs --rom (md5 {header['rom_md5']})[/]"
+            table.add_row(path.name, str(header["num_frames"]), f"{header['score']:g}",
+                          header["rom_md5"][:8], "-", needs)
+            continue
+        with Progress(TextColumn(f"{path.name}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=True) as progress:
+            task = progress.add_task("verify", total=len(demo.checkpoint_frames))
+            results = demos.verify(demo, progress=lambda _, t=task: progress.advance(t))
+        exact = sum(r.exact for r in results)
+        ok = exact == len(results)
+        failed |= not ok
+        bad = [r for r in results if not r.exact][:3]
+        detail = "" if ok else " first bad: " + ", ".join(
+            f"#{r.index} (frames {r.start}-{r.end}: {r.reward_mismatches} rewards, "
+            f"{r.lives_mismatches} lives, RAM {'ok' if r.ram_match else 'differs'})" for r in bad)
+        table.add_row(path.name, str(demo.num_frames), f"{demo.score:g}", demo.rom_md5[:8],
+                      f"{exact}/{len(results)}",
+                      "[green]exact[/]" if ok else f"[red]MISMATCH[/]{detail}")
+    console.print(table)
+    return 1 if failed else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    for path in _demo_files(Path(args.path), ".npz"):
+        demo = demos.load(path, check=False)
+        info = dict(demo.header)
+        info.update(path=str(path), num_checkpoints=len(demo.checkpoint_frames),
+                    first_checkpoint_frame=int(demo.checkpoint_frames[0]),
+                    last_checkpoint_frame=int(demo.checkpoint_frames[-1]),
+                    has_lives=demo.lives is not None)
+        if args.json:
+            print(json.dumps(info, sort_keys=True))
+            continue
+        table = Table(title=str(path), show_header=False)
+        for key, value in info.items():
+            table.add_row(key, str(value))
+        console.print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m jax_reset.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("convert", help="convert original .demo pickles into .npz demo files")
+    p.add_argument("src", help="an original .demo file or a folder of them")
+    p.add_argument("dst", help="the .npz file, or a folder for a folder of sources")
+    p.add_argument("--game", help="game name when the file name does not say it")
+    p.set_defaults(func=cmd_convert)
+    p = sub.add_parser("verify", help="replay every checkpoint segment and compare")
+    p.add_argument("path", help="a .npz demo file or a folder of them")
+    p.add_argument("--rom", help="your own ROM file, for a demo recorded on another ROM build")
+    p.set_defaults(func=cmd_verify)
+    p = sub.add_parser("info", help="print a demo's header and sizes")
+    p.add_argument("path", help="a .npz demo file or a folder of them")
+    p.add_argument("--json", action="store_true", help="one JSON object per demo")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (demos.DemoError, RomError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

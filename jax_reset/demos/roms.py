@@ -1,0 +1,129 @@
+"""Which ROM each demo game needs, and loading it into an ``ALEInterface``.
+
+ale-py ships the ROMs of all five demo games. Two demos were recorded on other ROM revisions:
+
+* Pitfall: the 2018 ROM (md5 ``f73d2d0e…``) differs from the shipped one in 62 bytes of graphics
+  data; with the shipped ROM's md5 written into the converted states, every segment of the demo
+  replays exactly, so the converted demo names the shipped ROM.
+* Gravitar: recorded on a different build (md5 ``4767356f…``, 3,235 of 8,192 bytes differ). With
+  the shipped ROM the RAM diverges, so the converted demo keeps the original md5, and the user must
+  point the project at their own copy of that ROM file (checked by md5). No ROM file is shipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import ale_py
+from ale_py import roms as ale_roms
+
+
+class RomError(ValueError):
+    """A ROM cannot be found or is not the one a demo needs."""
+
+
+@dataclass(frozen=True)
+class GameInfo:
+    """Facts about one demo game.
+
+    Attributes:
+      game: the name used by the original demos and by EnvPool task ids (``f"{game}-v5"``).
+      rom_id: ale-py's ROM id.
+      recorded_md5: md5 of the ROM the 2018 demo was recorded on.
+      patch_md5_to_shipped: write the shipped ROM's md5 into converted states (exact, measured).
+    """
+
+    game: str
+    rom_id: str
+    recorded_md5: str
+    patch_md5_to_shipped: bool = False
+
+
+GAMES: dict[str, GameInfo] = {
+    g.game: g
+    for g in (
+        GameInfo("MontezumaRevenge", "montezuma_revenge", "3347a6dd59049b15a38394aa2dafa585"),
+        GameInfo("Pong", "pong", "60e0ea3cbe0913d39803477945e9e5ec"),
+        GameInfo("PrivateEye", "private_eye", "ef3a4f64b6494ba770862768caf04b86"),
+        GameInfo("Pitfall", "pitfall", "f73d2d0eff548e8fc66996f27acf2b4b", True),
+        GameInfo("Gravitar", "gravitar", "4767356fa0ed3ebe21437b4473d4ee28"),
+    )
+}
+
+
+def game_info(game: str) -> GameInfo:
+    try:
+        return GAMES[game]
+    except KeyError:
+        raise RomError(f"unknown game {game!r}; demo games are: {', '.join(GAMES)}") from None
+
+
+def file_md5(path: str | os.PathLike) -> str:
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def shipped_rom_path(rom_id: str) -> Path:
+    """Path of the ROM file ale-py ships for ``rom_id``."""
+    try:
+        return Path(ale_roms.get_rom_path(rom_id))
+    except Exception as err:  # ale-py raises different types across versions
+        raise RomError(f"ale-py {ale_py.__version__} ships no ROM {rom_id!r}: {err}") from None
+
+
+def resolve_rom(rom_id: str, md5: str, rom_path: str | os.PathLike | None = None) -> Path:
+    """The ROM file with the given md5: the user's ``rom_path`` if given, else ale-py's own.
+
+    Raises ``RomError`` naming the expected md5 when neither matches.
+    """
+    if rom_path is not None:
+        path = Path(rom_path)
+        if not path.is_file():
+            raise RomError(f"ROM file {path} does not exist")
+        found = file_md5(path)
+        if found != md5:
+            raise RomError(f"ROM file {path} has md5 {found}, but this demo needs md5 {md5}")
+        return path
+    path = shipped_rom_path(rom_id)
+    found = file_md5(path)
+    if found != md5:
+        raise RomError(
+            f"this demo needs the {rom_id} ROM with md5 {md5}, but ale-py ships md5 {found}; "
+            f"pass your own copy of that ROM file with --rom PATH (config key env.rom_path)"
+        )
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_output():
+    """ALE prints banners to the C-level stdout/stderr on every ROM load; keep CLIs readable."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
+def make_ale(rom: str | os.PathLike, *, seed: int = 0, repeat_action_probability: float = 0.0,
+             quiet: bool = True) -> ale_py.ALEInterface:
+    """An ``ALEInterface`` with ``rom`` loaded, frame skip 1 and no sticky actions by default."""
+    with _quiet_output() if quiet else contextlib.nullcontext():
+        ale = ale_py.ALEInterface()
+        ale.setLoggerMode(ale_py.LoggerMode.Error)
+        ale.setInt("random_seed", seed)
+        ale.setInt("frame_skip", 1)
+        ale.setFloat("repeat_action_probability", repeat_action_probability)
+        ale.loadROM(str(rom))
+    return ale
