@@ -1,0 +1,176 @@
+"""`python -m jax_reset.evaluate`: play full games from the start under the standard protocols.
+
+Evaluation runs on **EnvPool** (the standard, independent implementation of the Atari pipeline)
+with the training preprocessing, from the game's reset with no demo, and with the test-time
+policy (logits doubled, no entropy boost):
+
+* ``plain``: one NOOP frame after the reset (as training's plain reset);
+* ``noop``: 1 to 30 NOOP frames after the reset;
+* ``sticky``: ALE repeats the previous action with probability 0.25 per emulator frame;
+* ``epsilon``: a uniformly random action with probability 0.01 per agent step.
+
+    python -m jax_reset.evaluate --run-dir runs/pong --protocol noop --episodes 32 --json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from jax_reset.envs.config import EnvConfig
+
+PROTOCOLS = ("plain", "noop", "sticky", "epsilon")
+STICKY_PROBABILITY = 0.25
+NOOP_MAX = 30
+EPSILON = 0.01
+
+
+class EvalError(RuntimeError):
+    """Evaluation cannot run as asked; the message is one line."""
+
+
+class BatchPolicy(Protocol):
+    """Acts for a batch of environments and keeps their recurrent state between calls."""
+
+    def reset(self, num_envs: int, seed: int) -> None: ...
+
+    def act(self, obs: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
+        """obs: uint8 [B, C, H, W]; episode_start: bool [B] -> actions int32 [B]."""
+        ...
+
+
+def protocol_env_config(env: EnvConfig, protocol: str) -> EnvConfig:
+    """The training preprocessing, turned into a full-game evaluation environment."""
+    if protocol not in PROTOCOLS:
+        raise EvalError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    return dataclasses.replace(
+        env,
+        reward_clip=False,  # scores are reported unclipped
+        episodic_life=False,  # a full game, every life
+        noop_max=NOOP_MAX if protocol == "noop" else 1,
+        repeat_action_probability=STICKY_PROBABILITY if protocol == "sticky" else 0.0,
+    )
+
+
+def make_envpool(game: str, env: EnvConfig, num_envs: int, seed: int, num_threads: int = 0):
+    """An EnvPool Atari env (gymnasium API) with the preprocessing of ``env``."""
+    import envpool  # imported here: slow to import, and only evaluation needs it
+
+    return envpool.make(
+        f"{game}-v5", env_type="gymnasium", num_envs=num_envs, seed=seed,
+        num_threads=num_threads or min(num_envs, 8),
+        img_height=env.img_height, img_width=env.img_width, gray_scale=env.gray_scale,
+        stack_num=env.stack_num, frame_skip=env.frame_skip, noop_max=env.noop_max,
+        repeat_action_probability=env.repeat_action_probability,
+        use_inter_area_resize=env.inter_area_resize, use_fire_reset=env.uses_fire_reset(game),
+        episodic_life=env.episodic_life, reward_clip=env.reward_clip,
+        max_episode_steps=env.max_episode_steps,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolResult:
+    """Finished full games under one protocol. Lengths are agent steps (frames = × frame_skip)."""
+
+    protocol: str
+    scores: list[float]
+    lengths: list[int]
+    frame_skip: int
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        s, n = np.asarray(self.scores), np.asarray(self.lengths)
+        return {
+            "protocol": self.protocol, "episodes": len(s),
+            "score_mean": float(s.mean()), "score_median": float(np.median(s)),
+            "score_min": float(s.min()), "score_max": float(s.max()),
+            "length_mean_agent_steps": float(n.mean()), "length_median_agent_steps":
+            float(np.median(n)), "length_min_agent_steps": int(n.min()),
+            "length_max_agent_steps": int(n.max()),
+            "frames_mean": float(n.mean() * self.frame_skip), "seconds": round(self.seconds, 2),
+        }
+
+
+def run_protocol(game: str, env: EnvConfig, policy: BatchPolicy, protocol: str, episodes: int,
+                 *, num_envs: int = 16, seed: int = 0,
+                 on_episode: Callable[[int], None] | None = None) -> ProtocolResult:
+    """Plays ``episodes`` full games under ``protocol`` and returns their scores and lengths.
+
+    Each environment plays a fixed quota of episodes (``episodes`` split evenly), so short
+    episodes are not over-represented as they would be by taking the first ``episodes`` to end.
+    """
+    if episodes < 1:
+        raise EvalError(f"--episodes must be at least 1, got {episodes}")
+    num_envs = min(num_envs, episodes)
+    quota = np.full(num_envs, episodes // num_envs)
+    quota[: episodes % num_envs] += 1
+    pool = make_envpool(game, protocol_env_config(env, protocol), num_envs, seed)
+    rng = np.random.default_rng(seed)
+    num_actions = pool.action_space.n
+    policy.reset(num_envs, seed)
+    start = time.perf_counter()
+    obs, _ = pool.reset()
+    episode_start = np.ones(num_envs, dtype=bool)
+    # EnvPool's step after an episode end ignores the action and returns the next episode's
+    # first observation with reward 0: that step is `resetting`, and counts for nothing.
+    resetting = np.zeros(num_envs, dtype=bool)
+    score = np.zeros(num_envs)
+    length = np.zeros(num_envs, dtype=np.int64)
+    done_count = np.zeros(num_envs, dtype=np.int64)
+    scores: list[float] = []
+    lengths: list[int] = []
+    try:
+        while np.any(done_count < quota):
+            actions = policy.act(obs, episode_start)
+            if protocol == "epsilon":
+                explore = rng.random(num_envs) < EPSILON
+                actions = np.where(explore, rng.integers(0, num_actions, num_envs), actions)
+            obs, reward, terminated, truncated, _ = pool.step(np.asarray(actions, np.int32))
+            playing = ~resetting
+            score += np.where(playing, reward, 0.0)
+            length += playing
+            ended = np.asarray(terminated | truncated) & playing
+            for i in np.flatnonzero(ended & (done_count < quota)):
+                scores.append(float(score[i]))
+                lengths.append(int(length[i]))
+                done_count[i] += 1
+                if on_episode is not None:
+                    on_episode(len(scores))
+            score[ended], length[ended] = 0.0, 0
+            episode_start, resetting = resetting, ended
+    finally:
+        pool.close()
+    return ProtocolResult(protocol, scores, lengths, env.frame_skip,
+                          time.perf_counter() - start)
+
+
+class NetworkPolicy:
+    """The test-time policy of a trained network: logits doubled, no entropy boost, sampled."""
+
+    def __init__(self, network_config: Any, params: Any, num_actions: int) -> None:
+        import jax
+
+        from jax_reset import networks
+        from jax_reset.ppo.acting import make_act_fn
+
+        self._jax = jax
+        self._config = network_config
+        self._init_carry = networks.init_carry
+        self._act = make_act_fn(networks.make_network(network_config, num_actions),
+                                evaluate=True)
+        self.params = params
+
+    def reset(self, num_envs: int, seed: int) -> None:
+        self._carry = self._init_carry(self._config, num_envs)
+        self._key = self._jax.random.PRNGKey(seed)
+        self._no_boost = np.zeros(num_envs, dtype=bool)
+
+    def act(self, obs: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
+        self._key, key = self._jax.random.split(self._key)
+        out = self._act(self.params, obs, episode_start, self._no_boost, self._carry, key)
+        self._carry = out.carry
+        return np.asarray(out.action)

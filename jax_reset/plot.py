@@ -1,0 +1,108 @@
+"""`python -m jax_reset.plot --run-dir DIR`: PNG plots of a run's ``metrics.jsonl``.
+
+Writes into ``DIR/plots/``: the curriculum's maximum starting point against agent steps and
+against wall time, the success rate at the starting point, the mean episode score, and the
+agent steps per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# (file name, y key, y label); x is agent steps, and also wall time for the curriculum.
+PLOTS = (
+    ("starting_point", "curriculum/max_starting_point", "max starting point (demo frame)"),
+    ("success_rate", "curriculum/success_rate", "success rate at the starting point"),
+    ("score", "env/episode_score", "mean episode score"),
+    ("steps_per_s", "timing/agent_steps_per_s", "agent steps per second"),
+)
+X_STEPS, X_TIME = "agent_steps", "wall_time_s"
+
+
+class PlotError(RuntimeError):
+    """The run directory has nothing to plot; the message is one line."""
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise PlotError(f"{run_dir}: no metrics.jsonl (is this a run directory?)")
+    rows = []
+    with path.open() as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash mid-write: the others are still good
+    if not rows:
+        raise PlotError(f"{path}: no metrics yet")
+    return rows
+
+
+def _series(rows: list[dict], x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [(r[x], r[y]) for r in rows if x in r and y in r and r[y] is not None]
+    if not pairs:
+        return np.zeros(0), np.zeros(0)
+    xs, ys = zip(*pairs, strict=True)
+    return np.asarray(xs, float), np.asarray(ys, float)
+
+
+def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Writes the PNGs and returns their paths (a metric never logged is skipped)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, key, label in PLOTS:
+        xs = [(X_STEPS, "agent steps")]
+        if name == "starting_point":
+            xs.append((X_TIME, "wall time (s)"))
+        series = [(x, xlabel, *_series(rows, x, key)) for x, xlabel in xs]
+        series = [s for s in series if len(s[2])]
+        if not series:
+            continue
+        fig, axes = plt.subplots(1, len(series), figsize=(6 * len(series), 4), squeeze=False)
+        for ax, (_, xlabel, xv, yv) in zip(axes[0], series, strict=True):
+            ax.plot(xv, yv, marker="." if len(xv) < 50 else None)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"{run_dir.name}: {label}")
+        fig.tight_layout()
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    if not written:
+        raise PlotError(f"{run_dir}/metrics.jsonl has none of the plotted metrics "
+                        f"({', '.join(k for _, k, _ in PLOTS)})")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jax_reset.plot", description=__doc__)
+    parser.add_argument("--run-dir", required=True, help="a training run directory")
+    parser.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/plots)")
+    args = parser.parse_args(argv)
+    try:
+        for path in plot_run(args.run_dir, args.out):
+            print(path)
+    except PlotError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Recording one evaluation episode as an MP4 at the emulator's full resolution.
+
+The policy plays on an EnvPool env with the training preprocessing; a second EnvPool env with the
+same seed and the same actions, at 210x160 RGB with no frame stack, replays the same game for the
+picture (both follow the same deterministic emulator; their rewards are compared at every step
+and a divergence is an error). One video frame per agent step (max of the skip's last two
+frames, as the agent sees it), with the score and the frame counter drawn on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from jax_reset.envs.config import EnvConfig
+from jax_reset.evaluate import BatchPolicy, EvalError, make_envpool, protocol_env_config
+
+# 3x: 480x658 with the band, big enough to read the overlay, a few MB per game.
+SCALE = 3
+
+
+def _annotate(frame_chw: np.ndarray, score: float, frames: int) -> np.ndarray:
+    """[3, 210, 160] uint8 -> [658, 480, 3] uint8: a band with the score and the frame counter
+    above the screen scaled 3x."""
+    rgb = np.ascontiguousarray(frame_chw.transpose(1, 2, 0))
+    big = cv2.resize(rgb, (rgb.shape[1] * SCALE, rgb.shape[0] * SCALE),
+                     interpolation=cv2.INTER_NEAREST)
+    band = np.zeros((28, big.shape[1], 3), np.uint8)
+    text = f"score {score:g}   frame {frames}"
+    cv2.putText(band, text, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1,
+                cv2.LINE_AA)
+    return np.concatenate([band, big], axis=0)
+
+
+def record_episode(game: str, env: EnvConfig, policy: BatchPolicy, path: str | Path,
+                   protocol: str = "plain", seed: int = 0, fps: int = 15) -> tuple[float, int]:
+    """Plays one full game and writes it to ``path`` (MP4). Returns (score, video frames)."""
+    import imageio.v2 as imageio
+
+    if protocol == "epsilon":
+        raise EvalError("--video records the plain, noop or sticky protocol")
+    path = Path(path)
+    if path.suffix.lower() != ".mp4":
+        raise EvalError(f"--video must name an .mp4 file, got {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    play_cfg = protocol_env_config(env, protocol)
+    show_cfg = dataclasses.replace(play_cfg, img_height=210, img_width=160, gray_scale=False,
+                                   stack_num=1)
+    play = make_envpool(game, play_cfg, 1, seed, num_threads=1)
+    show = make_envpool(game, show_cfg, 1, seed, num_threads=1)
+    policy.reset(1, seed)
+    tmp = path.with_name(f".{path.name}.tmp.mp4")
+    written = 0
+    score = 0.0
+    try:
+        obs, _ = play.reset()
+        picture, _ = show.reset()
+        with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=7,
+                                macro_block_size=1) as writer:
+            writer.append_data(_annotate(picture[0], score, 0))
+            written = 1
+            episode_start = np.ones(1, dtype=bool)
+            while True:
+                action = np.asarray(policy.act(obs, episode_start), np.int32)
+                obs, reward, term, trunc, _ = play.step(action)
+                picture, reward_shown, _, _, _ = show.step(action)
+                if reward[0] != reward_shown[0]:
+                    raise EvalError("the display env diverged from the playing env")
+                score += float(reward[0])
+                writer.append_data(_annotate(picture[0], score, written * env.frame_skip))
+                written += 1
+                episode_start[:] = False
+                if term[0] or trunc[0]:
+                    break
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        play.close()
+        show.close()
+    return score, written

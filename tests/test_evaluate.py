@@ -1,0 +1,103 @@
+"""Evaluation under each protocol on EnvPool, the video, and the plots."""
+
+from __future__ import annotations
+
+import json
+
+import imageio.v3 as iio
+import jax
+import pytest
+
+from jax_reset import networks
+from jax_reset.envs.config import EnvConfig
+from jax_reset.evaluate import (
+    PROTOCOLS,
+    EvalError,
+    NetworkPolicy,
+    protocol_env_config,
+    run_protocol,
+)
+from jax_reset.plot import PlotError, plot_run
+from jax_reset.ppo.config import NetworkConfig
+from jax_reset.video import record_episode
+
+# Small frames and a small network: a Pong game is ~1,000 agent steps of inference on the CPU.
+ENV = EnvConfig(img_height=42, img_width=42, gray_scale=True, stack_num=2)
+NET = NetworkConfig(conv_channels=(8, 8, 8), conv_kernels=(4, 3, 3), conv_strides=(2, 2, 1),
+                    dense_size=32, core="lstm", core_size=16)
+PONG_ACTIONS = 6
+
+
+@pytest.fixture(scope="module")
+def policy() -> NetworkPolicy:
+    network = networks.make_network(NET, PONG_ACTIONS)
+    params = networks.init_params(network, jax.random.PRNGKey(0), ENV.obs_shape)
+    return NetworkPolicy(NET, params, PONG_ACTIONS)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_each_protocol_plays_full_games(policy, protocol):
+    result = run_protocol("Pong", ENV, policy, protocol, episodes=3, num_envs=2, seed=1)
+    summary = result.summary()
+    assert summary["episodes"] == 3 == len(result.scores)
+    # A full game of Pong ends when one side reaches 21 points.
+    assert all(-21 <= s <= 21 for s in result.scores)
+    assert min(result.scores) <= -15 or max(result.scores) >= 15
+    assert summary["score_min"] <= summary["score_median"] <= summary["score_max"]
+    assert all(n > 700 for n in result.lengths), result.lengths  # ≥ 21 points of play
+    json.dumps(summary)
+
+
+def test_protocol_settings():
+    assert protocol_env_config(ENV, "sticky").repeat_action_probability == 0.25
+    assert protocol_env_config(ENV, "noop").noop_max == 30
+    plain = protocol_env_config(EnvConfig(reward_clip=True, episodic_life=True), "plain")
+    assert not plain.reward_clip and not plain.episodic_life and plain.noop_max == 1
+    with pytest.raises(EvalError, match="unknown protocol"):
+        protocol_env_config(ENV, "greedy")
+
+
+def test_same_seed_same_games_and_protocols_differ(policy):
+    a = run_protocol("Pong", ENV, policy, "plain", episodes=1, num_envs=1, seed=3)
+    b = run_protocol("Pong", ENV, policy, "plain", episodes=1, num_envs=1, seed=3)
+    c = run_protocol("Pong", ENV, policy, "sticky", episodes=1, num_envs=1, seed=3)
+    assert (a.scores, a.lengths) == (b.scores, b.lengths)
+    assert a.lengths != c.lengths
+
+
+def test_video_decodes_with_one_frame_per_agent_step(policy, tmp_path):
+    path = tmp_path / "game.mp4"
+    score, frames = record_episode("Pong", ENV, policy, path, protocol="plain", seed=3)
+    decoded = list(iio.imiter(path))
+    assert len(decoded) == frames
+    assert decoded[0].shape == (28 + 210 * 3, 160 * 3, 3)
+    # The same seed and protocol play the same game as the evaluation.
+    again = run_protocol("Pong", ENV, policy, "plain", episodes=1, num_envs=1, seed=3)
+    assert score == again.scores[0] and frames == again.lengths[0] + 1
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_video_refuses_bad_paths(policy, tmp_path):
+    with pytest.raises(EvalError, match=r"\.mp4"):
+        record_episode("Pong", ENV, policy, tmp_path / "game.gif")
+
+
+def test_plots_from_metrics(tmp_path):
+    rows = [{"update": u, "agent_steps": 1024 * u, "wall_time_s": 2.0 * u,
+             "curriculum/max_starting_point": 22000 - 40 * u, "curriculum/success_rate": 0.3,
+             "env/episode_score": float(u % 3), "timing/agent_steps_per_s": 500.0}
+            for u in range(1, 20)]
+    (tmp_path / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows) + '{"update": 20, "agent_ste')
+    paths = plot_run(tmp_path)
+    assert {p.name for p in paths} == {"starting_point.png", "success_rate.png", "score.png",
+                                       "steps_per_s.png"}
+    assert all(iio.imread(p).shape[0] > 100 for p in paths)
+
+
+def test_plot_errors(tmp_path):
+    with pytest.raises(PlotError, match=r"no metrics\.jsonl"):
+        plot_run(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text('{"update": 1}\n')
+    with pytest.raises(PlotError, match="none of the plotted metrics"):
+        plot_run(tmp_path)
