@@ -12,10 +12,8 @@ ale-py ships the ROMs of all five demo games. Two demos were recorded on other R
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,32 +96,14 @@ def resolve_rom(rom_id: str, md5: str, rom_path: str | os.PathLike | None = None
     return path
 
 
-@contextlib.contextmanager
-def _quiet_output():
-    """ALE prints banners to the C-level stdout/stderr on every ROM load; keep CLIs readable."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, devnull):
-            os.close(fd)
-
-
-def make_ale(rom: str | os.PathLike, *, seed: int = 0, repeat_action_probability: float = 0.0,
-             quiet: bool = True) -> ale_py.ALEInterface:
+def make_ale(rom: str | os.PathLike, *, seed: int = 0,
+             repeat_action_probability: float = 0.0) -> ale_py.ALEInterface:
     """An ``ALEInterface`` with ``rom`` loaded, frame skip 1 and no sticky actions by default."""
-    with _quiet_output() if quiet else contextlib.nullcontext():
-        ale = ale_py.ALEInterface()
-        ale.setLoggerMode(ale_py.LoggerMode.Error)
-        ale.setInt("random_seed", seed)
-        ale.setInt("frame_skip", 1)
-        ale.setFloat("repeat_action_probability", repeat_action_probability)
-        ale.loadROM(str(rom))
+    # The logger is global and must be quiet before construction, which prints the banner.
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
+    ale = ale_py.ALEInterface()
+    ale.setInt("random_seed", int(seed) & 0x7FFFFFFF)  # ALE takes a non-negative int32
+    ale.setInt("frame_skip", 1)
+    ale.setFloat("repeat_action_probability", float(repeat_action_probability))
+    ale.loadROM(str(rom))
     return ale

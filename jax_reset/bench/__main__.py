@@ -1,0 +1,27 @@
+"""`python -m jax_reset.bench {env,learner} [options]`: the benchmarks of `docs/benchmarks.md`.
+
+Kept free of heavy imports: worker processes started with "spawn" import this module again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "env": "jax_reset.bench.env",  # the Atari pool against EnvPool and raw ALE
+    "learner": "jax_reset.bench.learner",  # the PPO update
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in BENCHMARKS:
+        print(f"usage: python -m jax_reset.bench {{{','.join(BENCHMARKS)}}} [options]")
+        return 2
+    module = importlib.import_module(BENCHMARKS[argv[0]])
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

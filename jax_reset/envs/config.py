@@ -1,0 +1,124 @@
+"""Settings of the Atari pool: preprocessing (EnvPool-compatible) and the demo-reset rules.
+
+Units: `frames` are emulator frames; `agent steps` are frames // frame_skip (one action each).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Literal
+
+AutoReset = Literal["same_step", "next_step"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    """Preprocessing of one Atari environment; the defaults are the reference's.
+
+    With `reward_clip=False`, `fire_reset=False`, `noop_max=1`, `repeat_action_probability=0`
+    and `autoreset="next_step"`, a plain (demo-less) pool reproduces EnvPool's Atari env with
+    the same settings frame for frame (see `docs/benchmarks.md` and `tests/test_envs_parity.py`),
+    except in one documented case: when the game ends before the second-to-last frame of a skip,
+    EnvPool returns the previous step's observation, this pool the last emulated frame.
+    """
+
+    frame_skip: int = 4
+    """Emulator frames per agent step; the action is repeated, rewards are summed, and the skip
+    stops early at the end of an episode."""
+    max_pool: bool = True
+    """Observation = pixel-wise max of the last two frames of a skip (only when all of its frames
+    ran, as EnvPool); otherwise the last emulated frame."""
+    img_height: int = 105
+    img_width: int = 80
+    gray_scale: bool = False
+    """False: RGB, 3 channels per stacked frame. True: ALE palette grayscale, 1 channel."""
+    inter_area_resize: bool = True
+    """OpenCV INTER_AREA (EnvPool's default); False: INTER_LINEAR."""
+    stack_num: int = 4
+    """Observations are uint8 [stack_num * channels, img_height, img_width], oldest first."""
+    reward_clip: bool = True
+    """`PoolStep.reward` is the sum over the skip of sign(frame reward) (the reference clips per
+    frame, EnvPool per agent step); `PoolStep.raw_reward` is always the unclipped sum."""
+    episodic_life: bool = False
+    """Plain mode only (EnvPool semantics): a life loss ends the episode, checked after the skip,
+    and the next reset continues the same game. In demo mode a life loss always ends the
+    episode, checked every frame."""
+    noop_max: int = 1
+    """Plain resets: `reset_game()` then U{1..noop_max} NOOP frames (EnvPool counts the same
+    way: 1 means exactly one NOOP frame, 30 the usual "no-op starts")."""
+    repeat_action_probability: float = 0.0
+    """Sticky actions inside ALE (0.25 for the robustness evaluation). Keep 0 with demo resets:
+    restores replay demo actions through the same emulator."""
+    fire_reset: bool | None = None
+    """Plain resets only: the last reset NOOP frame is replaced by one FIRE frame (EnvPool's
+    `use_fire_reset`; ignored when the game has no FIRE). None: the reference's choice, True
+    for Pong only."""
+    max_episode_steps: int = 27_000
+    """Agent steps since the last `reset_game()` after which the episode is cut (EnvPool's
+    truncation; 27,000 agent steps = 30 minutes of play)."""
+    autoreset: AutoReset = "same_step"
+    """What follows an episode end. "same_step": the env resets inside the step that ended the
+    episode, so the returned obs is already the first of the next episode (`episode_start`),
+    no agent step is spent on a reset and the terminal observation is not returned.
+    "next_step": EnvPool's convention; the next step ignores its action, resets and returns
+    reward 0."""
+
+    def __post_init__(self) -> None:
+        if self.frame_skip < 1 or self.stack_num < 1 or self.noop_max < 1:
+            raise ValueError("frame_skip, stack_num and noop_max must be >= 1")
+        if self.img_height < 1 or self.img_width < 1:
+            raise ValueError("img_height and img_width must be >= 1")
+        if not 0.0 <= self.repeat_action_probability <= 1.0:
+            raise ValueError("repeat_action_probability must be in [0, 1]")
+        if self.autoreset not in ("same_step", "next_step"):
+            raise ValueError(f"autoreset must be same_step or next_step, not {self.autoreset!r}")
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.gray_scale else 3
+
+    @property
+    def obs_shape(self) -> tuple[int, int, int]:
+        """Shape of one environment's observation: (stack_num * channels, height, width)."""
+        return (self.stack_num * self.channels, self.img_height, self.img_width)
+
+    def uses_fire_reset(self, game: str) -> bool:
+        return self.fire_reset if self.fire_reset is not None else game == "Pong"
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoResetConfig:
+    """Episodes restarted from the states of one demo, with the reference's per-frame rules
+    (`../shared/notes/algorithm.md`, "Starting an episode" and "Ending an episode")."""
+
+    demo_path: str
+    """A `demos/<Game>.npz` file; every worker loads it itself."""
+    rom_path: str | None = None
+    """The user's own ROM file, for a demo recorded on a ROM ale-py does not ship (Gravitar);
+    checked by md5. None: ale-py's ROM."""
+    dense_stride: int = 16
+    """Frames between the in-memory states built once at start-up by replaying the demo, so a
+    restore is one `restoreState` plus at most dense_stride + frame_skip * (stack_num - 1)
+    emulated frames (to fill the frame stack)."""
+    allowed_lag_frames: int = 50
+    """An episode ends (done) when its score is below the demo's score this many frames ago."""
+    entropy_boost_frames: int = 100
+    """`entropy_boost` while the frame index is below starting_point + this many frames."""
+    p_start_at_starting_point: float = 0.8
+    """At each reset, the start frame is the env's starting point with this probability, else
+    uniform in [starting_point, T)."""
+    extra_frames_log_max: float = 7.0
+    """After reaching the demo's final score, the episode is cut after int(exp(this * U))
+    more frames, U ~ U[0, 1)."""
+
+    def __post_init__(self) -> None:
+        if self.dense_stride < 1:
+            raise ValueError("dense_stride must be >= 1")
+        if not 0.0 <= self.p_start_at_starting_point <= 1.0:
+            raise ValueError("p_start_at_starting_point must be in [0, 1]")
+
+
+def rom_id(game: str) -> str:
+    """ale-py's ROM id of an EnvPool-style game name: "MontezumaRevenge" -> "montezuma_revenge"."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", game).lower()

@@ -1,0 +1,58 @@
+"""Why an episode ended, and the per-frame end-of-episode rules of the demo curriculum.
+
+Rules (`../shared/notes/algorithm.md`, "Ending an episode"), checked after every emulator frame:
+a life loss ends the episode; once the score reaches the demo's final score R[T-1], a budget of
+extra frames counts down and its end cuts the episode; below that score, reaching frame f > lag
+with a score below R[min(T-1, f - lag)] ends it (lagging the demo by more than `lag` frames).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+
+import numpy as np
+
+
+class EndReason(enum.IntEnum):
+    """`PoolStep.end_reason`; 0 while the episode goes on."""
+
+    NONE = 0
+    GAME_OVER = 1  # done: the game itself ended
+    LIFE_LOSS = 2  # done: lives decreased and are still > 0
+    LAG = 3  # done: the score lags the demo's by more than the allowed frames
+    DEMO_SCORE_CUT = 4  # cut: the extra-frames budget after reaching the demo's score ran out
+    TIME_LIMIT = 5  # cut: max_episode_steps agent steps since the game's reset
+
+    @property
+    def is_done(self) -> bool:
+        """A real terminal: no value is bootstrapped across it."""
+        return self in (EndReason.GAME_OVER, EndReason.LIFE_LOSS, EndReason.LAG)
+
+    @property
+    def is_cut(self) -> bool:
+        """An end that is not a terminal: nothing is learned across it."""
+        return self in (EndReason.DEMO_SCORE_CUT, EndReason.TIME_LIMIT)
+
+
+def draw_start_frame(
+    rng: np.random.Generator, starting_point: int, num_frames: int, p_at_starting_point: float
+) -> int:
+    """Start frame of an episode: sp with probability p, else uniform in [sp, T); in [0, T]."""
+    sp = min(max(int(starting_point), 0), num_frames)
+    if sp >= num_frames or rng.random() < p_at_starting_point:
+        return sp
+    return int(rng.integers(sp, num_frames))
+
+
+def draw_extra_frames(rng: np.random.Generator, log_max: float) -> int:
+    """int(exp(log_max * U)), U ~ U[0, 1): 1 to ~1,100 frames for log_max = 7."""
+    return int(math.exp(log_max * rng.random()))
+
+
+def start_score(returns: np.ndarray, frame: int) -> float:
+    """The demo's score at the state after `frame` frames: R[frame - 1], 0 at frame 0.
+
+    (The reference started at R[frame], one frame ahead when r[frame] != 0: the **improve**.)
+    """
+    return float(returns[frame - 1]) if frame > 0 else 0.0

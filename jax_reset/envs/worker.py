@@ -1,0 +1,500 @@
+"""The worker process: owns a contiguous slice of the pool's environments (one ALE each).
+
+Protocol (one duplex pipe per worker, raw bytes, no pickling on the step path): the parent
+writes actions / starting points into shared memory and sends `opcode + int32 local ids`
+(empty ids: all of the worker's envs); the worker writes the results into shared memory and
+answers b"k", or b"E" + traceback and exits. Commands are served in order, so the parent can
+queue several (the asynchronous send/recv).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import pickle
+import signal
+import traceback
+from multiprocessing.connection import Connection
+
+import numpy as np
+
+from jax_reset.envs import preprocess, shm
+from jax_reset.envs.config import DemoResetConfig, EnvConfig
+from jax_reset.envs.rules import (
+    EndReason,
+    draw_extra_frames,
+    draw_start_frame,
+    start_score,
+)
+
+OP_STEP = ord("S")
+OP_RESET = ord("R")
+OP_BUILD_STATES = ord("B")
+OP_LOAD_STATES = ord("L")
+OP_CLOSE = ord("X")
+
+_GAME_OVER = int(EndReason.GAME_OVER)
+_LIFE_LOSS = int(EndReason.LIFE_LOSS)
+_LAG = int(EndReason.LAG)
+_DEMO_SCORE_CUT = int(EndReason.DEMO_SCORE_CUT)
+_TIME_LIMIT = int(EndReason.TIME_LIMIT)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs, pickled once at start."""
+
+    index: int
+    env_lo: int  # global ids [env_lo, env_hi) belong to this worker
+    env_hi: int
+    game: str
+    rom_path: str
+    config: EnvConfig
+    demo: DemoResetConfig | None
+    shm_name: str
+    layout: shm.Layout
+    seed: int
+
+
+def make_ale(rom_path: str, seed: int, repeat_action_probability: float):
+    """An ale-py emulator with EnvPool's settings (frame_skip 1, given stickiness and seed)."""
+    from jax_reset.demos.roms import make_ale as make_quiet_ale
+
+    return make_quiet_ale(rom_path, seed=seed, repeat_action_probability=repeat_action_probability)
+
+
+class DemoStates:
+    """Emulator states of a demo every `stride` frames: frame k * stride is states[k].
+
+    Frame 0 is the game's reset (restored with `reset_game()`, which also leaves its screen in
+    the frame buffer; `restoreState` does not restore the screen).
+    """
+
+    def __init__(self, stride: int, blob: memoryview, offsets: np.ndarray) -> None:
+        self.stride = stride
+        self._blob = blob
+        self._offsets = offsets  # int64 [K + 1] byte offsets into blob
+        self._cache: dict[int, object] = {}
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def state(self, k: int):
+        import ale_py
+
+        st = self._cache.get(k)
+        if st is None:
+            st = ale_py.ALEState(bytes(self._blob[self._offsets[k] : self._offsets[k + 1]]))
+            self._cache[k] = st
+        return st
+
+
+def build_state_chunk(ale, demo, action_set, lo: int, hi: int, stride: int) -> list[bytes]:
+    """Serialized states at frames lo, lo + stride, ... (< hi) by replaying demo actions.
+
+    lo is a multiple of stride. The replay starts from the demo's own restore (its latest
+    checkpoint <= lo, or the game's reset before the first checkpoint) and re-starts from the
+    first checkpoint when it gets there: a replay from today's reset drifts from the recorded
+    game, a replay from the first checkpoint on is exact (`demos.verify`).
+    """
+    demo.restore(ale, lo)
+    out = [ale.cloneState().serialize()]
+    actions = demo.actions
+    first_checkpoint = int(demo.checkpoint_frames[0]) if len(demo.checkpoint_frames) else -1
+    for frame in range(lo, hi - 1):
+        ale.act(action_set[int(actions[frame])])
+        if frame + 1 == first_checkpoint:
+            demo.restore(ale, first_checkpoint)
+        if (frame + 1) % stride == 0:
+            out.append(ale.cloneState().serialize())
+    return out
+
+
+class _EnvState:
+    """Per-environment bookkeeping that is not in shared memory."""
+
+    __slots__ = (
+        "ale",
+        "elapsed",
+        "extra",
+        "frame",
+        "lives",
+        "needs_reset",
+        "score",
+        "sp",
+        "start_frame",
+    )
+
+    def __init__(self, ale) -> None:
+        self.ale = ale
+        # Agent steps since the game's reset (EnvPool's time limit). Starts "expired" so that
+        # the first reset is a full reset_game() even with episodic life, as in EnvPool.
+        self.elapsed = 1 << 62
+        self.extra = 0  # frames left after reaching the demo's final score
+        self.frame = 0  # absolute frame index (frames since the game's reset)
+        self.lives = 0
+        self.needs_reset = True
+        self.score = 0.0  # episode's running (unclipped) score
+        self.sp = 0  # curriculum starting point of the current episode
+        self.start_frame = 0
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec) -> None:
+        import ale_py
+
+        self.spec = spec
+        cfg = self.cfg = spec.config
+        self._shm = shm.attach(spec.shm_name)
+        views = spec.layout.views(self._shm.buf)
+        lo, hi = spec.env_lo, spec.env_hi
+        self.v = {name: arr[lo:hi] for name, arr in views.items()}  # local rows only
+        self.obs_rows = list(self.v["obs"])  # [stack * C, H, W] views, one per env
+        self.obs_addresses = [row.ctypes.data for row in self.obs_rows]
+        self.rng = np.random.default_rng([spec.seed, spec.index, 0x5EED])
+        self.envs = [
+            _EnvState(make_ale(spec.rom_path, spec.seed + lo + i, cfg.repeat_action_probability))
+            for i in range(hi - lo)
+        ]
+        self.action_set = list(self.envs[0].ale.getMinimalActionSet())
+        self.noop = ale_py.Action.NOOP
+        self.fire = ale_py.Action.FIRE
+        self.fire_reset = cfg.uses_fire_reset(spec.game) and self.fire in self.action_set
+        shape = preprocess.raw_screen_shape(cfg.gray_scale)
+        self.bufs = [np.zeros(shape, np.uint8) for _ in range(2)]
+        self.scratch = np.zeros((cfg.img_height, cfg.img_width, cfg.channels), np.uint8)
+        if cfg.gray_scale:
+            self.scratch = self.scratch[..., 0].copy()
+        self.grab = "getScreenGrayscale" if cfg.gray_scale else "getScreenRGB"
+        self.states: DemoStates | None = None
+        self._states_shm = None
+        self.demo = None
+        if spec.demo is not None:
+            from jax_reset import demos
+
+            self.demo = demos.load(spec.demo.demo_path, rom_path=spec.demo.rom_path)
+            self.returns = np.asarray(self.demo.returns, np.float64)
+            self.actions = np.asarray(self.demo.actions, np.int64)
+            self.num_frames = int(self.demo.num_frames)
+            self.final_score = float(self.returns[-1])
+            # Python lists: per-frame indexing of a list is faster than of an ndarray.
+            self.returns_list = self.returns.tolist()
+
+    # ------------------------------------------------------------------ commands
+
+    def serve(self, conn: Connection) -> None:
+        while True:
+            msg = conn.recv_bytes()
+            op = msg[0]
+            if op == OP_STEP:
+                self.step(self._ids(msg))
+            elif op == OP_RESET:
+                self.reset(self._ids(msg))
+            elif op == OP_BUILD_STATES:
+                lo, hi, stride = pickle.loads(msg[1:])
+                chunk = build_state_chunk(
+                    self.envs[0].ale, self.demo, self.action_set, lo, hi, stride
+                )
+                conn.send_bytes(b"k" + pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
+                continue
+            elif op == OP_LOAD_STATES:
+                name, stride, offsets = pickle.loads(msg[1:])
+                self._states_shm = shm.attach(name)
+                self.states = DemoStates(stride, self._states_shm.buf, offsets)
+            elif op == OP_CLOSE:
+                conn.send_bytes(b"k")
+                return
+            else:
+                raise ValueError(f"unknown command opcode {op!r}")
+            conn.send_bytes(b"k")
+
+    def _ids(self, msg: bytes) -> range | np.ndarray:
+        if len(msg) == 1:
+            return range(len(self.envs))
+        return np.frombuffer(msg, np.int32, offset=1).tolist()
+
+    def close(self) -> None:
+        self.v = {}
+        self.obs_rows = []
+        self.states = None
+        for seg in (self._shm, self._states_shm):
+            if seg is not None:
+                # BufferError: a view is still alive; the mapping goes with the process.
+                with contextlib.suppress(BufferError):
+                    seg.close()
+
+    # ------------------------------------------------------------------ step
+
+    def step(self, ids) -> None:
+        actions = self.v["action"]
+        envs, action_set = self.envs, self.action_set
+        for i in ids:
+            e = envs[i]
+            if e.needs_reset:  # autoreset "next_step": this step only resets (EnvPool)
+                self._reset_cleared(i)
+            else:
+                a = actions[i]
+                self._step_one(i, e, action_set[a] if a >= 0 else None)
+
+    def _step_one(self, i: int, e: _EnvState, act) -> None:
+        v = self.v
+        cfg = self.cfg
+        ale = e.ale
+        skip = cfg.frame_skip
+        bufs = self.bufs
+        grab = getattr(ale, self.grab)
+        demo = self.demo is not None
+        if demo:
+            lag, returns, last = self.lag, self.returns_list, self.num_frames - 1
+        raw = 0.0
+        clipped = 0.0
+        reason = 0
+        frame = e.frame
+        score = e.score
+        k = 0
+        for k in range(skip):
+            # act None: the demo's own action of this frame (NOOP past its end).
+            r = ale.act(act if act is not None else self._demo_action(frame))
+            frame += 1
+            if r:
+                raw += r
+                score += r
+                clipped += 1.0 if r > 0 else -1.0
+            if k >= skip - 2:
+                grab(bufs[k - skip + 2])
+            if ale.game_over():
+                reason = _GAME_OVER
+                break
+            if demo:
+                # The curriculum's per-frame rules (module docstring of rules.py).
+                lives = ale.lives()
+                if lives < e.lives and lives > 0:
+                    e.lives = lives
+                    reason = _LIFE_LOSS
+                    break
+                e.lives = lives
+                if score >= self.final_score:
+                    e.extra -= 1
+                    if e.extra <= 0:
+                        reason = _DEMO_SCORE_CUT
+                        break
+                elif frame > lag and score < returns[min(last, frame - lag)]:
+                    reason = _LAG
+                    break
+        nframes = k + 1
+        e.frame = frame
+        e.score = score
+        e.elapsed += 1
+        if not demo:
+            lives = ale.lives()
+            if cfg.episodic_life and reason == 0 and 0 < lives < e.lives:
+                reason = _LIFE_LOSS
+            e.lives = lives
+        if reason == 0 and e.elapsed >= cfg.max_episode_steps:
+            reason = _TIME_LIMIT
+        v["reward"][i] = clipped if cfg.reward_clip else raw
+        v["raw_reward"][i] = raw
+        if reason:
+            self._end_episode(i, e, reason)
+            if cfg.autoreset == "same_step":
+                self._reset_one(i)  # overwrites obs, frame, score: the new episode's first
+                return
+            e.needs_reset = True
+        else:
+            v["done"][i] = False
+            v["cut"][i] = False
+            v["game_over"][i] = False
+            v["end_reason"][i] = 0
+        v["episode_start"][i] = False
+        # The observation: max of the last two frames if the whole skip ran, else the last.
+        if nframes == skip:
+            if cfg.max_pool and skip > 1:
+                src = preprocess.max_pool(bufs[0], bufs[1], bufs[0])
+            else:
+                src = bufs[1]
+        elif k == skip - 2:
+            src = bufs[0]
+        else:  # EnvPool returns the previous observation here; this is the true last frame
+            grab(bufs[1])
+            src = bufs[1]
+        self._push(i, src, push_all=False)
+        self._write_status(i, e)
+
+    def _demo_action(self, frame: int):
+        if self.demo is None:
+            raise ValueError("action -1 (play the demo's actions) needs a demo")
+        return self.action_set[self.actions[frame]] if frame < self.num_frames else self.noop
+
+    def _end_episode(self, i: int, e: _EnvState, reason: int) -> None:
+        v = self.v
+        v["done"][i] = reason in (_GAME_OVER, _LIFE_LOSS, _LAG)
+        v["cut"][i] = reason in (_DEMO_SCORE_CUT, _TIME_LIMIT)
+        v["game_over"][i] = reason == _GAME_OVER
+        v["end_reason"][i] = reason
+        v["ep_start_frame"][i] = e.start_frame
+        v["ep_end_frame"][i] = e.frame
+        v["ep_score"][i] = e.score
+        v["ep_as_good_as_demo"][i] = self.demo is not None and e.score >= self.final_score
+        v["ep_starting_point"][i] = e.sp
+
+    def _write_status(self, i: int, e: _EnvState) -> None:
+        v = self.v
+        v["frame"][i] = e.frame
+        v["score"][i] = e.score
+        v["lives"][i] = e.lives
+        v["entropy_boost"][i] = self.demo is not None and e.frame < e.sp + self.boost
+
+    def _push(self, i: int, screen: np.ndarray, push_all: bool) -> None:
+        cfg = self.cfg
+        row = self.obs_rows[i]
+        slot = preprocess.shift_stack(row, cfg.channels, self.obs_addresses[i])
+        preprocess.resize_chw(screen, slot, self.scratch, cfg.inter_area_resize)
+        if push_all:
+            preprocess.fill_stack(row, cfg.channels)
+
+    # ------------------------------------------------------------------ reset
+
+    @property
+    def lag(self) -> int:
+        return self.spec.demo.allowed_lag_frames
+
+    @property
+    def boost(self) -> int:
+        return self.spec.demo.entropy_boost_frames
+
+    def reset(self, ids) -> None:
+        for i in ids:
+            self._reset_cleared(i)
+
+    def _reset_cleared(self, i: int) -> None:
+        """A reset as an output row: reward 0, no episode end."""
+        v = self.v
+        self._reset_one(i)
+        v["reward"][i] = 0.0
+        v["raw_reward"][i] = 0.0
+        v["done"][i] = False
+        v["cut"][i] = False
+        v["game_over"][i] = False
+        v["end_reason"][i] = 0
+
+    def _reset_one(self, i: int) -> None:
+        e = self.envs[i]
+        if self.demo is not None:
+            self._reset_demo(i, e)
+        else:
+            self._reset_plain(i, e)
+        e.needs_reset = False
+        e.elapsed = 0 if self.demo is not None else e.elapsed
+        self.v["episode_start"][i] = True
+        self._write_status(i, e)
+
+    def _reset_plain(self, i: int, e: _EnvState) -> None:
+        """EnvPool's Reset(): reset_game (unless episodic life continues the game), NOOP frames,
+        an optional FIRE frame; the stack is filled with the single last screen."""
+        cfg = self.cfg
+        ale = e.ale
+        noops = int(self.rng.integers(1, cfg.noop_max + 1)) - int(self.fire_reset)
+        push_all = False
+        if not cfg.episodic_life or ale.game_over() or e.elapsed >= cfg.max_episode_steps:
+            ale.reset_game()
+            e.elapsed = 0
+            e.frame = 0
+            push_all = True
+        for _ in range(noops):
+            ale.act(self.noop)
+            e.frame += 1
+            if ale.game_over():
+                ale.reset_game()
+                e.frame = 0
+                push_all = True
+        if self.fire_reset:
+            ale.act(self.fire)
+            e.frame += 1
+        getattr(ale, self.grab)(self.bufs[1])
+        self._push(i, self.bufs[1], push_all=push_all)
+        e.lives = ale.lives()
+        e.score = 0.0
+        e.start_frame = e.frame
+        e.sp = 0
+
+    def _reset_demo(self, i: int, e: _EnvState) -> None:
+        v = self.v
+        cfg = self.spec.demo
+        forced = int(v["next_start"][i])
+        e.sp = int(v["starting_point"][i])
+        if forced >= 0:
+            start = min(forced, self.num_frames)
+            v["next_start"][i] = -1
+        else:
+            start = draw_start_frame(self.rng, e.sp, self.num_frames, cfg.p_start_at_starting_point)
+        self.restore_demo_frame(i, e, start)
+        e.extra = draw_extra_frames(self.rng, cfg.extra_frames_log_max)
+
+    def restore_demo_frame(self, i: int, e: _EnvState, frame: int) -> None:
+        """Put env i at the state after demo actions [0, frame), with the frame stack an agent
+        following the demo would hold there: observations at frames frame - skip * j.
+
+        Cost: one `restoreState` (or `reset_game()` near the start) plus at most
+        stride + skip * (stack - 1) + 1 emulated frames.
+        """
+        if self.states is None:
+            raise RuntimeError("demo states are not loaded")
+        cfg = self.cfg
+        ale = e.ale
+        skip, stack = cfg.frame_skip, cfg.stack_num
+        pool = cfg.max_pool and skip > 1
+        targets = [max(frame - skip * (stack - 1 - j), 0) for j in range(stack)]
+        needed = set()
+        for t in targets:
+            needed.add(t)
+            if pool and t > 0:
+                needed.add(t - 1)
+        first = min(needed)
+        stride = self.states.stride
+        # restoreState leaves the old screen in the frame buffer, so start strictly before the
+        # first needed screen; reset_game() produces the screen of frame 0 itself.
+        base = 0 if first == 0 else ((first - 1) // stride) * stride
+        if base == 0:
+            ale.reset_game()
+        else:
+            ale.restoreState(self.states.state(base // stride))
+        screens: dict[int, np.ndarray] = {}
+        grab = getattr(ale, self.grab)
+        if base in needed:
+            screens[base] = grab()
+        actions, action_set = self.actions, self.action_set
+        for f in range(base, frame):
+            ale.act(action_set[actions[f]])
+            if f + 1 in needed:
+                screens[f + 1] = grab()
+        row = self.v["obs"][i]
+        c = cfg.channels
+        for j, t in enumerate(targets):
+            src = screens[t]
+            if pool and t > 0:
+                src = np.maximum(screens[t - 1], src)
+            dst = row[j * c : (j + 1) * c]
+            preprocess.resize_chw(src, dst, self.scratch, cfg.inter_area_resize)
+        e.frame = frame
+        e.start_frame = frame
+        e.score = start_score(self.returns, frame)
+        e.lives = ale.lives()
+
+
+def worker_main(conn: Connection, spec: WorkerSpec) -> None:
+    """Process entry point. Ctrl-C is the parent's business: it closes the pool."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker = None
+    try:
+        worker = Worker(spec)
+        conn.send_bytes(b"k")
+        worker.serve(conn)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        pass  # the parent is gone: exit quietly
+    except BaseException:
+        with contextlib.suppress(OSError):
+            conn.send_bytes(b"E" + traceback.format_exc().encode("utf-8", "replace"))
+    finally:
+        if worker is not None:
+            worker.close()
+        conn.close()

@@ -1,0 +1,137 @@
+"""Demo-state restores and the curriculum's per-frame episode rules, on the real demos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jax_reset import demos
+from jax_reset.envs import AtariPool, DemoResetConfig, EndReason
+
+MONTEZUMA = "demos/MontezumaRevenge.npz"
+PLAY_DEMO = -1  # the pool's action that plays the demo's own frame actions
+RIGHT = 3  # Montezuma's minimal action set: NOOP, FIRE, UP, RIGHT, ...
+
+
+@pytest.fixture(scope="module")
+def demo() -> demos.Demo:
+    return demos.load(MONTEZUMA)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with AtariPool(None, 4, 2, demo=DemoResetConfig(MONTEZUMA), seed=7) as p:
+        yield p
+
+
+def _run_until_end(pool: AtariPool, env: int, action: int, max_steps: int):
+    for _ in range(max_steps):
+        out = pool.step(np.array([action]), [env])
+        if out.ended[0]:
+            return out
+    raise AssertionError(f"no episode end in {max_steps} steps")
+
+
+@pytest.mark.parametrize("path", [MONTEZUMA, "demos/Pong.npz"])
+def test_restore_reproduces_demo_rewards_and_frames(path: str) -> None:
+    demo = demos.load(path)
+    returns = demo.returns
+    rng = np.random.default_rng(0)
+    late = rng.integers(200, demo.num_frames - 200, 3)
+    frames = np.concatenate([[5], late])  # 5: before the first checkpoint, from the reset
+    steps = 20
+    with AtariPool(None, len(frames), 2, demo=DemoResetConfig(path), seed=1) as pool:
+        out = pool.restore(None, frames, starting_points=frames)
+        np.testing.assert_array_equal(out.frame, frames)
+        np.testing.assert_array_equal(out.score, [returns[f - 1] for f in frames])
+        assert out.episode_start.all()
+        alive = np.ones(len(frames), bool)
+        for k in range(steps):
+            out = pool.step(np.full(len(frames), PLAY_DEMO))
+            start = frames + 4 * k
+            expected = np.array([demo.rewards[f : f + 4].sum() for f in start])
+            # Pong's demo reaches its final score (5) at frame 14,005, long before its end (it
+            # peaks at 6, then loses a point): starts after that are cut after the extra
+            # frames. Follow the envs still in their episode.
+            alive &= ~out.ended
+            if path == MONTEZUMA:
+                assert alive.all()
+            a = alive
+            np.testing.assert_array_equal(out.raw_reward[a], expected[a], err_msg=f"step {k}")
+            np.testing.assert_array_equal(out.frame[a], start[a] + 4)
+            np.testing.assert_array_equal(out.score[a], returns[start[a] + 3])
+        assert alive.sum() >= 2
+        # The step path and the restore path agree: a fresh restore at the frames reached
+        # gives the same frame stacks.
+        ids = np.flatnonzero(alive)
+        again = pool.restore(ids, out.frame[ids])
+        np.testing.assert_array_equal(again.obs, out.obs[ids])
+
+
+def test_score_starts_at_demo_score_before_the_start_frame(pool, demo) -> None:
+    first_reward = int(np.flatnonzero(demo.rewards)[0])  # 360: reward of executing a[360]
+    out = pool.restore([0, 1], [first_reward, first_reward + 1])
+    # At frame 360 the reward of a[360] is still to come (the reference counted it already).
+    np.testing.assert_array_equal(out.score, [0.0, demo.rewards[first_reward]])
+
+
+def test_lagging_the_demo_ends_the_episode(pool, demo) -> None:
+    first_reward = int(np.flatnonzero(demo.rewards)[0])
+    start = first_reward - 60
+    pool.restore([0], [start], starting_points=[start])
+    out = _run_until_end(pool, 0, action=0, max_steps=100)  # NOOP: no points
+    assert out.end_reason[0] == EndReason.LAG and out.done[0] and not out.cut[0]
+    # Ends at the first frame f with score < R[f - 50]: f - 50 = the demo's reward frame.
+    assert out.ep_end_frame[0] == first_reward + 50
+    assert out.ep_start_frame[0] == start and out.ep_starting_point[0] == start
+    assert out.ep_score[0] == 0.0 and not out.ep_as_good_as_demo[0]
+
+
+def test_reaching_the_demo_score_cuts_after_extra_frames(pool, demo) -> None:
+    last_reward = int(np.flatnonzero(demo.rewards)[-1])
+    start = last_reward - 40
+    pool.restore([1], [start], starting_points=[start])
+    out = _run_until_end(pool, 1, action=PLAY_DEMO, max_steps=400)
+    assert out.end_reason[0] == EndReason.DEMO_SCORE_CUT
+    assert out.cut[0] and not out.done[0]
+    assert out.ep_as_good_as_demo[0] and out.ep_score[0] == demo.score
+    # The countdown starts on the frame that reaches the score, e = int(exp(7 U)) frames.
+    extra = out.ep_end_frame[0] - (last_reward + 1) + 1
+    assert 1 <= extra <= int(np.exp(7.0))
+
+
+def test_life_loss_ends_episode_and_next_start_frame_is_used(pool) -> None:
+    pool.restore([2], [0], starting_points=[0])  # frame 0: the game's reset
+    pool.set_start_frames([2], [5000])  # the start of the episode after this one
+    out = _run_until_end(pool, 2, action=RIGHT, max_steps=50)  # walks off the platform
+    assert out.end_reason[0] == EndReason.LIFE_LOSS and out.done[0]
+    assert out.ep_end_frame[0] == 33  # mid-skip: the skip stops at the dying frame
+    # Autoreset "same_step": the returned observation is already the next episode's first.
+    assert out.episode_start[0] and out.frame[0] == 5000
+    fresh = pool.restore([2], [5000])
+    np.testing.assert_array_equal(fresh.obs, out.obs)
+
+
+def test_entropy_boost_for_100_frames_after_the_starting_point(pool) -> None:
+    sp = 7000
+    out = pool.restore([3], [sp], starting_points=[sp])
+    flags = [bool(out.entropy_boost[0])]
+    for _ in range(30):
+        out = pool.step(np.array([PLAY_DEMO]), [3])
+        assert not out.ended[0]
+        flags.append(bool(out.entropy_boost[0]))
+    # frame = sp + 4 k: boosted while 4 k < 100
+    assert flags == [4 * k < 100 for k in range(31)]
+
+
+def test_restore_cost_is_a_few_milliseconds(pool) -> None:
+    import time
+
+    frames = np.array([1000, 20_000, 40_000, 52_000])
+    pool.restore(None, frames)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        pool.restore(None, frames)
+    per_env_ms = (time.perf_counter() - t0) / 20 * 1e3
+    print(f"restore: {per_env_ms:.2f} ms per env")
+    assert per_env_ms < 50  # generous: the machine is shared; typically ~5 ms
