@@ -1,0 +1,283 @@
+"""`python -m jax_reset.bench learner`: throughput of the PPO update and of the demo warm-up.
+
+For each case: the compile time (first call), the time of one full update (all epochs x
+minibatches, forward + backward through burn-in and rollout, Adam), and from it
+
+  rollout samples/s    = envs x rollout_steps / update time  (agent steps the learner absorbs)
+  processed samples/s  = envs x (burn_in + rollout) x epochs / update time (fwd+bwd samples)
+  TFLOP/s              = 3 x analytic forward FLOPs x processed samples / update time
+  share of peak        = TFLOP/s / the device's dense peak (GPUs in ``PEAK_TFLOPS``)
+
+and the warm-up's throughput in demo frames per second. Random uint8 frames: the cost does not
+depend on the content. Without size flags a CPU runs a reduced network plus the reference
+network on a tiny batch (the reference sizes take minutes per update there, see
+``docs/benchmarks.md``); a GPU runs the reference sizes. ``--json`` prints one JSON object on
+the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import statistics
+import time
+from typing import Any
+
+# Dense peak TFLOP/s by device kind (substring match), for (bfloat16, float32). float32 on these
+# GPUs runs as TF32 on tensor cores under JAX's default matmul precision, hence its peak.
+PEAK_TFLOPS = {
+    "H200": (989.0, 494.0),
+    "H100": (989.0, 494.0),  # SXM; PCIe is ~25% lower
+    "A100": (312.0, 156.0),
+    "L4": (121.0, 60.0),
+}
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jax_reset.bench learner", description=__doc__)
+    p.add_argument("--envs", type=int, help="environments in the batch (reference: 256)")
+    p.add_argument("--steps", type=int, help="sequence length burn-in + rollout (ref.: 192)")
+    p.add_argument("--burn-in", type=int, help="burn-in steps (reference: 64)")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--minibatches", type=int, help="default: 4 (1 for tiny batches)")
+    p.add_argument("--conv-channels", type=_ints, help="e.g. 64,128,128 (reference)")
+    p.add_argument("--dense", type=int, help="dense width (reference: 800)")
+    p.add_argument("--core", choices=["lstm", "gru", "none"], default="lstm")
+    p.add_argument("--core-size", type=int, help="core units (reference: 800)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--obs", type=_ints, default=(12, 105, 80), help="channel-first frame shape")
+    p.add_argument("--actions", type=int, default=18)
+    p.add_argument("--iters", type=int, default=3, help="timed updates after the first")
+    p.add_argument("--warmup-envs", type=int, help="environments warmed up at once")
+    p.add_argument("--warmup-len", type=int, default=128, help="demo steps per warm-up")
+    p.add_argument("--no-reference", action="store_true", help="CPU: skip the reference-net case")
+    p.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    return p.parse_args(argv)
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    envs: int
+    steps: int
+    burn_in: int
+    epochs: int
+    minibatches: int
+    channels: tuple[int, ...]
+    dense: int
+    core_size: int
+    warmup_envs: int
+    note: str = ""
+
+
+def plan_cases(args: argparse.Namespace, platform: str) -> list[Case]:
+    """The cases to run: what the flags ask for, else sizes suited to the platform."""
+    sized = any(
+        v is not None
+        for v in (args.envs, args.steps, args.conv_channels, args.dense, args.core_size)
+    )
+    cpu = platform == "cpu"
+
+    def case(name, envs, steps, burn_in, channels, dense, core, warm_envs, mbs=4, note=""):
+        return Case(
+            name=name,
+            envs=args.envs or envs,
+            steps=args.steps or steps,
+            burn_in=args.burn_in if args.burn_in is not None else burn_in,
+            epochs=args.epochs,
+            minibatches=args.minibatches or mbs,
+            channels=args.conv_channels or channels,
+            dense=args.dense or dense,
+            core_size=args.core_size or core,
+            warmup_envs=args.warmup_envs or warm_envs or args.envs or envs,
+            note=note,
+        )
+
+    if sized or not cpu:
+        return [
+            case(
+                "requested" if sized else "reference", 256, 192, 64, (64, 128, 128), 800, 800, None
+            )
+        ]
+    cases = [
+        case(
+            "reduced (CPU)",
+            16,
+            48,
+            16,
+            (16, 32, 32),
+            256,
+            128,
+            16,
+            mbs=4,
+            note="16 envs x (16+32) steps, channels 16/32/32, dense 256, core 128",
+        ),
+    ]
+    if not args.no_reference:
+        cases.append(
+            case(
+                "reference net, tiny batch (CPU)",
+                4,
+                24,
+                8,
+                (64, 128, 128),
+                800,
+                800,
+                4,
+                mbs=1,
+                note="reference network, 4 envs x (8+16) steps",
+            )
+        )
+    return cases
+
+
+def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
+    import jax
+    import numpy as np
+
+    from jax_reset.mesh import make_data_mesh
+    from jax_reset.networks import forward_flops
+    from jax_reset.ppo.config import NetworkConfig, PPOConfig
+    from jax_reset.ppo.data import shard_batch
+    from jax_reset.ppo.synthetic import random_batch
+    from jax_reset.ppo.update import create_train_state, make_update
+    from jax_reset.ppo.warmup import make_warmup_fn
+
+    net_cfg = NetworkConfig(
+        conv_channels=case.channels,
+        dense_size=case.dense,
+        core=args.core,
+        core_size=case.core_size,
+        compute_dtype=args.dtype,
+    )
+    ppo = PPOConfig(
+        rollout_steps=case.steps - case.burn_in,
+        burn_in_steps=case.burn_in,
+        epochs=case.epochs,
+        minibatches=case.minibatches,
+    )
+    mesh = make_data_mesh()
+    n_dev = mesh.size
+    ppo.check_num_envs(case.envs, n_dev)
+    obs_shape = tuple(args.obs)
+    network, state = create_train_state(net_cfg, ppo, obs_shape, args.actions, jax.random.key(0))
+    update = make_update(network, ppo, mesh)
+    rng = np.random.default_rng(0)
+    batch = shard_batch(random_batch(rng, net_cfg, ppo, case.envs, obs_shape, args.actions), mesh)
+
+    t0 = time.perf_counter()
+    state, metrics = update(state, batch)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(args.iters):
+        t0 = time.perf_counter()
+        state, metrics = update(state, batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t0)
+    update_s = statistics.median(times)
+
+    processed = case.envs * case.steps * case.epochs
+    fwd = forward_flops(net_cfg, obs_shape, args.actions)
+    tflops = 3 * fwd * processed / update_s / 1e12
+    kind = jax.devices()[0].device_kind
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k.lower() in kind.lower()), None)
+    share = None
+    if peak is not None and jax.devices()[0].platform == "gpu":
+        share = tflops / (n_dev * (peak[0] if args.dtype == "bfloat16" else peak[1]))
+
+    # Warm-up: demo frames -> recurrent states.
+    warmup = make_warmup_fn(network)
+    wobs = rng.integers(0, 256, (case.warmup_envs, args.warmup_len, *obs_shape), dtype=np.uint8)
+    wobs = jax.device_put(wobs)
+    wmask = np.ones((case.warmup_envs, args.warmup_len), bool)
+    jax.block_until_ready(warmup(state.params, wobs, wmask))
+    wtimes = []
+    for _ in range(max(1, args.iters)):
+        t0 = time.perf_counter()
+        jax.block_until_ready(warmup(state.params, wobs, wmask))
+        wtimes.append(time.perf_counter() - t0)
+    warm_s = statistics.median(wtimes)
+
+    return {
+        "case": case.name,
+        "note": case.note,
+        "envs": case.envs,
+        "burn_in": case.burn_in,
+        "rollout": case.steps - case.burn_in,
+        "epochs": case.epochs,
+        "minibatches": case.minibatches,
+        "conv_channels": list(case.channels),
+        "dense": case.dense,
+        "core": args.core,
+        "core_size": case.core_size,
+        "dtype": args.dtype,
+        "obs": list(obs_shape),
+        "compile_s": round(compile_s, 2),
+        "update_s": round(update_s, 4),
+        "rollout_samples_per_s": round(case.envs * (case.steps - case.burn_in) / update_s, 1),
+        "processed_samples_per_s": round(processed / update_s, 1),
+        "fwd_mflop_per_sample": round(fwd / 1e6, 2),
+        "tflops": round(tflops, 4),
+        "peak_share": None if share is None else round(share, 4),
+        "warmup_envs": case.warmup_envs,
+        "warmup_len": args.warmup_len,
+        "warmup_s": round(warm_s, 4),
+        "warmup_frames_per_s": round(case.warmup_envs * args.warmup_len / warm_s, 1),
+        "loss": float(metrics["train/loss"]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import jax
+
+    devices = jax.devices()
+    platform = devices[0].platform
+    device = f"{len(devices)} x {devices[0].device_kind} ({platform})"
+    cases = plan_cases(args, platform)
+    if platform == "cpu" and not any(
+        v is not None for v in (args.envs, args.steps, args.conv_channels)
+    ):
+        print(
+            "CPU only: the reference sizes (256 envs x 192 steps, 64/128/128 conv, 800 units) "
+            "take minutes per update here; running reduced sizes (size flags override)."
+        )
+    results = []
+    for case in cases:
+        print(f"running: {case.name} ...", flush=True)
+        results.append(run_case(case, args))
+
+    header = (
+        f"{'case':<34} {'envs':>5} {'seq':>7} {'compile s':>9} {'update s':>9} "
+        f"{'rollout/s':>10} {'fwd+bwd/s':>10} {'TFLOP/s':>8} {'peak':>6} {'warm-up fr/s':>12}"
+    )
+    print(f"device: {device}")
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        peak = "-" if r["peak_share"] is None else f"{100 * r['peak_share']:.1f}%"
+        seq = f"{r['burn_in']}+{r['rollout']}"
+        print(
+            f"{r['case']:<34} {r['envs']:>5} {seq:>7} {r['compile_s']:>9.1f} "
+            f"{r['update_s']:>9.3f} {r['rollout_samples_per_s']:>10.1f} "
+            f"{r['processed_samples_per_s']:>10.1f} {r['tflops']:>8.3f} {peak:>6} "
+            f"{r['warmup_frames_per_s']:>12.1f}"
+        )
+    if args.json:
+        summary = {
+            "benchmark": "learner",
+            "device": device,
+            "platform": platform,
+            "date": datetime.date.today().isoformat(),
+            "jax": jax.__version__,
+            "results": results,
+        }
+        print(json.dumps(summary))
+    return 0

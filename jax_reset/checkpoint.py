@@ -1,0 +1,318 @@
+"""Orbax checkpoints of a run, and the SIGTERM/SIGINT flag the trainer checks between updates.
+
+A checkpoint step (the update counter) holds three items:
+
+* ``state``: the training state pytree (parameters, optimizer state, counters, RNG), saved with
+  ``ocp.args.StandardSave``. Counters must be arrays (``np.asarray(n, np.int64)``), RNG keys raw
+  ``uint32`` arrays (``jax.random.PRNGKey`` or ``jax.random.key_data``).
+* ``curriculum``: the controller's state as JSON (``jax_reset.curriculum.to_json``).
+* ``meta``: the resolved config and the network's shape (every parameter's path, shape and
+  dtype), so a run directory alone says what it holds and a mismatched resume is refused.
+
+Orbax writes each step into a temporary folder and renames it when complete, so a crash or a
+kill during a save leaves the previous checkpoint intact. Retention keeps the last K steps plus
+the best one by a metric (``CheckpointManagerOptions(max_to_keep=K, best_fn=...)`` would keep
+the best K instead, not the last K: the preservation policies say what is meant). Orbax is not
+thread-safe: every call here must come from the main thread.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+from jax_reset import config as config_lib
+
+META_FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing or cannot be used for this run; the message is one line."""
+
+
+def network_shape(params: Any) -> dict[str, list[Any]]:
+    """{"path/to/param": [shape, dtype]} for every leaf of a parameter tree."""
+    return {path: [list(shape), dtype] for path, (shape, dtype) in _leaf_specs(params).items()}
+
+
+def _leaf_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        name = "/".join(_key_name(k) for k in path)
+        shape = leaf.shape if hasattr(leaf, "shape") else np.shape(leaf)  # arrays and metadata
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+        out[name] = (tuple(int(d) for d in shape), str(np.dtype(dtype)))
+    return out
+
+
+def _key_name(key: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def make_meta(config: Any, params: Any, **extra: Any) -> dict[str, Any]:
+    """The ``meta`` item: resolved config (dataclass or dict), network shape, anything else."""
+    cfg = config if isinstance(config, Mapping) else config_lib.to_dict(config)
+    return {"format": META_FORMAT, "config": cfg, "network_shape": network_shape(params),
+            **extra}
+
+
+def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any],
+                     frozen: Iterable[str], where: str = "checkpoint") -> list[str]:
+    """Refuses a checkpoint whose network shape or frozen config keys differ.
+
+    ``frozen`` names config keys or sections (dotted prefixes, e.g. ``"network"``,
+    ``"train.num_envs"``) that shape what the checkpoint holds. Returns the other config keys
+    that differ (allowed, e.g. a lower learning rate on resume, which the trainer reports).
+    """
+    if saved.get("format") != META_FORMAT:
+        raise CheckpointError(f"{where}: metadata format {saved.get('format')!r} is not "
+                              f"{META_FORMAT}, the one this code writes")
+    a, b = saved.get("network_shape", {}), current.get("network_shape", {})
+    if a != b:
+        changes = [f"{k}: {a.get(k, 'absent')} -> {b.get(k, 'absent')}"
+                   for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        raise CheckpointError(f"{where} was written for a different network shape "
+                              f"({len(changes)} parameters differ, e.g. {changes[0]})")
+    differ = config_lib.diff(saved.get("config", {}), current.get("config", {}))
+    frozen = tuple(frozen)
+    refused = [k for k in differ if any(k == f or k.startswith(f + ".") for f in frozen)]
+    if refused:
+        old, new = saved.get("config", {}), current.get("config", {})
+        shown = ", ".join(f"{k} ({_lookup(old, k)!r} -> {_lookup(new, k)!r})" for k in refused[:4])
+        raise CheckpointError(f"{where} was written with a different config: {shown}; start a "
+                              "new run directory to change these")
+    return differ
+
+
+def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return "absent"
+        node = node[part]
+    return node
+
+
+def _require_main_thread(what: str) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError(f"Checkpoints.{what} must be called from the main thread "
+                           "(Orbax is not thread-safe)")
+
+
+class Checkpoints:
+    """A run's checkpoint folder: save every N updates, keep the last K plus the best.
+
+    Args:
+      directory: the folder (created if missing).
+      keep_last: how many of the latest steps to keep.
+      best_metric: key of the ``metrics`` given to ``save`` that ranks checkpoints; the best
+        one is kept besides the last K (None: no best).
+      best_mode: "min" or "max".
+      async_save: let Orbax finish writing in the background (``wait``/``close`` block on it).
+    """
+
+    def __init__(self, directory: str | Path, keep_last: int = 3,
+                 best_metric: str | None = "curriculum/max_starting_point",
+                 best_mode: str = "min", async_save: bool = True) -> None:
+        _require_main_thread("__init__")
+        if keep_last < 1:
+            raise ValueError(f"keep_last must be at least 1, got {keep_last}")
+        if best_mode not in ("min", "max"):
+            raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
+        self.directory = Path(directory).absolute()
+        self.best_metric = best_metric
+        keep: list[policies.PreservationPolicy] = [policies.LatestN(n=keep_last)]
+        if best_metric is not None:
+            keep.append(policies.BestN(
+                get_metric_fn=lambda m: float(m[best_metric]),
+                reverse=(best_mode == "min"),  # BestN keeps the end of the sorted list
+                n=1, keep_checkpoints_without_metrics=False))
+        options = ocp.CheckpointManagerOptions(
+            # best_fn makes Orbax write the metrics beside each step, so the best is still
+            # known after a restart; which steps are kept is the preservation policy's call.
+            best_fn=(None if best_metric is None else lambda m: float(m[best_metric])),
+            best_mode=best_mode,
+            preservation_policy=policies.AnyPreservationPolicy(keep),
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,  # an interrupted save leaves only a tmp folder
+        )
+        # Named handlers let a fresh manager (after a restart) read any single item's metadata.
+        handlers = {"state": ocp.StandardCheckpointHandler(),
+                    "curriculum": ocp.JsonCheckpointHandler(),
+                    "meta": ocp.JsonCheckpointHandler()}
+        self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                              item_handlers=handlers)
+
+    # ---- queries -----------------------------------------------------------------------------
+
+    def steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """The kept step with the best metric (None without a best metric or any step)."""
+        return self._manager.best_step() if self.best_metric is not None else None
+
+    # ---- saving ------------------------------------------------------------------------------
+
+    def save(self, step: int, state: Any, curriculum: Mapping[str, Any], meta: Mapping[str, Any],
+             metrics: Mapping[str, float] | None = None) -> bool:
+        """Saves one step; False if that step is already saved (e.g. a stop right after one)."""
+        _require_main_thread("save")
+        metrics = {k: float(v) for k, v in (metrics or {}).items()}
+        if self.best_metric is not None:
+            value = metrics.get(self.best_metric)
+            if value is None or not math.isfinite(value):
+                raise ValueError(f"save needs a finite metrics['{self.best_metric}'] to rank "
+                                 "checkpoints")
+        if step in self._manager.all_steps():
+            return False
+        state = jax.tree.map(_savable, state)
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            curriculum=ocp.args.JsonSave(dict(curriculum)),
+            meta=ocp.args.JsonSave(dict(meta)),
+        )
+        return bool(self._manager.save(int(step), args=args, metrics=metrics, force=True))
+
+    def wait(self) -> None:
+        """Blocks until every started save is on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def __enter__(self) -> Checkpoints:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- restoring ---------------------------------------------------------------------------
+
+    def _step_or_latest(self, step: int | None) -> int:
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"{self.directory}: no checkpoint to resume from")
+        if step not in self._manager.all_steps():
+            raise CheckpointError(f"{self.directory}: no checkpoint at step {step} "
+                                  f"(have {self.steps()})")
+        return step
+
+    def read_meta(self, step: int | None = None) -> dict[str, Any]:
+        """The ``meta`` item of a step (the latest by default)."""
+        _require_main_thread("read_meta")
+        step = self._step_or_latest(step)
+        return self._manager.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))["meta"]
+
+    def restore(self, target: Any, step: int | None = None,
+                ) -> tuple[int, Any, dict[str, Any], dict[str, Any]]:
+        """(step, state, curriculum JSON, meta) of a step (the latest by default).
+
+        ``target`` is a state of the same structure (e.g. a freshly initialised one, or its
+        ``jax.ShapeDtypeStruct`` tree); restored arrays take its shapes, dtypes and shardings.
+        A checkpoint whose tree differs is refused with one line naming the first difference.
+        """
+        _require_main_thread("restore")
+        step = self._step_or_latest(step)
+        abstract = jax.tree.map(_abstract, target)
+        self._check_tree(step, abstract)
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract),
+            curriculum=ocp.args.JsonRestore(),
+            meta=ocp.args.JsonRestore(),
+        ))
+        return step, restored["state"], restored["curriculum"], restored["meta"]
+
+    def _check_tree(self, step: int, abstract: Any) -> None:
+        stored_tree = self._manager.item_metadata(step)["state"]
+        stored_tree = getattr(stored_tree, "tree", stored_tree)
+        stored = _leaf_specs(stored_tree)
+        wanted = _leaf_specs(abstract)
+        where = f"{self.directory}/{step}"
+        # Parameters first: their difference is the one worth naming.
+        for name in sorted(set(stored) | set(wanted), key=lambda n: ("params" not in n, n)):
+            if name not in stored:
+                raise CheckpointError(f"{where}: the checkpoint has no '{name}' (it was written "
+                                      "by a different network or optimizer)")
+            if name not in wanted:
+                raise CheckpointError(f"{where}: the checkpoint holds '{name}', which this run's "
+                                      "state does not (different network or optimizer)")
+            if stored[name][0] != wanted[name][0]:
+                raise CheckpointError(f"{where}: '{name}' has shape {stored[name][0]} in the "
+                                      f"checkpoint, {wanted[name][0]} in this run")
+
+
+def _savable(x: Any) -> Any:
+    # Orbax saves arrays, not Python or NumPy scalars: counters become 0-d int64 arrays.
+    if isinstance(x, int | float | np.generic):
+        return np.asarray(x)
+    return x
+
+
+def _abstract(x: Any) -> Any:
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return x
+    return ocp.utils.to_shape_dtype_struct(_savable(x))
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class StopFlag:
+    """Set by SIGTERM or SIGINT; the trainer checks it between updates, then saves and exits.
+
+    A second SIGINT raises ``KeyboardInterrupt`` at once (the user insists; the last complete
+    checkpoint is still on disk). Use as a context manager in the main thread: the previous
+    handlers come back on exit. ``event`` can be shared with worker threads.
+    """
+
+    def __init__(self, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        self.signals = tuple(signals)
+        self.event = threading.Event()
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("StopFlag must be installed from the main thread")
+        for sig in self.signals:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        self.event.set()
+
+    def request(self, reason: str = "requested") -> None:
+        """Asks for a stop without a signal (tests, the end of a profile window)."""
+        self.signal_name = reason
+        self.event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self.event.is_set()

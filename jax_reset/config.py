@@ -1,0 +1,401 @@
+"""The run configuration: one typed, frozen schema, read from TOML, validated once.
+
+A config file is TOML with one table per section (``[env]``, ``[network]``, ``[ppo]``,
+``[curriculum]``, ``[train]``). Every key must exist in the schema and have the declared type,
+sizes that must divide are checked, and each problem is reported as one line naming the dotted
+key. Command-line overrides use the same dotted names (``ppo.lr=3e-4 train.num_envs=32``) and
+are parsed as TOML values, so ``x=3e-4`` is a float, ``x=true`` a bool, ``x=[16,32]`` a list and
+anything that is not a TOML value (``train.demo=demos/Pong.npz``) a string.
+
+An optional top-level table ``[on_cpu]`` holds dotted overrides applied when no GPU is found (the
+trainer says so), before the command line's: the reference network needs minutes per update on
+a CPU (see ``../shared/notes/cpu-costs.md``), so each game config carries its CPU-sized variant.
+
+The generic part (``from_dict``, ``to_dict``, ``apply_overrides``) works for any tree of frozen
+dataclasses; the sections are owned by their modules (``EnvConfig`` by the pool,
+``NetworkConfig``/``PPOConfig`` by the learner) and composed here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from jax_reset.envs.config import DemoResetConfig, EnvConfig
+from jax_reset.ppo.config import NetworkConfig, PPOConfig
+
+CPU_TABLE = "on_cpu"
+# What a checkpoint's arrays and episodes depend on: a resume may not change these (a lower
+# learning rate or entropy coefficient, the authors' advice when progress stalls, is allowed).
+RESUME_FROZEN = ("env", "demo", "network", "train.num_envs")
+
+
+class ConfigError(ValueError):
+    """A config file, a key or a value is unusable; the message is one line naming the key."""
+
+
+# --------------------------------------------------------------------------------------------
+# Sections owned here.
+
+
+@dataclasses.dataclass(frozen=True)
+class CurriculumConfig:
+    """The backward curriculum over demo starting points (``../shared/notes/algorithm.md``)."""
+
+    # Frames of the demo's end the environments are spread over at launch (320 in the reference).
+    spread: int = 320
+    # The maximum starting point moves to the first frame i with cumsum(success)[i] / spread
+    # at or above this share ("20% of the rollouts tie or beat the demo on the rest of the game").
+    success_threshold: float = 0.2
+    # Agent steps per environment between two curriculum decisions (1024 in the reference).
+    decision_interval: int = 1024
+    # Frames the starting point moves later when no frame reaches the threshold.
+    fallback_frames: int = 100
+    # Throttle: the curriculum may have moved at most this many frames per agent step so far.
+    max_frames_per_step: float = 2.0
+    # Start (or restart) the run with this maximum starting point; None: the demo's end.
+    start_at: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.spread >= 1, "spread must be at least 1")
+        _check(0.0 < self.success_threshold <= 1.0, "success_threshold must be in (0, 1]")
+        _check(self.decision_interval >= 1, "decision_interval must be at least 1")
+        _check(self.fallback_frames >= 0, "fallback_frames must be non-negative")
+        _check(self.max_frames_per_step > 0, "max_frames_per_step must be positive")
+        _check(self.start_at is None or self.start_at >= 0, "start_at must be non-negative")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The run: sizes, schedule of checkpoints and logs."""
+
+    # Your own ROM file where ale-py ships none (Gravitar); None: ale-py's.
+    rom_path: str | None = None
+    # Environments in total (all hosts) and CPU worker processes on this host.
+    num_envs: int = 32
+    workers: int = 2
+    # PPO updates to run in total (a resumed run continues to this number).
+    total_updates: int = 1000
+    seed: int = 0
+    # Collect the next rollout with the previous parameters while the learner updates
+    # (Cleanba-style, one policy version behind; the stored log-probabilities keep the PPO
+    # ratio right). False: exact on-policy, acting and learning alternate.
+    overlap: bool = True
+    # Save a checkpoint every this many updates (and always on SIGTERM/SIGINT and at the end).
+    checkpoint_every: int = 50
+    # Keep the last K checkpoints, plus the best one (lowest maximum starting point).
+    keep_last: int = 3
+    # Write metrics every this many updates.
+    log_every: int = 1
+    # Live terminal display (turned off automatically when stdout is not a terminal).
+    progress: bool = True
+    # Agent steps of the demo before each episode's start that warm the recurrent state up
+    # (a scan over stored demo observations; no environment steps). 0: start from zeros.
+    warmup_steps: int = 128
+
+    def __post_init__(self) -> None:
+        _check(self.num_envs >= 1, "num_envs must be at least 1")
+        _check(self.workers >= 1, "workers must be at least 1")
+        _check(self.total_updates >= 0, "total_updates must be non-negative")
+        _check(self.checkpoint_every >= 1, "checkpoint_every must be at least 1")
+        _check(self.keep_last >= 1, "keep_last must be at least 1")
+        _check(self.log_every >= 1, "log_every must be at least 1")
+        _check(self.warmup_steps >= 0, "warmup_steps must be non-negative")
+        _check(self.workers <= self.num_envs,
+               f"workers ({self.workers}) must not exceed num_envs ({self.num_envs})")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+# --------------------------------------------------------------------------------------------
+# Generic machinery over trees of frozen dataclasses.
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"list of {_describe(args[0])}"
+        return "list [" + ", ".join(_describe(a) for a in args) + "]"
+    if tp is type(None):
+        return "none"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "bool", int: "int", float: "float", str: "string", list: "list",
+            tuple: "list", dict: "table"}.get(type(value), type(value).__name__)
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    """Checks ``value`` against the annotation ``tp``; returns the typed value."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a table, got {_type_name(value)} {value!r}")
+        return from_dict(tp, value, prefix=key)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(option, value, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_describe(tp)}, got {_type_name(value)} {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(tp) and isinstance(value, str | int | bool):
+            return value
+        raise ConfigError(f"{key}: expected one of {_describe(tp)}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected {_describe(tp)}, got {_type_name(value)} {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+        pairs = enumerate(zip(args, value, strict=True))
+        return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in pairs)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        # bool is an int in Python, never in a config; 1e6 is accepted for an integral int.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise ConfigError(f"{key}: the schema's type {tp!r} is not supported by the config reader")
+    raise ConfigError(f"{key}: expected {_describe(tp)}, got {_type_name(value)} {value!r}")
+
+
+def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    """Builds the frozen dataclass ``cls`` from a nested mapping, checking keys and types.
+
+    Missing keys take the schema's defaults (a key without a default is an error). The
+    dataclass's own ``__post_init__`` checks (``ValueError``) are reported with the section name.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    where = f"{prefix}." if prefix else ""
+    for key in data:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown key '{where}{key}' (known: {known})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], where + name)
+        elif (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING):
+            if dataclasses.is_dataclass(hints[name]):
+                kwargs[name] = from_dict(hints[name], {}, prefix=where + name)
+            else:
+                raise ConfigError(f"missing key '{where}{name}'")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        section = prefix or cls.__name__
+        raise ConfigError(f"{section}: {err}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    """The plain-data form of a dataclass tree (tuples as lists), for TOML/JSON."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: a TOML value if it parses as one, else the raw string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"ppo.lr=3e-4"`` → ``("ppo.lr", 3e-4)``."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{item}': expected section.key=value")
+    return key, parse_value(text.strip())
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str] | Mapping[str, Any],
+                    ) -> dict[str, Any]:
+    """Returns a copy of the nested mapping with dotted overrides set (types checked later)."""
+    result = _deep_copy(data)
+    items = (overrides.items() if isinstance(overrides, Mapping)
+             else [parse_override(o) for o in overrides])
+    for key, value in items:
+        parts = key.split(".")
+        node = result
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{key}': '{'.'.join(parts[:i + 1])}' is not a table")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def read_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Reads a TOML (or, for a saved run config, JSON) file into a nested dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        if path.suffix == ".json":
+            data = json.loads(path.read_text())
+        else:
+            with path.open("rb") as f:
+                data = tomllib.load(f)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        kind = "JSON" if path.suffix == ".json" else "TOML"
+        raise ConfigError(f"{path}: not valid {kind}: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a table at the top level")
+    return data
+
+
+def save_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Writes the config (dataclass or dict) as JSON, atomically (temp file, then rename)."""
+    path = Path(path)
+    data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested mappings (sorted)."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        name = f"{prefix}{key}"
+        va, vb = a.get(key, _ABSENT), b.get(key, _ABSENT)
+        if isinstance(va, Mapping) and isinstance(vb, Mapping):
+            out += diff(va, vb, prefix=name + ".")
+        elif _norm(va) != _norm(vb):
+            out.append(name)
+    return out
+
+
+_ABSENT = object()
+
+
+def _norm(value: Any) -> Any:
+    return [_norm(v) for v in value] if isinstance(value, list | tuple) else value
+
+
+# --------------------------------------------------------------------------------------------
+# The run's schema and its loader.
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a run needs; saved resolved in the run directory as ``config.json``."""
+
+    demo: DemoResetConfig  # the demo file and the per-frame episode rules (pool)
+    env: EnvConfig = dataclasses.field(default_factory=EnvConfig)  # preprocessing (pool)
+    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)  # learner
+    ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)  # learner
+    curriculum: CurriculumConfig = dataclasses.field(default_factory=CurriculumConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        n, mb = self.train.num_envs, self.ppo.minibatches
+        _check(n % mb == 0, f"train.num_envs ({n}) must be divisible by ppo.minibatches ({mb}): "
+               "minibatches split whole environments")
+        _check(self.network.obs_layout == "chw",
+               "network.obs_layout must be 'chw': the pool emits [stack * C, H, W] frames")
+        h, w = self.env.img_height, self.env.img_width
+        for k, s in zip(self.network.conv_kernels, self.network.conv_strides, strict=True):
+            h, w = (h - k) // s + 1, (w - k) // s + 1
+        _check(h >= 1 and w >= 1,
+               f"the convolutions {self.network.conv_kernels} / {self.network.conv_strides} "
+               f"leave nothing of a {self.env.img_height}x{self.env.img_width} frame")
+
+
+def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge of two nested mappings; ``extra`` wins."""
+    out = _deep_copy(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = _deep_copy(value) if isinstance(value, Mapping) else value
+    return out
+
+
+def resolve(data: Mapping[str, Any], overrides: Sequence[str] = (), on_cpu: bool = False,
+            ) -> Config:
+    """A config from a file's nested dict: ``[on_cpu]`` merged when asked, then the overrides.
+
+    The ``[on_cpu]`` table is checked even when it is not applied, so a typo in it fails on
+    a GPU machine too.
+    """
+    data = dict(data)
+    cpu = data.pop(CPU_TABLE, {})
+    if not isinstance(cpu, Mapping):
+        raise ConfigError(f"{CPU_TABLE}: expected a table of overrides")
+    config = from_dict(Config, apply_overrides(data, overrides))
+    try:
+        cpu_config = from_dict(Config, apply_overrides(merge(data, cpu), overrides))
+    except ConfigError as err:
+        raise ConfigError(f"[{CPU_TABLE}] {err}") from None
+    return cpu_config if on_cpu else config
+
+
+def load(path: str | os.PathLike, overrides: Sequence[str] = (), on_cpu: bool = False,
+         ) -> Config:
+    """Reads and validates a config file (``configs/<game>.toml`` or a run's ``config.json``)."""
+    data = read_file(path)  # its errors name the file already
+    try:
+        return resolve(data, overrides, on_cpu)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None

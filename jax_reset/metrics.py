@@ -1,0 +1,180 @@
+"""Run metrics: ``metrics.jsonl`` and TensorBoard event files in the run directory, and a live
+terminal display with the curriculum's position as a bar from the demo's end to its start.
+
+Keys are namespaced: ``train/`` (losses, KL, clip fraction, explained variance, steps per
+second), ``curriculum/`` (starting points, success), ``env/`` (scores, episode lengths, share of
+valid steps), ``timing/`` (seconds spent in and waiting on each stage), ``eval/``. Each JSON line
+is ``{"update": n, "time": unix seconds, key: value, ...}``, non-finite values as ``null``.
+
+On resume the writer drops what was logged after the restored checkpoint (a crash can leave
+lines, and a torn last line, beyond it), so the log reads as one continuous run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from tensorboardX import SummaryWriter
+
+NAMESPACES = ("train/", "curriculum/", "env/", "timing/", "eval/")
+JSONL_NAME = "metrics.jsonl"
+TB_DIR = "tb"
+
+
+def check_keys(metrics: Mapping[str, Any]) -> None:
+    for key in metrics:
+        if not key.startswith(NAMESPACES) or key.endswith("/"):
+            raise ValueError(f"metric key {key!r} must start with one of {', '.join(NAMESPACES)}")
+
+
+def _scalar(value: Any) -> float | None:
+    value = float(value)  # numpy and 0-d jax arrays included
+    return value if math.isfinite(value) else None
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The complete lines of a metrics file (a torn last line is skipped)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+class MetricsWriter:
+    """Writes ``metrics.jsonl`` and TensorBoard events under ``run_dir``.
+
+    Args:
+      run_dir: the run directory (must exist).
+      resume_update: the update counter of the restored checkpoint; lines logged after it are
+        dropped (and TensorBoard purges its later events). None for a fresh run.
+      tensorboard: also write TensorBoard event files (``run_dir/tb``).
+    """
+
+    def __init__(self, run_dir: str | Path, resume_update: int | None = None,
+                 tensorboard: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / JSONL_NAME
+        if resume_update is not None:
+            self._truncate_after(resume_update)
+        self._file = self.path.open("a", encoding="utf-8")
+        self._tb = None
+        if tensorboard:
+            purge = None if resume_update is None else resume_update + 1
+            self._tb = SummaryWriter(str(self.run_dir / TB_DIR), purge_step=purge, flush_secs=30)
+
+    def _truncate_after(self, update: int) -> None:
+        rows = [r for r in read_jsonl(self.path) if int(r.get("update", 0)) <= update]
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        fd, tmp = tempfile.mkstemp(prefix=f".{JSONL_NAME}.", dir=self.run_dir)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def write(self, update: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """Logs one update's metrics; returns the JSON row written."""
+        check_keys(metrics)
+        values = {k: _scalar(v) for k, v in metrics.items()}
+        row = {"update": int(update), "time": round(time.time(), 3), **values}
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for key, value in values.items():
+                if value is not None:  # an empty mean (no episode ended) is a gap, not a NaN
+                    self._tb.add_scalar(key, value, int(update))
+        return row
+
+    def flush(self) -> None:
+        self._file.flush()
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+    def __enter__(self) -> MetricsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ProgressDisplay:
+    """Live terminal view: updates done, and the curriculum from the demo's end to its start.
+
+    Without a terminal (CI, a log file) it prints one plain line per ``update`` call instead.
+    """
+
+    def __init__(self, total_updates: int, num_frames: int, start_update: int = 0,
+                 enabled: bool | None = None, console: Console | None = None) -> None:
+        self.console = console or Console()
+        self.live = self.console.is_terminal if enabled is None else enabled
+        self.total_updates = total_updates
+        self.end = max(num_frames - 1, 1)
+        self._progress: Progress | None = None
+        self._updates: TaskID | None = None
+        self._curriculum: TaskID | None = None
+        if self.live:
+            self._progress = Progress(
+                TextColumn("{task.description:>10}"),
+                BarColumn(bar_width=None),
+                TextColumn("{task.fields[info]}"),
+                console=self.console, refresh_per_second=4,
+            )
+            self._updates = self._progress.add_task(
+                "updates", total=total_updates, completed=start_update, info="")
+            self._curriculum = self._progress.add_task(
+                "curriculum", total=self.end, completed=0,
+                info=f"demo end (frame {self.end}) -> start (frame 0)")
+
+    def __enter__(self) -> ProgressDisplay:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, update: int, metrics: Mapping[str, Any]) -> None:
+        sp = int(metrics.get("curriculum/max_starting_point", self.end))
+        success = metrics.get("curriculum/success_at_sp")
+        sps = metrics.get("train/agent_steps_per_s")
+        score = metrics.get("env/episode_score")
+        parts = [f"{sps:,.0f} steps/s" if _finite(sps) else "",
+                 f"score {score:.1f}" if _finite(score) else ""]
+        info = "  ".join(p for p in parts if p)
+        cur_info = f"starting point {sp:,} of {self.end:,}" + (
+            f"  success {success:.2f}" if _finite(success) else "")
+        if self._progress is not None:
+            self._progress.update(self._updates, completed=update, info=info)
+            self._progress.update(self._curriculum, completed=self.end - sp, info=cur_info)
+        else:
+            print(f"update {update}/{self.total_updates}  {cur_info}  {info}".rstrip(),
+                  file=self.console.file, flush=True)
+
+
+def _finite(value: Any) -> bool:
+    return value is not None and math.isfinite(float(value))

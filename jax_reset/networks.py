@@ -1,0 +1,248 @@
+"""The recurrent actor-critic of the reference, in Flax linen.
+
+conv 8x8/4 (64) -> conv 4x4/2 (128) -> conv 3x3/1 (128)      ReLU, VALID, orthogonal(sqrt 2)
+-> dense 800 -> layer norm (no scale, no bias) -> ReLU       the "dense features"
+-> LSTM | GRU | nothing, 800 units, state reset where an episode began
+-> concat(core output, dense features) -> policy logits, value   (orthogonal(0.01) init)
+
+One module handles every use: a sequence ``[T, B, ...]`` (the learner, T = 192 with burn-in),
+a single step (acting: T = 1) and the demo warm-up (``jax_reset.ppo.warmup``). The torso runs on
+all T*B frames at once; only the small core is a ``scan`` over time.
+
+Recurrent-state convention (the same in acting, learning and warm-up): ``carry`` passed in for a
+sequence is the state *entering* its first step, i.e. the state produced by the previous step,
+before any reset. At every step t with ``episode_start[t]`` the state is replaced, inside the
+scan, by ``start_carry[t]`` (zeros unless given; the trainer passes the demo warm-up state of
+an episode that starts from a demo state) and then obs[t] is processed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jax_reset.ppo.config import NetworkConfig
+
+# LSTM: (c, h), each [B, H]; GRU: h [B, H]; feed-forward: () (no state at all).
+Carry = Any
+Params = Any
+
+
+def _dtype(name: str) -> jnp.dtype:
+    return jnp.bfloat16 if name == "bfloat16" else jnp.float32
+
+
+def init_carry(config: NetworkConfig, batch_size: int) -> Carry:
+    """Zero recurrent state for ``batch_size`` environments: leaves ``[B, core_size]`` float32."""
+    zeros = jnp.zeros((batch_size, config.core_size), jnp.float32)
+    if config.core == "lstm":
+        return (zeros, zeros)
+    if config.core == "gru":
+        return zeros
+    return ()
+
+
+class Torso(nn.Module):
+    """uint8 frames ``[N, *obs_shape]`` -> dense features ``[N, dense_size]`` float32."""
+
+    config: NetworkConfig
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        cfg = self.config
+        dtype = _dtype(cfg.compute_dtype)
+        x = obs
+        if cfg.obs_layout == "chw":
+            # Transpose the uint8 frames (1 byte/element) rather than the scaled floats.
+            x = jnp.moveaxis(x, -3, -1)
+        x = x.astype(dtype) * jnp.asarray(1.0 / 255.0, dtype)
+        for c, k, s in zip(cfg.conv_channels, cfg.conv_kernels, cfg.conv_strides, strict=True):
+            x = nn.Conv(
+                c,
+                (k, k),
+                (s, s),
+                padding="VALID",
+                kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)),
+                dtype=dtype,
+                param_dtype=jnp.float32,
+            )(x)
+            x = nn.relu(x)
+        x = x.reshape((x.shape[0], -1))
+        x = nn.Dense(
+            cfg.dense_size,
+            kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)),
+            dtype=dtype,
+            param_dtype=jnp.float32,
+        )(x)
+        # Layer norm in float32 whatever the torso's dtype: its statistics are where bf16 hurts.
+        x = nn.LayerNorm(use_bias=False, use_scale=False, dtype=jnp.float32)(x.astype(jnp.float32))
+        return nn.relu(x)
+
+
+class _ResetCell(nn.Module):
+    """One core step with the episode-start reset inside (scanned over time by ``nn.scan``)."""
+
+    kind: str
+    size: int
+
+    @nn.compact
+    def __call__(self, carry: Carry, xs: tuple[jax.Array, ...]) -> tuple[Carry, jax.Array]:
+        # x [B, D], reset [B] bool, start: carry-shaped or None, step_mask: [B] bool or None.
+        x, reset, start, step_mask = xs
+        if start is None:
+            start = jax.tree.map(jnp.zeros_like, carry)
+        carry = jax.tree.map(lambda s, c: jnp.where(reset[:, None], s, c), start, carry)
+        if self.kind == "lstm":
+            cell = nn.OptimizedLSTMCell(self.size, name="lstm")
+        else:
+            cell = nn.GRUCell(self.size, name="gru")
+        new_carry, y = cell(carry, x)
+        if step_mask is not None:
+            # Masked-out steps leave the state untouched (variable-length demo warm-up).
+            new_carry = jax.tree.map(
+                lambda n, c: jnp.where(step_mask[:, None], n, c), new_carry, carry
+            )
+        return new_carry, y
+
+
+_ScanCell = nn.scan(
+    _ResetCell,
+    variable_broadcast="params",
+    split_rngs={"params": False},
+    in_axes=0,
+    out_axes=0,
+)
+
+
+class ActorCritic(nn.Module):
+    """Recurrent (or feed-forward) actor-critic over sequences ``[T, B, ...]``.
+
+    Call: ``apply({"params": p}, obs, episode_start, entropy_boost, carry, start_carry, evaluate)``
+
+    Args:
+      obs: ``[T, B, *obs_shape]`` uint8 (``obs_shape`` = (C, H, W) for layout "chw").
+      episode_start: ``[T, B]`` bool, obs[t] is the first observation of an episode: the state
+        is reset (to ``start_carry[t]``, else zeros) before processing it.
+      entropy_boost: ``[T, B]`` bool, halve the logits at this step (higher entropy), as the
+        reference does while the frame index is below the curriculum start + 100.
+      carry: recurrent state entering step 0, leaves ``[B, core_size]``; ``()`` for "none".
+      start_carry: optional state to reset to, leaves ``[T, B, core_size]``; None = zeros.
+      evaluate: static; double the logits (lower temperature) as the reference does at test.
+
+    Returns:
+      ``(carry, logits, value)``: the state after step T-1 (same structure as ``carry``),
+      ``[T, B, num_actions]`` float32 and ``[T, B]`` float32.
+
+    ``method=ActorCritic.warm_up`` runs only the torso and the core over demo observations.
+    """
+
+    config: NetworkConfig
+    num_actions: int
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.torso = Torso(cfg)
+        if cfg.core != "none":
+            self.core = _ScanCell(cfg.core, cfg.core_size)
+        self.logits_head = nn.Dense(self.num_actions, kernel_init=nn.initializers.orthogonal(0.01))
+        self.value_head = nn.Dense(1, kernel_init=nn.initializers.orthogonal(0.01))
+
+    def encode(self, obs: jax.Array) -> jax.Array:
+        """``[*lead, *obs_shape]`` uint8 -> ``[*lead, dense_size]`` float32 (any lead dims)."""
+        lead = obs.shape[: obs.ndim - 3]
+        feats = self.torso(obs.reshape((-1, *obs.shape[-3:])))
+        return feats.reshape((*lead, self.config.dense_size))
+
+    def __call__(
+        self,
+        obs: jax.Array,
+        episode_start: jax.Array,
+        entropy_boost: jax.Array,
+        carry: Carry,
+        start_carry: Carry | None = None,
+        evaluate: bool = False,
+    ) -> tuple[Carry, jax.Array, jax.Array]:
+        feats = self.encode(obs)  # [T, B, D]
+        if self.config.core == "none":
+            x = feats
+        else:
+            carry, core_out = self.core(carry, (feats, episode_start, start_carry, None))
+            x = jnp.concatenate([core_out, feats], axis=-1)
+        logits = self.logits_head(x)
+        value = self.value_head(x)[..., 0]
+        logits = jnp.where(entropy_boost[..., None], 0.5 * logits, logits)
+        if evaluate:
+            logits = 2.0 * logits
+        return carry, logits, value
+
+    def warm_up(self, obs: jax.Array, mask: jax.Array) -> Carry:
+        """Recurrent state after demo observations; see ``jax_reset.ppo.warmup``.
+
+        obs ``[B, L, *obs_shape]`` uint8, mask ``[B, L]`` bool -> carry, leaves ``[B, H]``.
+        """
+        b = obs.shape[0]
+        carry = init_carry(self.config, b)
+        if self.config.core == "none":
+            return carry
+        # Torso in batch-major order, then transpose the small features (not the frames).
+        feats = jnp.swapaxes(self.encode(obs), 0, 1)  # [L, B, D]
+        mask_t = jnp.swapaxes(mask, 0, 1)
+        never = jnp.zeros_like(mask_t)
+        carry, _ = self.core(carry, (feats, never, None, mask_t))
+        return carry
+
+
+def make_network(config: NetworkConfig, num_actions: int) -> ActorCritic:
+    """The actor-critic module for ``config`` and a discrete action space of ``num_actions``."""
+    return ActorCritic(config, num_actions)
+
+
+def init_params(network: ActorCritic, rng: jax.Array, obs_shape: Sequence[int]) -> Params:
+    """Initialise the parameters (float32) from one dummy frame of shape ``obs_shape``."""
+    obs = jnp.zeros((1, 1, *obs_shape), jnp.uint8)
+    flags = jnp.zeros((1, 1), bool)
+    carry = init_carry(network.config, 1)
+    return network.init(rng, obs, flags, flags, carry)["params"]
+
+
+def conv_output_hw(config: NetworkConfig, obs_shape: Sequence[int]) -> tuple[int, int, int]:
+    """(H, W, C) of the last convolution's output for one observation of ``obs_shape``."""
+    if config.obs_layout == "chw":
+        _, h, w = obs_shape
+    else:
+        h, w, _ = obs_shape
+    for k, s in zip(config.conv_kernels, config.conv_strides, strict=True):
+        h, w = (h - k) // s + 1, (w - k) // s + 1
+    return h, w, config.conv_channels[-1]
+
+
+def forward_flops(config: NetworkConfig, obs_shape: Sequence[int], num_actions: int) -> int:
+    """Analytic forward FLOPs per sample (2 per multiply-add; convs, dense, core, heads).
+
+    Element-wise work (ReLU, norm, gates) is ignored: it is well under 1% at reference size.
+    Forward + backward is about 3x this.
+    """
+    if config.obs_layout == "chw":
+        c, h, w = obs_shape
+    else:
+        h, w, c = obs_shape
+    flops = 0
+    for out_c, k, s in zip(
+        config.conv_channels, config.conv_kernels, config.conv_strides, strict=True
+    ):
+        h, w = (h - k) // s + 1, (w - k) // s + 1
+        flops += 2 * h * w * out_c * k * k * c
+        c = out_c
+    flops += 2 * h * w * c * config.dense_size
+    head_in = config.dense_size
+    if config.core != "none":
+        gates = 4 if config.core == "lstm" else 3
+        flops += 2 * gates * config.core_size * (config.dense_size + config.core_size)
+        head_in += config.core_size
+    flops += 2 * head_in * (num_actions + 1)
+    return flops

@@ -1,0 +1,117 @@
+"""Frozen configuration of the learner: the network's shape and PPO's hyper-parameters.
+
+Defaults are the reference's (``../shared/notes/algorithm.md``, sections PPO and Network). Both
+classes are frozen (hashable), so they can be closed over by jitted functions and stored with a
+checkpoint; derive variants with ``dataclasses.replace``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+CoreKind = Literal["lstm", "gru", "none"]
+DType = Literal["float32", "bfloat16"]
+ObsLayout = Literal["chw", "hwc"]
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """Shape of the recurrent actor-critic (``jax_reset.networks.ActorCritic``)."""
+
+    # Output channels of the three convolutions (ReLU, VALID padding, orthogonal init).
+    conv_channels: tuple[int, ...] = (64, 128, 128)
+    # Square kernel size of each convolution (8x8, 4x4, 3x3 in the reference).
+    conv_kernels: tuple[int, ...] = (8, 4, 3)
+    # Stride of each convolution.
+    conv_strides: tuple[int, ...] = (4, 2, 1)
+    # Width of the dense layer after the torso (followed by a parameter-free layer norm, ReLU).
+    dense_size: int = 800
+    # Recurrent core: "lstm" (the design card's choice), "gru" (the 2018 reference) or "none"
+    # (the feed-forward variant: no recurrent state at all).
+    core: CoreKind = "lstm"
+    # Units of the recurrent core.
+    core_size: int = 800
+    # Compute dtype of the convolutions and the dense layer. Parameters, layer norm, the core and
+    # the heads always stay float32 (bf16 is only a speed knob for the conv-heavy torso).
+    compute_dtype: DType = "float32"
+    # Layout of an observation: "chw" = [..., C, H, W] as EnvPool and our pool emit them
+    # (stack*colour channels first, e.g. [12, 105, 80]); "hwc" = [..., H, W, C].
+    obs_layout: ObsLayout = "chw"
+
+    def __post_init__(self) -> None:
+        n = len(self.conv_channels)
+        if not (len(self.conv_kernels) == len(self.conv_strides) == n):
+            raise ValueError(
+                f"conv_channels, conv_kernels and conv_strides must have the same length, got "
+                f"{self.conv_channels}, {self.conv_kernels}, {self.conv_strides}"
+            )
+        if self.core not in ("lstm", "gru", "none"):
+            raise ValueError(f"core must be 'lstm', 'gru' or 'none', got {self.core!r}")
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype}")
+        if self.obs_layout not in ("chw", "hwc"):
+            raise ValueError(f"obs_layout must be 'chw' or 'hwc', got {self.obs_layout!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """PPO hyper-parameters of one update (reference values)."""
+
+    # Discount per agent step (0.9999 in some reference runs).
+    gamma: float = 0.999
+    # GAE lambda.
+    gae_lambda: float = 0.95
+    # Clip range of both the probability ratio and the value change (value-clipped loss).
+    clip: float = 0.1
+    # Entropy bonus coefficient (the authors: lower it when training stalls).
+    ent_coef: float = 1e-4
+    # Value loss coefficient; the value loss itself is 0.5*max(clipped, unclipped) squared error.
+    vf_coef: float = 0.5
+    # L2 coefficient on all parameters, penalty l2_coef * 0.5 * sum(p**2).
+    l2_coef: float = 1e-7
+    # Adam learning rate (the authors: lower it when training stalls).
+    learning_rate: float = 1e-4
+    # Adam epsilon.
+    adam_eps: float = 1e-6
+    # Global gradient-norm clip; None = no clipping (algorithm.md lists none for the reference).
+    max_grad_norm: float | None = None
+    # Optimisation epochs over the full batch per update.
+    epochs: int = 4
+    # Minibatches per epoch, split along the (global) environment axis: minibatch m holds the
+    # environments whose global index is = m (mod minibatches). The number of environments must
+    # be divisible by minibatches * number of devices.
+    minibatches: int = 4
+    # New agent steps per environment per update (the rollout).
+    rollout_steps: int = 128
+    # Steps before the rollout that every epoch re-runs to rebuild the recurrent state under the
+    # current parameters, excluded from all losses. A training sequence is
+    # burn_in_steps + rollout_steps long (64 + 128 = 192).
+    burn_in_steps: int = 64
+
+    def __post_init__(self) -> None:
+        if self.rollout_steps <= 0 or self.burn_in_steps < 0:
+            raise ValueError("rollout_steps must be > 0 and burn_in_steps >= 0")
+        if self.burn_in_steps > self.rollout_steps:
+            # The burn-in of update k+1 is the tail of update k's rollout.
+            raise ValueError(
+                f"burn_in_steps ({self.burn_in_steps}) must not exceed rollout_steps "
+                f"({self.rollout_steps})"
+            )
+        if self.epochs <= 0 or self.minibatches <= 0:
+            raise ValueError("epochs and minibatches must be positive")
+
+    @property
+    def sequence_steps(self) -> int:
+        """Length S of a training sequence: burn-in + rollout."""
+        return self.burn_in_steps + self.rollout_steps
+
+    def check_num_envs(self, num_envs: int, num_devices: int) -> None:
+        """Fail with a clear message unless ``num_envs`` splits into devices x minibatches."""
+        if num_envs % (num_devices * self.minibatches):
+            raise ValueError(
+                f"num_envs={num_envs} must be divisible by num_devices ({num_devices}) x "
+                f"minibatches ({self.minibatches}) = {num_devices * self.minibatches}: every "
+                "device holds whole environments and every minibatch takes the same number "
+                "of them from each device"
+            )

@@ -1,0 +1,266 @@
+"""The PPO update: epochs x minibatches in one jitted, data-parallel ``jit(shard_map(...))``.
+
+Every device runs the same program on its share of the environments (axis ``"data"``):
+GAE, global advantage normalisation (``psum`` of sums and counts), then ``epochs`` passes of
+``minibatches`` optimiser steps, each re-running its whole sequences from the stored recurrent
+state through the burn-in under the current parameters. Gradients are summed over devices
+(each device's loss is its share of the global mean), so parameters stay identical everywhere
+and the result does not depend on the number of devices (up to float rounding).
+
+Minibatch m holds the environments whose *global* index is = m (mod minibatches); with
+environments split over devices in contiguous blocks whose size is a multiple of minibatches,
+that is the local indices = m (mod minibatches) on every device. The order in which the
+minibatches are visited is a fresh permutation per epoch from ``TrainState.rng`` (the same on
+every device). Both choices make 1, 2 or 4 devices compute the same update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jax_reset.networks import ActorCritic, init_params, make_network
+from jax_reset.ppo.config import NetworkConfig, PPOConfig
+from jax_reset.ppo.data import DATA_AXIS, TrainBatch, shard_batch
+from jax_reset.ppo.gae import gae
+from jax_reset.ppo.losses import l2_penalty, normalize_advantages, ppo_loss
+
+Params = Any
+Metrics = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything the update changes; replicated on every device. Checkpoint this whole."""
+
+    params: Params  # network parameters, float32
+    opt_state: optax.OptState  # Adam moments and count
+    update_step: jax.Array  # int32 scalar, updates done (host keeps 64-bit env-step counters)
+    grad_step: jax.Array  # int32 scalar, optimiser steps done (epochs x minibatches per update)
+    rng: jax.Array  # PRNG key, consumed by the update (minibatch order)
+
+
+def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:
+    """Adam(lr, eps) as the reference, after optional global-norm clipping.
+
+    The L2 term is added to the gradient by the update (not as weight decay): the reference put
+    l2_coef * 0.5 * sum(p^2) into the loss, so its gradient passes through Adam's scaling.
+    """
+    adam = optax.adam(config.learning_rate, eps=config.adam_eps)
+    if config.max_grad_norm is None:
+        return adam
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adam)
+
+
+def create_train_state(
+    network_config: NetworkConfig,
+    ppo_config: PPOConfig,
+    obs_shape: Sequence[int],
+    num_actions: int,
+    rng: jax.Array,
+) -> tuple[ActorCritic, TrainState]:
+    """Build the network and a fresh ``TrainState``.
+
+    Args:
+      obs_shape: one observation's shape, e.g. (12, 105, 80) for channel-first stacked RGB.
+      num_actions: size of the discrete action set.
+      rng: PRNG key (split for the parameters and the state's own key).
+
+    Returns:
+      ``(network, state)``; ``state`` lives on the default device: pass it to the update as is
+      (jit replicates it over the mesh) or ``jax.device_put`` it with a replicated sharding.
+    """
+    network = make_network(network_config, num_actions)
+    init_key, state_key = jax.random.split(rng)
+    params = init_params(network, init_key, obs_shape)
+    opt_state = make_optimizer(ppo_config).init(params)
+    state = TrainState(
+        params=params,
+        opt_state=opt_state,
+        update_step=jnp.zeros((), jnp.int32),
+        grad_step=jnp.zeros((), jnp.int32),
+        rng=state_key,
+    )
+    return network, state
+
+
+def _take_minibatch(x: jax.Array, m: jax.Array, minibatches: int, axis: int) -> jax.Array:
+    """Environments with local index = m (mod minibatches) along ``axis`` (strided split)."""
+    b = x.shape[axis]
+    x = x.reshape((*x.shape[:axis], b // minibatches, minibatches, *x.shape[axis + 1 :]))
+    return jax.lax.dynamic_index_in_dim(x, m, axis + 1, keepdims=False)
+
+
+def _explained_variance(
+    value: jax.Array, target: jax.Array, mask: jax.Array, axis_name: str
+) -> jax.Array:
+    """1 - Var[target - value] / Var[target] over the global batch's masked steps."""
+    mask = mask.astype(jnp.float32)
+    n = jnp.maximum(jax.lax.psum(mask.sum(), axis_name), 1.0)
+
+    def var(x: jax.Array) -> jax.Array:
+        mean = jax.lax.psum((x * mask).sum(), axis_name) / n
+        return jax.lax.psum((jnp.square(x - mean) * mask).sum(), axis_name) / n
+
+    var_t = var(target)
+    return jnp.where(var_t > 0, 1.0 - var(target - value) / jnp.maximum(var_t, 1e-12), 0.0)
+
+
+def local_update(
+    network: ActorCritic,
+    config: PPOConfig,
+    state: TrainState,
+    batch: TrainBatch,
+    axis_name: str = DATA_AXIS,
+) -> tuple[TrainState, Metrics]:
+    """The per-device body of the update (runs inside ``shard_map`` over ``axis_name``).
+
+    Args:
+      state: replicated ``TrainState``.
+      batch: this device's environments, data leaves ``[S, B_local, ...]``.
+
+    Returns:
+      ``(new_state, metrics)``, both identical on every device.
+    """
+    k = config.burn_in_steps
+    mbs = config.minibatches
+    d = batch.data
+    tx = make_optimizer(config)
+
+    def apply_fn(params, *args):
+        return network.apply({"params": params}, *args)
+
+    # Advantages from the behaviour values, once per update (as the reference).
+    valid, cut = d.valid[k:], d.cut[k:]
+    advantage, target = gae(
+        d.reward[k:],
+        d.value[k:],
+        d.done[k:],
+        cut,
+        batch.bootstrap_value,
+        config.gamma,
+        config.gae_lambda,
+    )
+    advantage_n = normalize_advantages(advantage, valid, cut, axis_name)
+    metrics_once = {
+        "explained_variance": _explained_variance(d.value[k:], target, valid, axis_name),
+        "advantage_mean": jax.lax.psum((advantage * valid).sum(), axis_name)
+        / jnp.maximum(jax.lax.psum(valid.sum(), axis_name), 1),
+        "valid_fraction": jax.lax.psum(valid.sum(), axis_name)
+        / jax.lax.psum(jnp.asarray(valid.size, jnp.float32), axis_name),
+    }
+
+    def minibatch(m: jax.Array) -> tuple[TrainBatch, jax.Array, jax.Array]:
+        take_t = lambda x: _take_minibatch(x, m, mbs, axis=1)  # noqa: E731
+        mb = TrainBatch(
+            data=jax.tree.map(take_t, batch.data),
+            carry=jax.tree.map(lambda x: _take_minibatch(x, m, mbs, axis=0), batch.carry),
+            bootstrap_value=_take_minibatch(batch.bootstrap_value, m, mbs, axis=0),
+        )
+        return mb, take_t(advantage_n), take_t(target)
+
+    def sgd_step(carry, m):
+        params, opt_state = carry
+        mb, adv_mb, target_mb = minibatch(m)
+        # Differentiate w.r.t. a device-varying copy of the parameters so that the gradient is
+        # this device's share, and sum the shares explicitly (JAX would otherwise insert the
+        # psum implicitly when transposing the replicated -> varying broadcast).
+        local_params = jax.lax.pcast(params, axis_name, to="varying")
+        grads, metrics = jax.grad(ppo_loss, has_aux=True)(
+            local_params, apply_fn, mb, adv_mb, target_mb, config, axis_name
+        )
+        grads = jax.lax.psum(grads, axis_name)
+        # L2 once, on the replicated parameters (not per device).
+        grads = jax.tree.map(lambda g, p: g + config.l2_coef * p, grads, params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        return (params, opt_state), metrics
+
+    def epoch(carry, key):
+        order = jax.random.permutation(key, mbs)
+        return jax.lax.scan(sgd_step, carry, order)
+
+    rng, key = jax.random.split(state.rng)
+    (params, opt_state), metrics = jax.lax.scan(
+        epoch, (state.params, state.opt_state), jax.random.split(key, config.epochs)
+    )
+    metrics = jax.tree.map(jnp.mean, metrics)  # over epochs x minibatches
+    l2 = l2_penalty(params)
+    metrics["l2_loss"] = l2
+    metrics["loss"] = (
+        metrics["policy_loss"]
+        - config.ent_coef * metrics["entropy"]
+        + config.vf_coef * metrics["value_loss"]
+        + config.l2_coef * l2
+    )
+    metrics.update(metrics_once)
+    new_state = TrainState(
+        params=params,
+        opt_state=opt_state,
+        update_step=state.update_step + 1,
+        grad_step=state.grad_step + config.epochs * mbs,
+        rng=rng,
+    )
+    return new_state, {f"train/{name}": value for name, value in metrics.items()}
+
+
+def make_update(
+    network: ActorCritic, config: PPOConfig, mesh: Mesh, donate_state: bool = False
+) -> Callable[[TrainState, TrainBatch], tuple[TrainState, Metrics]]:
+    """The jitted, data-parallel update ``update(state, batch) -> (state, metrics)``.
+
+    Args:
+      network: from ``create_train_state``.
+      config: PPO hyper-parameters (static).
+      mesh: 1-D mesh over axis ``"data"`` (``jax_reset.mesh.make_data_mesh``).
+      donate_state: let XLA reuse the input state's buffers for the output. Off by default:
+        the state is small (~130 MB of params + Adam moments at reference size) and an actor
+        that still acts with the previous parameters would find them deleted.
+
+    The returned function takes a replicated ``TrainState`` and a ``TrainBatch`` of S =
+    burn_in + rollout steps for B environments (B divisible by devices x minibatches; place it
+    with ``shard_batch`` to avoid a transfer inside the call), and returns the new state and a
+    dict of scalar metrics (``train/loss``, ``train/policy_loss``, ``train/value_loss``,
+    ``train/entropy``, ``train/l2_loss``, ``train/approx_kl``, ``train/kl``,
+    ``train/clip_fraction``, ``train/grad_norm`` (means over all minibatch steps),
+    ``train/explained_variance``, ``train/advantage_mean``, ``train/valid_fraction``).
+    Compiles once per batch shape and structure (``start_carry`` given or not).
+    """
+    num_devices = mesh.shape[DATA_AXIS]
+    # PartitionSpecs as a prefix of TrainBatch: whatever the carry's structure (LSTM pair, GRU
+    # array, none) and whether start_carry is present, environments are axis 1 of the data and
+    # axis 0 of the carry and bootstrap values.
+    batch_spec = TrainBatch(
+        data=P(None, DATA_AXIS), carry=P(DATA_AXIS), bootstrap_value=P(DATA_AXIS)
+    )
+
+    def body(state: TrainState, batch: TrainBatch) -> tuple[TrainState, Metrics]:
+        return local_update(network, config, state, batch, DATA_AXIS)
+
+    sharded = jax.shard_map(body, mesh=mesh, in_specs=(P(), batch_spec), out_specs=(P(), P()))
+    jitted = jax.jit(sharded, donate_argnums=(0,) if donate_state else ())
+    replicated = NamedSharding(mesh, P())
+
+    def update(state: TrainState, batch: TrainBatch) -> tuple[TrainState, Metrics]:
+        config.check_num_envs(batch.bootstrap_value.shape[0], num_devices)
+        s = batch.data.obs.shape[0]
+        if s != config.sequence_steps:
+            raise ValueError(
+                f"batch has {s} steps, expected burn_in_steps + rollout_steps = "
+                f"{config.sequence_steps}"
+            )
+        # Place both where the compiled program expects them (no-ops when they already are):
+        # a state or batch with another sharding would be a new cache entry, i.e. a recompile.
+        state = jax.device_put(state, replicated)
+        return jitted(state, shard_batch(batch, mesh))
+
+    update.jitted = jitted  # type: ignore[attr-defined]  # for compile counting / lowering
+    return update

@@ -1,0 +1,193 @@
+"""Real Orbax checkpoints on disk: round trip, retention, refusals, interrupted saves, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jax_reset import curriculum as cur
+from jax_reset.checkpoint import (
+    CheckpointError,
+    Checkpoints,
+    StopFlag,
+    check_compatible,
+    make_meta,
+    network_shape,
+)
+from jax_reset.config import CurriculumConfig
+
+FROZEN = ("network", "env", "train.num_envs", "train.demo")
+
+
+def make_state(hidden: int = 8, seed: int = 0, step: int = 0) -> dict:
+    key = jax.random.PRNGKey(seed)
+    params = {
+        "torso": {"kernel": jax.random.normal(key, (4, hidden)), "bias": jnp.zeros(hidden)},
+        "head": {"kernel": jnp.ones((hidden, 3)) * seed},
+    }
+    opt_state = optax.adam(1e-3).init(params)
+    return {"params": params, "opt_state": opt_state,
+            "update": np.asarray(step, np.int64), "agent_steps": np.asarray(2**40 + step, np.int64),
+            "rng": jax.random.fold_in(key, step)}
+
+
+def config_dict(lr: float = 1e-4, hidden: int = 8) -> dict:
+    return {"network": {"core_size": hidden}, "ppo": {"learning_rate": lr},
+            "train": {"num_envs": 4, "demo": "demos/Pong.npz", "total_updates": 10}}
+
+
+def assert_trees_equal(a, b) -> None:
+    la, ta = jax.tree.flatten(a)
+    lb, tb = jax.tree.flatten(b)
+    assert ta == tb
+    for x, y in zip(la, lb, strict=True):
+        assert np.asarray(x).dtype == np.asarray(y).dtype
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    state = make_state(seed=1, step=7)
+    curriculum = cur.update(cur.init(4, 500, CurriculumConfig(decision_interval=8)),
+                            cur.EpisodeRecords.make([499, 498], [True, False]), 8,
+                            CurriculumConfig(decision_interval=8))[0]
+    meta = make_meta(config_dict(), state["params"], game="Pong")
+    with Checkpoints(tmp_path / "ckpt", keep_last=2) as ckpt:
+        assert ckpt.save(7, state, cur.to_json(curriculum), meta,
+                         metrics={"curriculum/max_starting_point": 499})
+        assert not ckpt.save(7, state, cur.to_json(curriculum), meta,
+                             metrics={"curriculum/max_starting_point": 499})
+    # A new manager over the same folder, as after a restart.
+    with Checkpoints(tmp_path / "ckpt", keep_last=2) as ckpt:
+        assert ckpt.latest_step() == 7
+        step, restored, cur_json, meta_back = ckpt.restore(make_state(seed=5))
+    assert step == 7 and meta_back == meta
+    assert_trees_equal(restored, state)
+    assert type(restored["opt_state"][0]).__name__ == "ScaleByAdamState"
+    assert int(restored["agent_steps"]) == 2**40 + 7
+    assert cur.equal(cur.from_json(cur_json), curriculum)
+
+
+def test_keeps_last_k_plus_best(tmp_path: Path) -> None:
+    state = make_state()
+    meta = make_meta(config_dict(), state["params"])
+    sps = [50, 10, 40, 30, 60, 55]
+    with Checkpoints(tmp_path, keep_last=2, async_save=False) as ckpt:
+        for step, sp in enumerate(sps, start=1):
+            ckpt.save(step, state, {}, meta, metrics={"curriculum/max_starting_point": sp})
+        assert ckpt.steps() == [2, 5, 6]
+        assert ckpt.best_step() == 2
+    # After a restart the best is still known and still kept.
+    with Checkpoints(tmp_path, keep_last=2, async_save=False) as ckpt:
+        assert ckpt.best_step() == 2
+        ckpt.save(7, state, {}, meta, metrics={"curriculum/max_starting_point": 70})
+        assert ckpt.steps() == [2, 6, 7]
+        with pytest.raises(ValueError, match="max_starting_point"):
+            ckpt.save(7, state, {}, meta, metrics={})
+
+
+def test_refuses_another_network(tmp_path: Path) -> None:
+    state = make_state(hidden=8)
+    with Checkpoints(tmp_path) as ckpt:
+        ckpt.save(3, state, {}, make_meta(config_dict(hidden=8), state["params"]),
+                  metrics={"curriculum/max_starting_point": 1})
+    other = make_state(hidden=16)
+    with Checkpoints(tmp_path) as ckpt:
+        saved = ckpt.read_meta()
+        with pytest.raises(CheckpointError, match="different network shape") as err:
+            check_compatible(saved, make_meta(config_dict(hidden=16), other["params"]), FROZEN)
+        assert "\n" not in str(err.value) and "head/kernel" in str(err.value)
+        # Restoring into a differently shaped state is refused before Orbax touches it.
+        shape_error = r"'params/head/kernel' has shape \(8, 3\) in the checkpoint"
+        with pytest.raises(CheckpointError, match=shape_error) as err:
+            ckpt.restore(other)
+        assert "\n" not in str(err.value)
+        missing = make_state()
+        del missing["rng"]
+        with pytest.raises(CheckpointError, match="'rng'"):
+            ckpt.restore(missing)
+        with pytest.raises(CheckpointError, match="no checkpoint at step 9"):
+            ckpt.restore(state, step=9)
+    with Checkpoints(tmp_path / "empty") as ckpt, pytest.raises(CheckpointError, match="no check"):
+        ckpt.read_meta()
+
+
+def test_config_changes_frozen_or_allowed() -> None:
+    params = make_state()["params"]
+    saved = make_meta(config_dict(), params)
+    # A lower learning rate on resume is allowed and reported.
+    assert check_compatible(saved, make_meta(config_dict(lr=3e-5), params), FROZEN) == [
+        "ppo.learning_rate"]
+    changed = config_dict()
+    changed["train"]["num_envs"] = 8
+    with pytest.raises(CheckpointError, match=r"train.num_envs \(4 -> 8\)"):
+        check_compatible(saved, make_meta(changed, params), FROZEN)
+    changed = config_dict()
+    changed["network"]["core_size"] = 9  # same params here, but the config says otherwise
+    with pytest.raises(CheckpointError, match=r"network\.core_size"):
+        check_compatible(saved, make_meta(changed, params), FROZEN)
+    assert network_shape(params)["torso/kernel"] == [[4, 8], "float32"]
+
+
+def test_killed_during_a_save_keeps_the_last_checkpoint(tmp_path: Path) -> None:
+    """A process killed while Orbax writes leaves the previous checkpoint restorable."""
+    script = textwrap.dedent(f"""
+        import os, numpy as np
+        from jax_reset.checkpoint import Checkpoints
+        ckpt = Checkpoints({str(tmp_path)!r}, keep_last=1)
+        small = {{"w": np.ones(4, np.float32), "update": np.asarray(1, np.int64)}}
+        ckpt.save(1, small, {{"at": 1}}, {{"format": 1}}, {{"curriculum/max_starting_point": 5}})
+        ckpt.wait()
+        big = {{"w": np.ones(4, np.float32), "update": np.asarray(2, np.int64),
+                "pad": np.random.default_rng(0).random(40_000_000)}}
+        ckpt.save(2, big, {{"at": 2}}, {{"format": 1}}, {{"curriculum/max_starting_point": 4}})
+        os._exit(3)  # as a crash: no wait, no close
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    target = {"w": np.zeros(4, np.float32), "update": np.asarray(0, np.int64)}
+    with Checkpoints(tmp_path, keep_last=1) as ckpt:
+        assert ckpt.steps() == [1]
+        step, state, curriculum, _ = ckpt.restore(target)
+    assert step == 1 and int(state["update"]) == 1 and curriculum == {"at": 1}
+    assert not [p for p in tmp_path.iterdir() if "tmp" in p.name]
+
+
+def test_main_thread_only(tmp_path: Path) -> None:
+    state = make_state()
+    with Checkpoints(tmp_path) as ckpt:
+        errors: list[BaseException] = []
+
+        def save_from_thread() -> None:
+            try:
+                ckpt.save(1, state, {}, {}, {"curriculum/max_starting_point": 1})
+            except RuntimeError as err:
+                errors.append(err)
+
+        t = threading.Thread(target=save_from_thread)
+        t.start()
+        t.join()
+        assert errors and "main thread" in str(errors[0])
+        assert ckpt.steps() == []
+
+
+def test_stop_flag_catches_signals_and_restores_handlers() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with StopFlag() as flag:
+        assert not flag.requested
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert flag.requested and flag.signal_name == "SIGTERM"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # a second signal: the user insists
+    assert signal.getsignal(signal.SIGTERM) is before

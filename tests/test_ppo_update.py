@@ -1,0 +1,222 @@
+"""The update: acting/learning agreement, compile once, same result on 1, 2 and 4 devices."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from jax_reset.mesh import make_data_mesh
+from jax_reset.networks import init_carry
+from jax_reset.ppo.acting import make_act_fn
+from jax_reset.ppo.data import assemble_batch, initial_burn_in
+from jax_reset.ppo.losses import sequence_forward
+from jax_reset.ppo.synthetic import (
+    TINY_OBS_SHAPE,
+    random_batch,
+    random_transition,
+    tiny_network_config,
+    tiny_ppo_config,
+)
+from jax_reset.ppo.update import create_train_state, make_update
+from jax_reset.ppo.warmup import make_warmup_fn
+
+A = 6
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """One network, state and compiled update shared by the tests (compile time is the cost).
+
+    One epoch of one minibatch: the update's single optimiser step sees the acting parameters.
+    """
+    cfg, ppo = tiny_network_config(), tiny_ppo_config(epochs=1, minibatches=1)
+    net, state = create_train_state(cfg, ppo, TINY_OBS_SHAPE, A, jax.random.key(0))
+    return cfg, ppo, net, state, make_update(net, ppo, make_data_mesh())
+
+
+def collect_rollout(act, warmup, params, cfg, ppo, carry, rng, key, first):
+    """Act step by step like the trainer; record what the acting function saw and returned.
+
+    Random episode starts (all environments at the very first step); half the episodes begin
+    from a demo warm-up state. Returns (rollout, bootstrap_value, tail_carry, carry_after).
+    """
+    b = jax.tree.leaves(carry)[0].shape[0]
+    steps = ppo.rollout_steps
+    tr = random_transition(rng, steps, b, TINY_OBS_SHAPE, A)
+    if first:
+        tr = tr.replace(episode_start=np.ones_like(tr.episode_start))
+    demo = rng.integers(0, 256, (b, 5, *TINY_OBS_SHAPE), dtype=np.uint8)
+    warm = warmup(params, demo, rng.random((b, 5)) < 0.8)
+    from_demo = rng.random(b) < 0.5
+    start_carry = jax.tree.map(
+        lambda w: np.where(from_demo[:, None], np.asarray(w), 0.0).astype(np.float32), warm
+    )
+    rec = {"action": [], "logp": [], "value": []}
+    tail_carry = None
+    for t in range(steps):
+        if t == steps - ppo.burn_in_steps:
+            tail_carry = carry  # the state entering step T - K
+        key, sub = jax.random.split(key)
+        out = act(
+            params, tr.obs[t], tr.episode_start[t], tr.entropy_boost[t], carry, sub, start_carry
+        )
+        carry = out.carry
+        for name in rec:
+            rec[name].append(np.asarray(getattr(out, name)))
+    tr = tr.replace(
+        start_carry=jax.tree.map(lambda x: np.broadcast_to(x, (steps, *x.shape)), start_carry),
+        **{name: np.stack(v) for name, v in rec.items()},
+    )
+    # Bootstrap: act once on the next observation (the next rollout's step 0 in the trainer).
+    nxt = random_transition(rng, 1, b, TINY_OBS_SHAPE, A)
+    boot = act(params, nxt.obs[0], nxt.episode_start[0], nxt.entropy_boost[0], carry, key)
+    return tr, np.asarray(boot.value), tail_carry, carry
+
+
+def test_acting_and_learning_agree(setup):
+    """The learner's first-epoch logp/values after burn-in equal those recorded while acting.
+
+    Two consecutive updates: the first with the padded burn-in, the second with the real
+    64-step-style burn-in carried over from the first rollout, its stored state, resets inside
+    it and demo warm-up states at episode starts.
+    """
+    cfg, ppo, net, state, update = setup
+    act, warmup = make_act_fn(net), make_warmup_fn(net)
+    rng, key = np.random.default_rng(0), jax.random.key(1)
+    b = 4
+    carry = init_carry(cfg, b)
+    apply = lambda p, *a: net.apply({"params": p}, *a)  # noqa: E731
+    forward = jax.jit(lambda p, batch: sequence_forward(apply, p, batch, ppo.burn_in_steps))
+    for i in range(2):
+        rollout, boot, tail, carry = collect_rollout(
+            act, warmup, state.params, cfg, ppo, carry, rng, key, first=i == 0
+        )
+        if i == 0:
+            burn_in = initial_burn_in(rollout, init_carry(cfg, b), ppo.burn_in_steps)
+        batch, burn_in = assemble_batch(burn_in, rollout, boot, tail)
+        logits, value = forward(state.params, batch)
+        logp = np.take_along_axis(
+            np.asarray(jax.nn.log_softmax(logits)), rollout.action[..., None], -1
+        )[..., 0]
+        np.testing.assert_allclose(logp, rollout.logp, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(value, rollout.value, rtol=1e-5, atol=1e-5)
+        # Through the update itself: its one optimiser step sees ratio 1 everywhere.
+        _, metrics = update(state, batch)
+        assert float(metrics["train/approx_kl"]) < 1e-9, metrics
+        assert float(metrics["train/clip_fraction"]) == 0.0
+
+
+def test_update_compiles_once_and_changes_parameters(setup):
+    cfg, ppo, _, state, update = setup
+    rng = np.random.default_rng(0)
+    first = jax.tree.map(np.asarray, state.params)
+    for _ in range(3):
+        batch = random_batch(rng, cfg, ppo, 4, TINY_OBS_SHAPE, A)  # fresh host arrays each time
+        state, metrics = update(state, batch)
+    assert int(state.update_step) == 3
+    assert int(state.grad_step) == 3 * ppo.epochs * ppo.minibatches
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - b).max()), state.params, first)
+    assert all(m > 0 for m in jax.tree.leaves(moved))
+    # One program for batches with start_carry (acting test, if it ran) and one without.
+    assert update.jitted._cache_size() <= 2
+    before = update.jitted._cache_size()
+    update(state, random_batch(rng, cfg, ppo, 4, TINY_OBS_SHAPE, A))
+    assert update.jitted._cache_size() == before
+
+
+def test_assemble_batch_carries_the_tail_over():
+    cfg, ppo = tiny_network_config(), tiny_ppo_config()
+    rng = np.random.default_rng(1)
+    r1 = random_transition(rng, ppo.rollout_steps, 2, TINY_OBS_SHAPE, A)
+    r2 = random_transition(rng, ppo.rollout_steps, 2, TINY_OBS_SHAPE, A)
+    c0, c1, c2 = (init_carry(cfg, 2) for _ in range(3))
+    bi = initial_burn_in(r1, c0, ppo.burn_in_steps)
+    assert not np.any(bi.data.valid)
+    b1, bi = assemble_batch(bi, r1, np.zeros(2), c1)
+    b2, _ = assemble_batch(bi, r2, np.zeros(2), c2)
+    k = ppo.burn_in_steps
+    assert b1.data.obs.shape[0] == ppo.sequence_steps
+    np.testing.assert_array_equal(b1.data.obs[k:], r1.obs)
+    np.testing.assert_array_equal(b2.data.obs[:k], r1.obs[-k:])
+    np.testing.assert_array_equal(b2.data.reward[k:], r2.reward)
+    assert b2.carry is c1 and b1.carry is c0
+
+
+MULTI_DEVICE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import jax, numpy as np
+    from jax_reset.mesh import make_data_mesh
+    from jax_reset.ppo.synthetic import *
+    from jax_reset.ppo.update import create_train_state, make_update
+
+    assert len(jax.devices()) == 4, jax.devices()
+    cfg, ppo = tiny_network_config(), tiny_ppo_config()
+    out = {}
+    for n in (1, 2, 4):
+        net, state = create_train_state(cfg, ppo, TINY_OBS_SHAPE, 6, jax.random.key(0))
+        update = make_update(net, ppo, make_data_mesh(jax.devices()[:n]))
+        rng = np.random.default_rng(0)
+        for _ in range(2):
+            batch = random_batch(rng, cfg, ppo, 8, TINY_OBS_SHAPE, 6, with_start_carry=True)
+            state, metrics = update(state, batch)
+        out[n] = {
+            "params": [np.asarray(x).tolist() for x in jax.tree.leaves(state.params)],
+            "metrics": {k: float(v) for k, v in metrics.items()},
+            "compiles": update.jitted._cache_size(),
+        }
+    print(json.dumps(out))
+    """
+)
+
+
+def test_same_update_on_1_2_and_4_devices():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", MULTI_DEVICE_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    ref = out["1"]
+    for n in ("2", "4"):
+        assert out[n]["compiles"] == 1
+        for a, b in zip(ref["params"], out[n]["params"], strict=True):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
+        for k, v in ref["metrics"].items():
+            np.testing.assert_allclose(out[n]["metrics"][k], v, rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_config_rejects_indivisible_env_counts():
+    ppo = tiny_ppo_config(minibatches=3)
+    try:
+        ppo.check_num_envs(8, 2)
+    except ValueError as e:
+        assert "divisible" in str(e)
+    else:
+        raise AssertionError("expected a ValueError")
+    dataclasses.replace(ppo, minibatches=4).check_num_envs(8, 2)
+
+
+def test_learner_benchmark_smoke(capsys):
+    from jax_reset.bench.learner import main
+
+    args = "--envs 4 --steps 6 --burn-in 2 --epochs 1 --minibatches 1 --conv-channels 8,16,16"
+    args += " --dense 16 --core-size 16 --obs 6,42,40 --iters 1 --warmup-len 3 --json"
+    assert main(args.split()) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    (result,) = out["results"]
+    assert result["processed_samples_per_s"] > 0 and result["warmup_frames_per_s"] > 0
