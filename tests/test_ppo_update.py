@@ -220,3 +220,26 @@ def test_learner_benchmark_smoke(capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     (result,) = out["results"]
     assert result["processed_samples_per_s"] > 0 and result["warmup_frames_per_s"] > 0
+
+
+def test_scan_and_host_loops_compute_the_same_update():
+    """The accelerator program (one scan) and the CPU loop (a compiled step per minibatch)."""
+    cfg, ppo = tiny_network_config(), tiny_ppo_config()
+    net, state0 = create_train_state(cfg, ppo, TINY_OBS_SHAPE, A, jax.random.key(1))
+    results = {}
+    for loop in ("scan", "host"):
+        update = make_update(net, ppo, make_data_mesh(), loop=loop)
+        rng, state = np.random.default_rng(2), state0
+        for _ in range(2):
+            batch = random_batch(rng, cfg, ppo, 4, TINY_OBS_SHAPE, A, with_start_carry=True)
+            state, metrics = update(state, batch)
+        results[loop] = (state, metrics)
+    (s_scan, m_scan), (s_host, m_host) = results["scan"], results["host"]
+    assert int(s_host.grad_step) == int(s_scan.grad_step) == 2 * ppo.epochs * ppo.minibatches
+    np.testing.assert_array_equal(jax.random.key_data(s_host.rng), jax.random.key_data(s_scan.rng))
+    for a, b in zip(jax.tree.leaves(s_scan.params), jax.tree.leaves(s_host.params), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
+    for k, v in m_scan.items():
+        np.testing.assert_allclose(float(m_host[k]), float(v), rtol=1e-4, atol=1e-6, err_msg=k)
+    with pytest.raises(ValueError, match="loop must be"):
+        make_update(net, ppo, make_data_mesh(), loop="python")
