@@ -14,9 +14,13 @@ policy (logits doubled, no entropy boost):
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -174,3 +178,135 @@ class NetworkPolicy:
         out = self._act(self.params, obs, episode_start, self._no_boost, self._carry, key)
         self._carry = out.carry
         return np.asarray(out.action)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedRun:
+    """What a run directory holds for evaluation: the game, the preprocessing, the policy."""
+
+    run_dir: Path
+    step: int
+    game: str
+    env: EnvConfig
+    policy: NetworkPolicy
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "latest") -> LoadedRun:
+    """Rebuilds the trained policy from a run directory alone (config and network shape are
+    stored beside each checkpoint), so a run copied from another machine evaluates as is.
+
+    ``checkpoint``: "latest", "best" or an update number. Raises ``EvalError`` (one line).
+    """
+    import jax
+
+    from jax_reset import checkpoint as ckpt_lib
+    from jax_reset import config as config_lib
+    from jax_reset.ppo.update import create_train_state
+    from jax_reset.train import CHECKPOINT_DIR
+
+    run_dir = Path(run_dir)
+    folder = run_dir / CHECKPOINT_DIR
+    if not folder.is_dir():
+        raise EvalError(f"{run_dir}: not a run directory (no {CHECKPOINT_DIR}/ folder)")
+    checkpoints = ckpt_lib.Checkpoints(folder)
+    try:
+        if checkpoint == "latest":
+            step = checkpoints.latest_step()
+        elif checkpoint == "best":
+            step = checkpoints.best_step()
+        else:
+            try:
+                step = int(checkpoint)
+            except ValueError:
+                raise EvalError(f"--checkpoint must be latest, best or an update number, "
+                                f"not {checkpoint!r}") from None
+        if step is None:
+            raise EvalError(f"{run_dir}: no checkpoint saved yet")
+        try:
+            meta = checkpoints.read_meta(step)
+            config = config_lib.from_dict(config_lib.Config, meta["config"])
+            num_actions = int(meta["num_actions"])
+            _, state = create_train_state(config.network, config.ppo,
+                                          config.env.obs_shape, num_actions,
+                                          jax.random.PRNGKey(0))
+            # The counters' structure is the trainer's; only the parameters are used here.
+            counters = {k: np.asarray(0, np.int64) for k in ("update", "agent_steps", "frames")}
+            _, restored, _, _ = checkpoints.restore(
+                {"train_state": state, "counters": counters}, step)
+        except (ckpt_lib.CheckpointError, config_lib.ConfigError, KeyError) as err:
+            raise EvalError(f"{run_dir}: cannot load checkpoint {step}: {err}") from None
+    finally:
+        checkpoints.close()
+    params = restored["train_state"].params
+    policy = NetworkPolicy(config.network, params, num_actions)
+    return LoadedRun(run_dir, step, str(meta["game"]), config.env, policy)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jax_reset.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", required=True, help="a training run directory")
+    parser.add_argument("--checkpoint", default="latest",
+                        help="latest (default), best, or an update number")
+    parser.add_argument("--protocol", action="append", choices=PROTOCOLS,
+                        help="repeat for several; default: all four")
+    parser.add_argument("--episodes", type=int, default=16, help="full games per protocol")
+    parser.add_argument("--envs", type=int, default=16, help="games played in parallel")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--video", help="also record one game (the first protocol) to this .mp4")
+    parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    args = parser.parse_args(argv)
+    try:
+        return _evaluate(args)
+    except EvalError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    run = load_run(args.run_dir, args.checkpoint)
+    console.print(f"{run.game}: checkpoint {run.step} of {run.run_dir}")
+    protocols = args.protocol or list(PROTOCOLS)
+    summaries = []
+    for protocol in protocols:
+        with Progress(TextColumn(f"{protocol:>8}"), BarColumn(), MofNCompleteColumn(),
+                      console=console, transient=True) as progress:
+            task = progress.add_task(protocol, total=args.episodes)
+            result = run_protocol(run.game, run.env, run.policy, protocol, args.episodes,
+                                  num_envs=args.envs, seed=args.seed,
+                                  on_episode=lambda n, t=task: progress.update(t, completed=n))
+        summaries.append(result.summary())
+    table = Table(title=f"{run.game}, checkpoint {run.step}: full games from the start")
+    columns = {"protocol": "protocol", "episodes": "games", "score_mean": "mean",
+               "score_median": "median", "score_min": "min", "score_max": "max",
+               "length_mean_agent_steps": "length (steps)"}
+    for label in columns.values():
+        table.add_column(label, justify="right")
+    for s in summaries:
+        table.add_row(*(f"{s[c]:g}" if isinstance(s[c], float) else str(s[c]) for c in columns))
+    Console().print(table)
+    out: dict[str, Any] = {"run_dir": str(run.run_dir), "checkpoint": run.step,
+                           "game": run.game, "protocols": summaries}
+    if args.video:
+        from jax_reset.video import record_episode
+
+        protocol = next((p for p in protocols if p != "epsilon"), "plain")
+        score, frames = record_episode(run.game, run.env, run.policy, args.video, protocol,
+                                       seed=args.seed)
+        console.print(f"video: {args.video} ({frames} frames, score {score:g}, {protocol})")
+        out["video"] = {"path": args.video, "frames": frames, "score": score}
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

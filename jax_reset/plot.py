@@ -17,11 +17,12 @@ import numpy as np
 # (file name, y key, y label); x is agent steps, and also wall time for the curriculum.
 PLOTS = (
     ("starting_point", "curriculum/max_starting_point", "max starting point (demo frame)"),
-    ("success_rate", "curriculum/success_rate", "success rate at the starting point"),
+    ("success_rate", "curriculum/success_at_sp", "success rate at the starting point"),
     ("score", "env/episode_score", "mean episode score"),
-    ("steps_per_s", "timing/agent_steps_per_s", "agent steps per second"),
+    ("steps_per_s", "train/agent_steps_per_s", "agent steps per second"),
 )
-X_STEPS, X_TIME = "agent_steps", "wall_time_s"
+# The trainer logs the unix time of each line; the plots show seconds since the first line.
+X_STEPS, X_TIME, UNIX_TIME = "train/agent_steps", "wall_time_s", "time"
 
 
 class PlotError(RuntimeError):
@@ -41,6 +42,10 @@ def read_metrics(run_dir: Path) -> list[dict]:
                 continue  # a line cut by a crash mid-write: the others are still good
     if not rows:
         raise PlotError(f"{path}: no metrics yet")
+    start = next((r[UNIX_TIME] for r in rows if UNIX_TIME in r), None)
+    for r in rows:
+        if start is not None and UNIX_TIME in r:
+            r[X_TIME] = r[UNIX_TIME] - start
     return rows
 
 
@@ -78,6 +83,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
             ax.set_xlabel(xlabel)
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
+            ax.ticklabel_format(axis="both", style="plain", useOffset=False)
         fig.suptitle(f"{run_dir.name}: {label}")
         fig.tight_layout()
         path = out / f"{name}.png"

@@ -10,6 +10,7 @@ frames, as the agent sees it), with the score and the frame counter drawn on it.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import cv2
@@ -53,6 +54,10 @@ def record_episode(game: str, env: EnvConfig, policy: BatchPolicy, path: str | P
     show = make_envpool(game, show_cfg, 1, seed, num_threads=1)
     policy.reset(1, seed)
     tmp = path.with_name(f".{path.name}.tmp.mp4")
+    # imageio starts ffmpeg with fork+exec; JAX warns about any fork, but nothing of JAX runs
+    # in the child before exec.
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
+                            category=RuntimeWarning)
     written = 0
     score = 0.0
     try:

@@ -83,9 +83,9 @@ def test_video_refuses_bad_paths(policy, tmp_path):
 
 
 def test_plots_from_metrics(tmp_path):
-    rows = [{"update": u, "agent_steps": 1024 * u, "wall_time_s": 2.0 * u,
-             "curriculum/max_starting_point": 22000 - 40 * u, "curriculum/success_rate": 0.3,
-             "env/episode_score": float(u % 3), "timing/agent_steps_per_s": 500.0}
+    rows = [{"update": u, "train/agent_steps": 1024 * u, "time": 1.7e9 + 2.0 * u,
+             "curriculum/max_starting_point": 22000 - 40 * u, "curriculum/success_at_sp": 0.3,
+             "env/episode_score": float(u % 3), "train/agent_steps_per_s": 500.0}
             for u in range(1, 20)]
     (tmp_path / "metrics.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in rows) + '{"update": 20, "agent_ste')
