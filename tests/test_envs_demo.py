@@ -101,11 +101,21 @@ def test_reaching_the_demo_score_cuts_after_extra_frames(pool, demo) -> None:
 
 
 def test_life_loss_ends_episode_and_next_start_frame_is_used(pool) -> None:
-    pool.restore([2], [0], starting_points=[0])  # frame 0: the game's reset
+    out = pool.restore([2], [0], starting_points=[0])  # frame 0: the game's reset
+    assert out.reset_frames[0] == 0 and out.step_frames[0] == 0  # reset_game() only
     pool.set_start_frames([2], [5000])  # the start of the episode after this one
-    out = _run_until_end(pool, 2, action=RIGHT, max_steps=50)  # walks off the platform
+    frames_run = 0
+    for _ in range(50):  # RIGHT: walks off the platform
+        out = pool.step(np.array([RIGHT]), [2])
+        frames_run += int(out.step_frames[0])
+        if out.ended[0]:
+            break
+        assert out.step_frames[0] == 4 and out.reset_frames[0] == 0
     assert out.end_reason[0] == EndReason.LIFE_LOSS and out.done[0]
     assert out.ep_end_frame[0] == 33  # mid-skip: the skip stops at the dying frame
+    # Exact frame accounting: 8 full skips and 1 frame; the restore at 5000 is counted apart.
+    assert frames_run == 33 and out.step_frames[0] == 1
+    assert 0 < out.reset_frames[0] <= 16 + 4 * 3 + 1
     # Autoreset "same_step": the returned observation is already the next episode's first.
     assert out.episode_start[0] and out.frame[0] == 5000
     fresh = pool.restore([2], [5000])

@@ -53,6 +53,8 @@ def test_async_halves_match_sync_steps() -> None:
             np.testing.assert_array_equal(got_a.obs, ref.obs[half_a])
             with pytest.raises(RuntimeError, match="unanswered send"):
                 asyn.send(actions[t, half_b], half_b)
+            with pytest.raises(RuntimeError, match="recv"):
+                asyn.ram(half_a)  # its reply would be taken for B's
             if t + 1 < 40:
                 asyn.send(actions[t + 1, half_a], half_a)
             got_b = asyn.recv()
@@ -147,6 +149,10 @@ def test_noop_starts_and_sticky_actions() -> None:
         out = pool.reset()
         assert out.frame.min() >= 1 and out.frame.max() <= 30
         assert len(set(out.frame.tolist())) > 1  # 1..30 NOOP frames, drawn per env
+        # Frame accounting: the NOOP frames are reset frames, not experience.
+        np.testing.assert_array_equal(out.reset_frames, out.frame)
+        assert not out.step_frames.any()
         for _ in range(5):
             out = pool.step(np.ones(8, np.int32))
+            assert out.step_frames.tolist() == [4] * 8 and not out.reset_frames.any()
         assert out.obs.shape == (8, *cfg.obs_shape)

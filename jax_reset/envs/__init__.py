@@ -8,18 +8,23 @@ processes, plus restores to demo states and the demo curriculum's per-frame epis
 
 Demo mode: `AtariPool(None, n, w, demo=DemoResetConfig("demos/Pong.npz"))`, then
 `set_starting_points`, `reset`/`step` (auto-resets restore the demo) or `restore(ids, frames)`.
+`demo_observations(demo, config, frames)` gives the observations such restores return, without
+a pool (the same code; the trainer's recurrent warm-up reads them).
 """
 
 from jax_reset.envs.config import DemoResetConfig, EnvConfig, rom_id
+from jax_reset.envs.demo_obs import DemoRenderer, demo_observations
 from jax_reset.envs.pool import AtariPool, PoolError, PoolStep
 from jax_reset.envs.rules import EndReason
 
 __all__ = [
     "AtariPool",
+    "DemoRenderer",
     "DemoResetConfig",
     "EndReason",
     "EnvConfig",
     "PoolError",
     "PoolStep",
+    "demo_observations",
     "rom_id",
 ]

@@ -20,6 +20,7 @@ from jax_reset.envs.worker import (
     OP_BUILD_STATES,
     OP_CLOSE,
     OP_LOAD_STATES,
+    OP_RAM,
     OP_RESET,
     OP_STEP,
     WorkerSpec,
@@ -37,6 +38,8 @@ _OUTPUT_FIELDS = (
     "episode_start",
     "entropy_boost",
     "frame",
+    "step_frames",
+    "reset_frames",
     "lives",
     "score",
     "ep_start_frame",
@@ -78,6 +81,13 @@ class PoolStep:
     episode_start: np.ndarray  # bool [B]: obs is the first of an episode
     entropy_boost: np.ndarray  # bool [B]: frame < starting_point + 100 (demo mode)
     frame: np.ndarray  # int64 [B]: absolute frame index of obs (frames since the game's reset)
+    # int32 [B]: emulator frames the agent's action ran in this step: frame_skip, fewer when
+    # the episode ended inside the skip, 0 in a step that only reset (reset(), restore(), the
+    # "next_step" autoreset). The exact count of frames of experience; restores not included.
+    step_frames: np.ndarray
+    # int32 [B]: emulator frames a reset in this step ran on top (demo restore replays, noop
+    # and FIRE frames; not the frames ALE's reset_game() runs internally). Not experience.
+    reset_frames: np.ndarray
     lives: np.ndarray  # int32 [B]
     score: np.ndarray  # float64 [B]: running unclipped score of the current episode
     ep_start_frame: np.ndarray  # int64 [B]: valid where done | cut
@@ -303,6 +313,21 @@ class AtariPool:
             self.set_starting_points(ids, starting_points)
         self.set_start_frames(ids, frames)
         return self.reset(ids)
+
+    def ram(self, env_ids: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """uint8 [B, 128]: the emulators' RAM of `env_ids` (all by default), for tests and
+        debugging (one pipe round trip per worker: not for the step path)."""
+        ids = self._check_ids(env_ids)
+        if self._pending:  # its reply would come first on the same pipe
+            raise RuntimeError("ram() with a send() unanswered: recv() first")
+        owners = self._owner[ids]
+        out = np.zeros((len(ids), 128), np.uint8)
+        for w in np.unique(owners).tolist():
+            local = (ids[owners == w] - self._bounds[w]).astype(np.int32)
+            self._send(w, bytes((OP_RAM,)) + local.tobytes())
+            ram = np.frombuffer(self._reply(w), np.uint8, offset=1)
+            out[owners == w] = ram.reshape(len(local), 128)
+        return out
 
     def close(self) -> None:
         """Stop every worker and free the shared memory. Idempotent."""

@@ -33,6 +33,8 @@ def pool_fields(num_envs: int, obs_shape: tuple[int, ...]) -> dict[str, tuple[st
         "episode_start": ("bool", n),
         "entropy_boost": ("bool", n),
         "frame": ("int64", n),
+        "step_frames": ("int32", n),  # emulator frames the step's action ran (<= frame_skip)
+        "reset_frames": ("int32", n),  # emulator frames a reset/restore in the step ran
         "lives": ("int32", n),
         "score": ("float64", n),
         "ep_start_frame": ("int64", n),

@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
-from jax_reset.envs import preprocess, shm
+from jax_reset.envs import demo_obs, preprocess, shm
 from jax_reset.envs.config import DemoResetConfig, EnvConfig
 from jax_reset.envs.rules import (
     EndReason,
@@ -31,6 +31,7 @@ OP_STEP = ord("S")
 OP_RESET = ord("R")
 OP_BUILD_STATES = ord("B")
 OP_LOAD_STATES = ord("L")
+OP_RAM = ord("M")
 OP_CLOSE = ord("X")
 
 _GAME_OVER = int(EndReason.GAME_OVER)
@@ -162,11 +163,10 @@ class Worker:
         self.fire_reset = cfg.uses_fire_reset(spec.game) and self.fire in self.action_set
         shape = preprocess.raw_screen_shape(cfg.gray_scale)
         self.bufs = [np.zeros(shape, np.uint8) for _ in range(2)]
-        self.scratch = np.zeros((cfg.img_height, cfg.img_width, cfg.channels), np.uint8)
-        if cfg.gray_scale:
-            self.scratch = self.scratch[..., 0].copy()
+        self.scratch = demo_obs.make_scratch(cfg)
         self.grab = "getScreenGrayscale" if cfg.gray_scale else "getScreenRGB"
         self.states: DemoStates | None = None
+        self.replay: demo_obs.DemoReplay | None = None  # restores, once the states are loaded
         self._states_shm = None
         self.demo = None
         if spec.demo is not None:
@@ -201,6 +201,13 @@ class Worker:
                 name, stride, offsets = pickle.loads(msg[1:])
                 self._states_shm = shm.attach(name)
                 self.states = DemoStates(stride, self._states_shm.buf, offsets)
+                self.replay = demo_obs.DemoReplay.from_dense_states(
+                    self.demo, self.action_set, stride, len(self.states), self.states.state)
+            elif op == OP_RAM:
+                # Tests and debugging: the RAM of the given envs, 128 bytes each, in order.
+                ram = b"".join(self.envs[i].ale.getRAM().tobytes() for i in self._ids(msg))
+                conn.send_bytes(b"k" + ram)
+                continue
             elif op == OP_CLOSE:
                 conn.send_bytes(b"k")
                 return
@@ -217,6 +224,7 @@ class Worker:
         self.v = {}
         self.obs_rows = []
         self.states = None
+        self.replay = None
         for seg in (self._shm, self._states_shm):
             if seg is not None:
                 # BufferError: a view is still alive; the mapping goes with the process.
@@ -294,17 +302,20 @@ class Worker:
             reason = _TIME_LIMIT
         v["reward"][i] = clipped if cfg.reward_clip else raw
         v["raw_reward"][i] = raw
+        v["step_frames"][i] = nframes
         if reason:
             self._end_episode(i, e, reason)
             if cfg.autoreset == "same_step":
                 self._reset_one(i)  # overwrites obs, frame, score: the new episode's first
                 return
             e.needs_reset = True
+            v["reset_frames"][i] = 0
         else:
             v["done"][i] = False
             v["cut"][i] = False
             v["game_over"][i] = False
             v["end_reason"][i] = 0
+            v["reset_frames"][i] = 0
         v["episode_start"][i] = False
         # The observation: max of the last two frames if the whole skip ran, else the last.
         if nframes == skip:
@@ -372,6 +383,7 @@ class Worker:
         self._reset_one(i)
         v["reward"][i] = 0.0
         v["raw_reward"][i] = 0.0
+        v["step_frames"][i] = 0  # no action was taken
         v["done"][i] = False
         v["cut"][i] = False
         v["game_over"][i] = False
@@ -379,22 +391,22 @@ class Worker:
 
     def _reset_one(self, i: int) -> None:
         e = self.envs[i]
-        if self.demo is not None:
-            self._reset_demo(i, e)
-        else:
-            self._reset_plain(i, e)
+        reset = self._reset_demo if self.demo is not None else self._reset_plain
+        self.v["reset_frames"][i] = reset(i, e)
         e.needs_reset = False
         e.elapsed = 0 if self.demo is not None else e.elapsed
         self.v["episode_start"][i] = True
         self._write_status(i, e)
 
-    def _reset_plain(self, i: int, e: _EnvState) -> None:
+    def _reset_plain(self, i: int, e: _EnvState) -> int:
         """EnvPool's Reset(): reset_game (unless episodic life continues the game), NOOP frames,
-        an optional FIRE frame; the stack is filled with the single last screen."""
+        an optional FIRE frame; the stack is filled with the single last screen. Returns the
+        frames run by `act` (not the ones `reset_game()` emulates inside ALE)."""
         cfg = self.cfg
         ale = e.ale
         noops = int(self.rng.integers(1, cfg.noop_max + 1)) - int(self.fire_reset)
         push_all = False
+        frames = 0
         if not cfg.episodic_life or ale.game_over() or e.elapsed >= cfg.max_episode_steps:
             ale.reset_game()
             e.elapsed = 0
@@ -403,6 +415,7 @@ class Worker:
         for _ in range(noops):
             ale.act(self.noop)
             e.frame += 1
+            frames += 1
             if ale.game_over():
                 ale.reset_game()
                 e.frame = 0
@@ -410,14 +423,18 @@ class Worker:
         if self.fire_reset:
             ale.act(self.fire)
             e.frame += 1
+            frames += 1
         getattr(ale, self.grab)(self.bufs[1])
         self._push(i, self.bufs[1], push_all=push_all)
         e.lives = ale.lives()
         e.score = 0.0
         e.start_frame = e.frame
         e.sp = 0
+        return frames
 
-    def _reset_demo(self, i: int, e: _EnvState) -> None:
+    def _reset_demo(self, i: int, e: _EnvState) -> int:
+        """A restore at the forced start frame, or one drawn from the starting point; returns
+        the emulator frames run."""
         v = self.v
         cfg = self.spec.demo
         forced = int(v["next_start"][i])
@@ -427,58 +444,29 @@ class Worker:
             v["next_start"][i] = -1
         else:
             start = draw_start_frame(self.rng, e.sp, self.num_frames, cfg.p_start_at_starting_point)
-        self.restore_demo_frame(i, e, start)
+        frames = self.restore_demo_frame(i, e, start)
         e.extra = draw_extra_frames(self.rng, cfg.extra_frames_log_max)
+        return frames
 
-    def restore_demo_frame(self, i: int, e: _EnvState, frame: int) -> None:
+    def restore_demo_frame(self, i: int, e: _EnvState, frame: int) -> int:
         """Put env i at the state after demo actions [0, frame), with the frame stack an agent
-        following the demo would hold there: observations at frames frame - skip * j.
+        following the demo would hold there: observation slots of frames frame - skip * j.
+        Returns the emulator frames run.
 
         Cost: one `restoreState` (or `reset_game()` near the start) plus at most
-        stride + skip * (stack - 1) + 1 emulated frames.
+        stride + skip * (stack - 1) + 1 emulated frames, and one more `restoreState` when the
+        replay crosses the first checkpoint (`demo_obs.restore_stack`).
         """
-        if self.states is None:
+        if self.replay is None:
             raise RuntimeError("demo states are not loaded")
-        cfg = self.cfg
         ale = e.ale
-        skip, stack = cfg.frame_skip, cfg.stack_num
-        pool = cfg.max_pool and skip > 1
-        targets = [max(frame - skip * (stack - 1 - j), 0) for j in range(stack)]
-        needed = set()
-        for t in targets:
-            needed.add(t)
-            if pool and t > 0:
-                needed.add(t - 1)
-        first = min(needed)
-        stride = self.states.stride
-        # restoreState leaves the old screen in the frame buffer, so start strictly before the
-        # first needed screen; reset_game() produces the screen of frame 0 itself.
-        base = 0 if first == 0 else ((first - 1) // stride) * stride
-        if base == 0:
-            ale.reset_game()
-        else:
-            ale.restoreState(self.states.state(base // stride))
-        screens: dict[int, np.ndarray] = {}
-        grab = getattr(ale, self.grab)
-        if base in needed:
-            screens[base] = grab()
-        actions, action_set = self.actions, self.action_set
-        for f in range(base, frame):
-            ale.act(action_set[actions[f]])
-            if f + 1 in needed:
-                screens[f + 1] = grab()
-        row = self.v["obs"][i]
-        c = cfg.channels
-        for j, t in enumerate(targets):
-            src = screens[t]
-            if pool and t > 0:
-                src = np.maximum(screens[t - 1], src)
-            dst = row[j * c : (j + 1) * c]
-            preprocess.resize_chw(src, dst, self.scratch, cfg.inter_area_resize)
+        frames = demo_obs.restore_stack(ale, self.replay, frame, self.cfg, self.obs_rows[i],
+                                        self.scratch, getattr(ale, self.grab))
         e.frame = frame
         e.start_frame = frame
         e.score = start_score(self.returns, frame)
         e.lives = ale.lives()
+        return frames
 
 
 def worker_main(conn: Connection, spec: WorkerSpec) -> None:
