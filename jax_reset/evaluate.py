@@ -64,16 +64,9 @@ def make_envpool(game: str, env: EnvConfig, num_envs: int, seed: int, num_thread
     """An EnvPool Atari env (gymnasium API) with the preprocessing of ``env``."""
     import envpool  # imported here: slow to import, and only evaluation needs it
 
-    return envpool.make(
-        f"{game}-v5", env_type="gymnasium", num_envs=num_envs, seed=seed,
-        num_threads=num_threads or min(num_envs, 8),
-        img_height=env.img_height, img_width=env.img_width, gray_scale=env.gray_scale,
-        stack_num=env.stack_num, frame_skip=env.frame_skip, noop_max=env.noop_max,
-        repeat_action_probability=env.repeat_action_probability,
-        use_inter_area_resize=env.inter_area_resize, use_fire_reset=env.uses_fire_reset(game),
-        episodic_life=env.episodic_life, reward_clip=env.reward_clip,
-        max_episode_steps=env.max_episode_steps,
-    )
+    return envpool.make(f"{game}-v5", env_type="gymnasium", num_envs=num_envs, seed=seed,
+                        num_threads=num_threads or min(num_envs, 8),
+                        **env.envpool_kwargs(game))
 
 
 @dataclasses.dataclass(frozen=True)

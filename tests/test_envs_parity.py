@@ -10,26 +10,9 @@ from jax_reset.envs import AtariPool, EnvConfig
 
 
 def _compare(game: str, cfg: EnvConfig, num_envs: int, steps: int, seed: int = 0) -> dict:
-    ref = envpool.make(
-        f"{game}-v5",
-        env_type="gym",
-        num_envs=num_envs,
-        batch_size=num_envs,
-        num_threads=1,
-        seed=seed,
-        img_height=cfg.img_height,
-        img_width=cfg.img_width,
-        gray_scale=cfg.gray_scale,
-        stack_num=cfg.stack_num,
-        frame_skip=cfg.frame_skip,
-        noop_max=cfg.noop_max,
-        episodic_life=cfg.episodic_life,
-        reward_clip=False,
-        use_fire_reset=bool(cfg.fire_reset),
-        repeat_action_probability=0.0,
-        use_inter_area_resize=cfg.inter_area_resize,
-        max_episode_steps=cfg.max_episode_steps,
-    )
+    # The evaluation's own mapping of EnvConfig onto EnvPool (jax_reset.evaluate uses it too).
+    ref = envpool.make(f"{game}-v5", env_type="gym", num_envs=num_envs, batch_size=num_envs,
+                       num_threads=1, seed=seed, **cfg.envpool_kwargs(game))
     rng = np.random.default_rng(seed)
     stats = {"ends": 0, "stale_obs_skipped": 0, "nonzero_rewards": 0}
     with AtariPool(game, num_envs, 2, config=cfg, seed=seed) as pool:

@@ -71,22 +71,8 @@ def envpool_steps_per_s(game: str, num_envs: int, threads: int, seconds: float) 
     import envpool
 
     cfg = _config()
-    env = envpool.make(
-        f"{game}-v5",
-        env_type="gym",
-        num_envs=num_envs,
-        batch_size=num_envs,
-        num_threads=threads,
-        img_height=cfg.img_height,
-        img_width=cfg.img_width,
-        gray_scale=cfg.gray_scale,
-        stack_num=cfg.stack_num,
-        frame_skip=cfg.frame_skip,
-        noop_max=cfg.noop_max,
-        reward_clip=False,
-        use_fire_reset=False,
-        repeat_action_probability=0.0,
-    )
+    env = envpool.make(f"{game}-v5", env_type="gym", num_envs=num_envs, batch_size=num_envs,
+                       num_threads=threads, **cfg.envpool_kwargs(game))
     n_actions = env.action_space.n
     actions = np.random.default_rng(0).integers(0, n_actions, (64, num_envs)).astype(np.int32)
     env.reset()

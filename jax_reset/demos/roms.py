@@ -91,7 +91,7 @@ def resolve_rom(rom_id: str, md5: str, rom_path: str | os.PathLike | None = None
     if found != md5:
         raise RomError(
             f"this demo needs the {rom_id} ROM with md5 {md5}, but ale-py ships md5 {found}; "
-            f"pass your own copy of that ROM file with --rom PATH (config key env.rom_path)"
+            f"pass your own copy of that ROM file with --rom PATH (config key demo.rom_path)"
         )
     return path
 

@@ -86,6 +86,23 @@ class EnvConfig:
     def uses_fire_reset(self, game: str) -> bool:
         return self.fire_reset if self.fire_reset is not None else game == "Pong"
 
+    def envpool_kwargs(self, game: str) -> dict:
+        """Keyword arguments of ``envpool.make(f"{game}-v5", ...)`` for the same pipeline.
+
+        The one place that maps these settings onto EnvPool's, used by evaluation, the
+        benchmark and the parity test (so the test checks the evaluation's environment).
+        EnvPool always max-pools and has no per-frame clipping: ``reward_clip`` maps to its
+        per-step clipping, which differs from ours only where one skip has rewards of both signs.
+        """
+        return dict(
+            img_height=self.img_height, img_width=self.img_width, gray_scale=self.gray_scale,
+            stack_num=self.stack_num, frame_skip=self.frame_skip, noop_max=self.noop_max,
+            repeat_action_probability=self.repeat_action_probability,
+            use_inter_area_resize=self.inter_area_resize,
+            use_fire_reset=self.uses_fire_reset(game), episodic_life=self.episodic_life,
+            reward_clip=self.reward_clip, max_episode_steps=self.max_episode_steps,
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class DemoResetConfig:
