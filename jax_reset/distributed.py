@@ -12,10 +12,20 @@ One process per host drives all of its local devices. ``initialize`` starts
 and does nothing for a single process. On CPU (no GPU) the cross-process collectives go through
 gloo. The heartbeat timeout makes the survivors of a dead process fail with an error instead of
 waiting forever.
+
+A process that leaves on an error must not wait at JAX's shutdown barrier for peers that will
+never come (``shutdown_timeout_seconds``): ``exit_now`` prints, flushes and ``os._exit``s.
+
+``ProcessGroup`` is what the trainer needs of the other processes each update: the gathered
+episode records, sums of a few numbers, an agreed stop, and a check that every process holds
+the same parameters and curriculum.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import signal
 import socket
@@ -25,6 +35,10 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 ENV_COORDINATOR = "JAX_RESET_COORDINATOR"
 ENV_NUM_PROCESSES = "JAX_RESET_NUM_PROCESSES"
@@ -45,6 +59,7 @@ class ProcessSpec:
     auto_detect: bool = False
     heartbeat_timeout_s: int = 30
     initialization_timeout_s: int = 120
+    shutdown_timeout_s: int = 60
 
     @property
     def wanted(self) -> bool:
@@ -84,7 +99,8 @@ def initialize(spec: ProcessSpec) -> None:
     # hosts NCCL is used and this setting is ignored.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     kwargs = {"heartbeat_timeout_seconds": spec.heartbeat_timeout_s,
-              "initialization_timeout": spec.initialization_timeout_s}
+              "initialization_timeout": spec.initialization_timeout_s,
+              "shutdown_timeout_seconds": spec.shutdown_timeout_s}
     if spec.num_processes is not None:
         kwargs.update(coordinator_address=spec.coordinator, num_processes=spec.num_processes,
                       process_id=spec.process_id)
@@ -108,13 +124,16 @@ def _forward(stream, prefix: str, out) -> None:
 
 
 def launch_local(module: str, argv: Sequence[str], num_processes: int,
-                 grace_s: float = 10.0, poll_s: float = 0.2) -> int:
+                 grace_s: float = 10.0, poll_s: float = 0.2,
+                 stop_grace_s: float | None = None) -> int:
     """Runs ``python -m module argv`` as ``num_processes`` processes of one job on this host.
 
     Every line a process prints reaches this terminal prefixed with ``[pN]``. When one process
     exits with an error (or is killed), the others are stopped (SIGTERM, then SIGKILL after
     ``grace_s``) and its exit code is returned, so a dead process never leaves the job hanging.
-    Ctrl-C stops them all the same way.
+    Ctrl-C or a SIGTERM to the launcher stops them all the same way, allowing them
+    ``stop_grace_s`` (default ``grace_s``) to finish, e.g. to write a checkpoint; then 0 if
+    every process exited cleanly, else 130.
     """
     if num_processes < 1:
         raise DistributedError(f"--local-processes must be at least 1, got {num_processes}")
@@ -134,6 +153,10 @@ def launch_local(module: str, argv: Sequence[str], num_processes: int,
         t.start()
         threads.append(t)
     code = 0
+    grace = grace_s
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             codes = [p.poll() for p in procs]
@@ -149,21 +172,176 @@ def launch_local(module: str, argv: Sequence[str], num_processes: int,
             time.sleep(poll_s)
     except KeyboardInterrupt:
         code = 130
+        grace = grace_s if stop_grace_s is None else stop_grace_s
     finally:
-        _stop_all(procs, grace_s)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        _stop_all(procs, grace)
         for t in threads:
             t.join(timeout=2)
+    if code == 130 and all(p.returncode == 0 for p in procs):
+        return 0  # stopped as asked, cleanly
     return code
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _stop_all(procs: list[subprocess.Popen], grace_s: float) -> None:
+    # SIGTERM to each process itself, not its group: a trainer stops cleanly on it and closes
+    # its own children (environment workers), which a group-wide signal would kill under it.
     for p in procs:
         if p.poll() is None:
-            os.killpg(p.pid, signal.SIGTERM)
+            p.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     for p in procs:
         try:
             p.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
+            _kill_group(p.pid)
             p.wait()
+        _kill_group(p.pid)  # whatever it left behind (each process leads its own session)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+# What a collective or the coordination service says when a peer process has gone.
+_PEER_LOST = ("connection closed by peer", "connection reset by peer", "gloo", "heartbeat",
+              "coordination service", "unavailable:", "deadline_exceeded", "barrier timed out")
+
+
+def peer_failure(err: BaseException) -> str | None:
+    """One line for an error that means another process of the job failed or was killed (a
+    collective lost its peer); None for any other error."""
+    text = str(err).strip()
+    if not any(k in text.lower() for k in _PEER_LOST):
+        return None
+    first = text.splitlines()[0][:300] if text else type(err).__name__
+    return ("lost contact with another process of the job (it failed or was killed; its own "
+            f"error, if any, is printed above): {first}")
+
+
+def exit_now(code: int, message: str | None = None) -> None:
+    """Prints ``message`` on stderr, flushes, and leaves at once with ``code``.
+
+    For a process of a multi-process job leaving on an error: a normal exit would wait at JAX's
+    shutdown barrier for peers that may never arrive. Close what must be closed (environment
+    workers, checkpoints) before calling it.
+    """
+    if message:
+        print(message, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class ProcessGroup:
+    """This process among the job's processes, as the trainer needs it each update.
+
+    The environments are split in contiguous blocks: process p steps ``[env_lo, env_hi)`` of the
+    job's ``num_envs``, the block its devices hold in the data mesh. With one process every
+    method is trivial and no collective runs.
+
+    Every method that communicates must be called by every process, in the same order.
+    """
+
+    def __init__(self, mesh: Any, num_envs: int) -> None:
+        import jax
+
+        from jax_reset.mesh import process_env_slice
+
+        self.index, self.count = jax.process_index(), jax.process_count()
+        self.num_envs = num_envs
+        self.env_lo, self.env_hi = process_env_slice(mesh, num_envs)
+
+    @property
+    def multi(self) -> bool:
+        return self.count > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Process 0: the one that writes logs, metrics and the progress display."""
+        return self.index == 0
+
+    @property
+    def num_local_envs(self) -> int:
+        return self.env_hi - self.env_lo
+
+    def barrier(self, name: str) -> None:
+        if self.multi:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(name)
+
+    def exchange(self, records: Any, numbers: dict[str, float], stop: bool,
+                 ) -> tuple[Any, dict[str, float], bool]:
+        """Every process's episode records (concatenated in process order, the same on every
+        process), the sums over processes of ``numbers`` (same keys everywhere), and whether any
+        process was asked to stop. Two ``process_allgather`` calls: the counts, then the
+        records padded to a power of two (a few compiled sizes, not one per count)."""
+        if not self.multi:
+            return records, dict(numbers), stop
+        from jax.experimental import multihost_utils
+
+        from jax_reset.curriculum import EpisodeRecords
+
+        keys = sorted(numbers)
+        tag = int.from_bytes(hashlib.sha256(",".join(keys).encode()).digest()[:3], "little")
+        head = multihost_utils.process_allgather({
+            "ints": np.asarray([len(records), int(stop), tag], np.int32),
+            "numbers": np.asarray([numbers[k] for k in keys], np.float32)})
+        ints, values = np.asarray(head["ints"]), np.asarray(head["numbers"])
+        if (ints[:, 2] != tag).any():
+            raise DistributedError("processes exchanged different quantities (mixed versions "
+                                   "of the code?)")
+        counts = ints[:, 0]
+        size = 1 << max(int(counts.max()) - 1, 0).bit_length()
+
+        def pad(x: np.ndarray, dtype: Any) -> np.ndarray:
+            return np.pad(np.asarray(x, dtype), (0, size - len(x)))
+
+        got = multihost_utils.process_allgather({
+            "start": pad(records.start, np.int32), "good": pad(records.as_good_as_demo, np.int32),
+            "score": pad(records.score, np.float32), "final": pad(records.final_frame, np.int32)})
+        got = {k: np.asarray(v) for k, v in got.items()}
+        merged = EpisodeRecords.concatenate(
+            EpisodeRecords.make(got["start"][p, :n], got["good"][p, :n].astype(bool),
+                                got["score"][p, :n], got["final"][p, :n])
+            for p, n in enumerate(counts.tolist()))
+        totals = {k: float(v) for k, v in zip(keys, values.sum(axis=0), strict=True)}
+        return merged, totals, bool(ints[:, 1].any())
+
+    def check_agreement(self, update: int, params: Any, curriculum: dict[str, Any],
+                        log_dir: str | Path | None = None) -> None:
+        """Raises ``DistributedError`` unless every process holds bit-identical parameters and
+        the same curriculum state (a digest of each, gathered). With ``log_dir``, appends this
+        process's digests to ``log_dir/p<index>.jsonl`` (what the tests compare)."""
+        if not self.multi:
+            return
+        import jax
+        from jax.experimental import multihost_utils
+
+        h = hashlib.sha256()
+        for leaf in jax.tree.leaves(params):
+            h.update(np.ascontiguousarray(np.asarray(leaf.addressable_data(0))).tobytes())
+        p_digest = h.digest()[:8]
+        c_digest = hashlib.sha256(json.dumps(curriculum, sort_keys=True).encode()).digest()[:8]
+        if log_dir is not None:
+            log_dir = Path(log_dir)
+            log_dir.mkdir(parents=True, exist_ok=True)
+            row = {"update": int(update), "process": self.index, "processes": self.count,
+                   "params": p_digest.hex(), "curriculum": c_digest.hex(),
+                   "starting_points": list(curriculum.get("starting_points", []))}
+            with (log_dir / f"p{self.index}.jsonl").open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+        mine = np.frombuffer(p_digest + c_digest, np.int32)
+        got = np.asarray(multihost_utils.process_allgather(mine))
+        for what, cols in (("parameters", slice(0, 2)), ("curriculum state", slice(2, 4))):
+            differ = [p for p in range(self.count) if (got[p, cols] != got[0, cols]).any()]
+            if differ:
+                raise DistributedError(f"after update {update} process(es) {differ} hold "
+                                       f"different {what} from process 0")

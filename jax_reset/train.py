@@ -4,6 +4,7 @@
     python -m jax_reset.train --config configs/pong.toml --run-dir runs/pong ppo.learning_rate=3e-5
     python -m jax_reset.train --run-dir runs/pong --resume          # continues exactly there
     python -m jax_reset.train --config configs/smoke.toml --run-dir /tmp/s --profile-steps 3:5
+    python -m jax_reset.train --config configs/smoke.toml --run-dir /tmp/s --local-processes 2
 
 Wiring only: the pool (``jax_reset.envs``) steps the emulators in worker processes and applies
 the per-frame episode rules; the learner (``jax_reset.ppo``) acts and updates; the curriculum
@@ -24,6 +25,19 @@ rollout. Without a GPU the config's ``[on_cpu]`` table applies (and the run says
 ``--resume`` continues exactly: update and step counters, parameters, optimizer state, RNG,
 the curriculum's starting points, success table and pending records. The emulators start new
 episodes (their mid-episode states are not saved).
+
+Several processes (hosts; ``jax_reset.distributed``): ``--local-processes N`` starts N on this
+machine; ``--distributed`` (JAX's cluster auto-detection, e.g. SLURM) or ``--coordinator
+--num-processes --process-id`` (or the ``JAX_RESET_*`` variables) join a job, one process per
+host. The mesh spans every process's devices; process p steps its own block of
+``train.num_envs / processes`` environments and feeds that block of the global batch; the
+parameters are replicated; each update gathers every process's episode records, so every
+process takes the same curriculum decision, and every logged mean is global. One Orbax
+checkpoint serves the whole job and resumes with any number of processes that divides the
+batch. Only process 0 writes ``metrics.jsonl``, TensorBoard and the display; each process
+appends digests of its parameters and curriculum to ``processes/p<i>.jsonl`` after each
+decision and checkpoint, and the run fails if they differ. A process that fails prints one
+line and leaves at once; the others fail on the missing peer (launcher, or JAX's heartbeat).
 
 Exit codes: 0 done or stopped cleanly by SIGTERM/SIGINT (a checkpoint was written), 2 bad
 input (one line on stderr, nothing written), 1 a failure during the run (the last checkpoint
@@ -48,6 +62,10 @@ from jax_reset import config as config_lib
 from jax_reset import curriculum as cur
 
 CONFIG_NAME = "config.json"
+PROCESSES_DIR = "processes"  # per-process agreement digests (several processes only)
+# A rollout's timings, averaged over the processes (a fixed set: every process sends the same).
+EXCHANGED_TIMING = ("timing/inference_s", "timing/warmup_s", "timing/env_step_s",
+                    "timing/actor_wait_s")
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -70,6 +88,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--full-size", action="store_true",
                    help="without a GPU, still use the full-size config (skip its [on_cpu])")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. ppo.learning_rate=3e-5")
+    g = p.add_argument_group("several processes (one per host)")
+    g.add_argument("--local-processes", type=int, metavar="N",
+                   help="start N processes of one job on this machine and wait for them")
+    g.add_argument("--distributed", action="store_true",
+                   help="join a job found by JAX's cluster auto-detection (SLURM, Open MPI, ...)")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    g.add_argument("--num-processes", type=int, metavar="N", help="processes in the job")
+    g.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
+    g.add_argument("--heartbeat-timeout", type=int, default=30, metavar="S",
+                   help="seconds without a peer's heartbeat before the job fails (default 30)")
     return p.parse_args(argv)
 
 
@@ -146,7 +174,8 @@ class DemoHistory:
     ``frames[f]`` is the preprocessed screen after ``f`` demo actions (max-pooled with the
     screen before it, as the pool does), uint8 [C, H, W]; the stacked observation of an agent
     following the demo at frame f is ``frames[f - skip * (stack - 1 - j)]`` for j < stack
-    (clamped at 0): byte for byte what the pool's restore puts in the frame stack (tested).
+    (clamped at 0): byte for byte what the pool's restore puts in the frame stack, made by the
+    pool's own restore code (``jax_reset.envs.DemoRenderer``; tested).
     Only frames from ``lo`` to the demo's end are built: ``ensure`` extends them backwards as
     the curriculum moves, restoring the demo's checkpoints (exact, like the pool's dense
     states) and replaying, a few milliseconds per hundred frames. The array is allocated at
@@ -159,19 +188,14 @@ class DemoHistory:
     def __init__(self, demo_path: str | Path, env: Any, rom_path: str | None = None,
                  lo: int = 0) -> None:
         from jax_reset import demos
-        from jax_reset.envs import preprocess
+        from jax_reset.envs import DemoRenderer
 
-        self._resize = preprocess.resize_chw
         self.demo = demos.load(demo_path, rom_path=rom_path, check=False)
-        self.ale = self.demo.make_ale(rom_path)
-        self.grab = self.ale.getScreenGrayscale if env.gray_scale else self.ale.getScreenRGB
-        self.action_set = self.ale.getMinimalActionSet()
+        self._renderer = DemoRenderer(self.demo, env, rom_path)
         self.env = env
         self.skip, self.stack = env.frame_skip, env.stack_num
         self.num_frames = t = self.demo.num_frames
         self.frames = np.zeros((t + 1, env.channels, env.img_height, env.img_width), np.uint8)
-        scratch = np.zeros((env.img_height, env.img_width, env.channels), np.uint8)
-        self._scratch = scratch[..., 0].copy() if env.gray_scale else scratch
         self.lo = t + 1  # frames[lo:] are built
         self.build_s = 0.0
         self.ensure(lo)
@@ -188,34 +212,15 @@ class DemoHistory:
         self.build_s += time.perf_counter() - t0
 
     def _build(self, a: int, b: int) -> None:
-        """frames[a:b] by replay from the latest checkpoint strictly before the screen of a-1
-        (restoring a state does not restore the screen), or from the game's reset."""
-        demo, ale, env = self.demo, self.ale, self.env
-        cps = demo.checkpoint_frames
-        first = int(cps[0]) if len(cps) else -1
-        k = int(np.searchsorted(cps, a - 2, side="right")) - 1  # checkpoint <= a - 2
-        base = int(cps[k]) if k >= 0 else 0
-        demo.restore(ale, base)  # the game's reset when base is 0
-        pool = env.max_pool and env.frame_skip > 1
-        prev = self.grab() if base == 0 else None
-        if a == 0:
-            self._resize(prev, self.frames[0], self._scratch, env.inter_area_resize)
-        actions = demo.actions
-        for f in range(base, b - 1):
-            self.ale.act(self.action_set[int(actions[f])])
-            if f + 1 == first and base == 0:
-                demo.restore(ale, first)  # exact from here on; keeps the screen just drawn
-            cur = self.grab() if f + 2 >= a else None
-            if f + 1 >= a:
-                src = np.maximum(prev, cur) if pool else cur
-                self._resize(src, self.frames[f + 1], self._scratch, env.inter_area_resize)
-            prev = cur
+        """frames[a:b], in one replay from the latest checkpoint before them."""
+        self._renderer.slots(np.arange(a, b), out=self.frames[a:b])
 
     def stacked(self, frames: np.ndarray) -> np.ndarray:
         """uint8 [B, stack * C, H, W]: the observations at demo frames ``frames`` int [B]."""
+        from jax_reset.envs.demo_obs import stack_frames
+
         frames = np.asarray(frames, np.int64)
-        offsets = self.skip * np.arange(self.stack - 1, -1, -1)
-        idx = np.clip(frames[:, None] - offsets[None, :], 0, self.num_frames)  # [B, stack]
+        idx = np.minimum(stack_frames(frames, self.env), self.num_frames)  # [B, stack]
         if idx.size and idx.min() < self.lo:
             raise ValueError(f"demo frame {idx.min()} is not built (from {self.lo} on)")
         obs = self.frames[idx]  # [B, stack, C, H, W]
@@ -381,7 +386,7 @@ class Actor:
             buf.done[step] = res.done
             buf.cut[step] = res.cut
             buf.valid[step] = True  # the pool resets inside the ending step: no pseudo-steps
-            frames += n * self.frame_skip  # upper bound: a skip may stop early at an end
+            frames += int(res.step_frames.sum())  # exact: skips cut by an end, no restores
             ended = res.ended
             if ended.any():
                 records.append(cur.EpisodeRecords.make(
@@ -538,29 +543,47 @@ def run(args: argparse.Namespace) -> int:
     import jax
 
     from jax_reset import checkpoint as ckpt_lib  # JAX and Orbax load only past the checks
+    from jax_reset.distributed import ProcessGroup
     from jax_reset.envs import AtariPool
-    from jax_reset.mesh import make_data_mesh
+    from jax_reset.mesh import make_data_mesh, replicate
     from jax_reset.ppo.update import create_train_state
 
     mesh = make_data_mesh()
     num_devices = mesh.devices.size
+    processes = jax.process_count()
+    if config.train.num_envs % processes:
+        raise UsageError(f"train.num_envs={config.train.num_envs} does not split over "
+                         f"{processes} processes (each steps num_envs / processes "
+                         "environments): choose a multiple")
     try:
         config.ppo.check_num_envs(config.train.num_envs, num_devices)
     except ValueError as err:
         raise UsageError(f"train.num_envs: {err}") from None
-    print(f"devices: {platform}", flush=True)
-    for note in notes:
-        print(note, flush=True)
+    group = ProcessGroup(mesh, config.train.num_envs)
+    group.barrier("jax_reset.train: run directory checked")  # before any process writes to it
+    if group.is_main:
+        print(f"devices: {platform}" + (f" per process; {processes} processes, {num_devices} "
+                                        "devices in all" if group.multi else ""), flush=True)
+        for note in notes:
+            print(note, flush=True)
+    if group.multi:
+        print(f"process {group.index} of {processes}: environments {group.env_lo} to "
+              f"{group.env_hi - 1} of {config.train.num_envs}", flush=True)
 
     train = config.train
+    # The user's ROM (Gravitar: ale-py ships another build) is needed by the pool's emulators.
+    demo_config = dataclasses.replace(config.demo,
+                                      rom_path=train.rom_path or config.demo.rom_path)
     with ckpt_lib.StopFlag() as stop, AtariPool(
-            None, train.num_envs, train.workers, config=config.env, demo=config.demo,
-            seed=train.seed) as pool:
+            None, group.num_local_envs, train.workers, config=config.env, demo=demo_config,
+            seed=train.seed + group.env_lo) as pool:
         num_frames = pool.demo_num_frames
         network, state = create_train_state(config.network, config.ppo, config.env.obs_shape,
                                             pool.num_actions, jax.random.PRNGKey(train.seed))
         meta = ckpt_lib.make_meta(config, state.params, game=pool.game,
                                   num_actions=int(pool.num_actions), num_frames=num_frames)
+        if group.multi:  # Orbax restores into the target's shardings: the global ones
+            state = replicate(state, mesh)
         counters = {"update": np.asarray(0, np.int64), "agent_steps": np.asarray(0, np.int64),
                     "frames": np.asarray(0, np.int64)}
         checkpoints = ckpt_lib.Checkpoints(run_dir / CHECKPOINT_DIR, keep_last=train.keep_last)
@@ -576,15 +599,17 @@ def run(args: argparse.Namespace) -> int:
                     raise UsageError(str(err)) from None
                 state, counters = restored["train_state"], restored["counters"]
                 curriculum = cur.from_json(cur_json)
-                if changed:
+                if changed and group.is_main:
                     print(f"checkpoint {step}: settings changed since: {', '.join(changed)}")
-                print(f"resumed from update {step} at starting point "
-                      f"{curriculum.max_starting_point}", flush=True)
+                if group.is_main:
+                    print(f"resumed from update {step} at starting point "
+                          f"{curriculum.max_starting_point}", flush=True)
             else:
                 curriculum = cur.init(train.num_envs, num_frames, config.curriculum)
-                config_lib.save_json(config, run_dir / CONFIG_NAME)
+                if group.is_main:
+                    config_lib.save_json(config, run_dir / CONFIG_NAME)
             return _loop(config, args, run_dir, profile, stop, pool, network, state, counters,
-                         curriculum, checkpoints, meta, mesh)
+                         curriculum, checkpoints, meta, mesh, group)
         finally:
             checkpoints.close()
 
@@ -592,14 +617,15 @@ def run(args: argparse.Namespace) -> int:
 def _loop(config: config_lib.Config, args: argparse.Namespace, run_dir: Path,
           profile: tuple[int, int] | None, stop: Any, pool: Any, network: Any, state: Any,
           counters: dict[str, Any], curriculum: cur.CurriculumState, checkpoints: Any,
-          meta: dict[str, Any], mesh: Any) -> int:
+          meta: dict[str, Any], mesh: Any, group: Any) -> int:
     """Updates until the end or a stop; checkpoints, logs. Main thread only."""
     import jax
     import jax.numpy as jnp
 
+    from jax_reset.mesh import local_copy, replicate
     from jax_reset.metrics import MetricsWriter, ProgressDisplay
     from jax_reset.ppo.acting import make_act_fn
-    from jax_reset.ppo.data import assemble_batch, initial_burn_in, zeros_transition
+    from jax_reset.ppo.data import assemble_batch, global_batch, initial_burn_in, zeros_transition
     from jax_reset.ppo.update import make_update
     from jax_reset.ppo.warmup import make_warmup_fn
 
@@ -607,35 +633,52 @@ def _loop(config: config_lib.Config, args: argparse.Namespace, run_dir: Path,
     update_fn = make_update(network, ppo, mesh)
     act_fn = make_act_fn(network)
     act_key = jax.random.fold_in(jax.random.PRNGKey(train.seed), 0x5EED)
-    pool.set_starting_points(None, curriculum.starting_points)
+    if group.multi:  # each process's environments draw their own actions
+        act_key = jax.random.fold_in(act_key, group.index)
+    if not group.is_main:
+        profile = None  # one trace, process 0's
+
+    def local_points(state: cur.CurriculumState) -> np.ndarray:
+        """This process's environments' starting points."""
+        return state.starting_points[group.env_lo:group.env_hi]
+
+    pool.set_starting_points(None, local_points(curriculum))
     history = None
     if train.warmup_steps > 0 and config.network.core != "none":
         env = config.env
         lo = curriculum.min_starting_point - env.frame_skip * (
             train.warmup_steps + env.stack_num - 1)
-        history = DemoHistory(config.demo.demo_path, env, train.rom_path, lo=lo)
+        history = DemoHistory(config.demo.demo_path, env,
+                              train.rom_path or config.demo.rom_path, lo=lo)
         print(f"demo observations for the warm-up: frames {history.lo:,} to "
               f"{history.num_frames:,} in {history.build_s:.1f} s", flush=True)
     actor = Actor(pool, act_fn, config.network, ppo.rollout_steps, ppo.burn_in_steps, act_key,
                   config.env.frame_skip, history, make_warmup_fn(network), train.warmup_steps)
     update = int(counters["update"])
     agent_steps, frames = int(counters["agent_steps"]), int(counters["frames"])
-    example = zeros_transition(1, train.num_envs, config.env.obs_shape,
+    example = zeros_transition(1, group.num_local_envs, config.env.obs_shape,
                                carry=actor.carry if actor.warm else None)
     burn_in = initial_burn_in(example, actor.carry, ppo.burn_in_steps)
     # Replicated over the mesh from the start, as the update returns them: the acting function
     # then compiles once, not again when the first updated parameters arrive.
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    state = jax.device_put(state, replicated)
-    box = ParamsBox(jax.tree.map(jnp.copy, state.params), update)
+    state = replicate(state, mesh)
+    # Acting is process-local: with several processes it uses a copy on this process's device
+    # (the replicated parameters would make it a computation over every process's devices).
+    acting = local_copy if group.multi else (lambda params: jax.tree.map(jnp.copy, params))
+    box = ParamsBox(acting(state.params), update)
     thread = ActorThread(actor, box, first_index=update) if train.overlap else None
     window: list[cur.EpisodeRecords] = []
     window_t0, window_steps = time.perf_counter(), 0
     timing: dict[str, float] = {}
     profiling = False
-    writer = MetricsWriter(run_dir, resume_update=update if args.resume else None)
+    writer = (MetricsWriter(run_dir, resume_update=update if args.resume else None)
+              if group.is_main else None)
     display = ProgressDisplay(train.total_updates, curriculum.num_frames, start_update=update,
-                              enabled=None if train.progress else False)
+                              enabled=None if train.progress and group.is_main else False)
+    # With several processes a stop is agreed at the next exchange (every process then does
+    # the same updates and saves): no process leaves a rollout or an update on its own.
+    halt = threading.Event() if group.multi else stop.event
+    stopping = False
 
     def save(metrics_sp: float) -> None:
         counters = {"update": np.asarray(update, np.int64),
@@ -652,33 +695,48 @@ def _loop(config: config_lib.Config, args: argparse.Namespace, run_dir: Path,
         if thread is not None:
             thread.start()
         with display:
-            while update < train.total_updates and not stop.requested:
+            while update < train.total_updates and not (
+                    stopping if group.multi else stop.requested):
                 if profile and update + 1 == profile[0] and not profiling:  # before update A
                     jax.profiler.start_trace(str(run_dir / "profile"))
                     profiling = True
                 t0 = time.perf_counter()
                 try:  # a stop does not wait for the rollout under way
                     if thread is not None:
-                        rollout = thread.get(stop.event)
+                        rollout = thread.get(halt)
                         wait = time.perf_counter() - t0
                     else:
-                        rollout = actor.collect(state.params, update, stop.event)
+                        rollout = actor.collect(acting(state.params) if group.multi
+                                                else state.params, update, halt)
                         wait = 0.0
                 except _Stopped:
                     break
                 t1 = time.perf_counter()
+                valid_share = float(rollout.transition.valid.mean())
+                if group.multi:  # every process's records, global sums, an agreed stop
+                    local_timing = {k: rollout.timing.get(k, 0.0) for k in EXCHANGED_TIMING}
+                    records, totals, stopping = group.exchange(
+                        rollout.records, {"frames": rollout.frames,
+                                          "valid": float(rollout.transition.valid.sum()),
+                                          **local_timing}, stop.requested)
+                    rollout.records, rollout.frames = records, int(totals["frames"])
+                    rollout.timing.update({k: totals[k] / group.count for k in rollout.timing
+                                           if k in local_timing})
+                    valid_share = totals["valid"] / (ppo.rollout_steps * train.num_envs)
                 curriculum, decision = cur.update(curriculum, rollout.records, ppo.rollout_steps,
                                                   config.curriculum)
                 if decision.decided and decision.new_max != decision.old_max:
                     if thread is not None:
-                        actor.set_starting_points(curriculum.starting_points)
+                        actor.set_starting_points(local_points(curriculum))
                     else:
-                        pool.set_starting_points(None, curriculum.starting_points)
+                        pool.set_starting_points(None, local_points(curriculum))
                 batch, burn_in = assemble_batch(burn_in, rollout.transition,
                                                 rollout.bootstrap_value, rollout.tail_carry)
+                if group.multi:  # this process's environments become its block of the batch
+                    batch = global_batch(batch, mesh, train.num_envs)
                 state, train_metrics = update_fn(state, batch)
                 if thread is not None:
-                    box.set(jax.tree.map(jnp.copy, state.params), update + 1)
+                    box.set(acting(state.params), update + 1)
                 train_metrics = jax.device_get(train_metrics)
                 t2 = time.perf_counter()
                 # Updates between the acting parameters and the ones this update started from.
@@ -697,23 +755,28 @@ def _loop(config: config_lib.Config, args: argparse.Namespace, run_dir: Path,
                 if profiling and update >= profile[1]:  # after update B
                     jax.profiler.stop_trace()
                     profiling = False
+                if group.multi and (decision.decided or stopping
+                                    or update % train.checkpoint_every == 0
+                                    or update == train.total_updates):
+                    group.check_agreement(update, state.params, cur.to_json(curriculum),
+                                          run_dir / PROCESSES_DIR)
                 if update % train.log_every == 0 or update == train.total_updates:
                     elapsed = time.perf_counter() - window_t0
                     records = cur.EpisodeRecords.concatenate(window)
-                    valid = rollout.transition.valid
                     metrics = {
                         **{k: float(v) for k, v in train_metrics.items()},
                         "train/update": float(update),
                         "train/agent_steps": float(agent_steps),
                         "train/frames": float(frames),
                         "train/agent_steps_per_s": window_steps / max(elapsed, 1e-9),
-                        "env/valid_share": float(valid.mean()),
+                        "env/valid_share": valid_share,
                         **cur.summary(curriculum),
                         **_episode_metrics(records, curriculum.max_starting_point),
                         **{k: v / len(window) for k, v in timing.items()},
                     }
-                    writer.write(update, metrics)
-                    display.update(update, metrics)
+                    if writer is not None:
+                        writer.write(update, metrics)
+                        display.update(update, metrics)
                     window, timing = [], {}
                     window_t0, window_steps = time.perf_counter(), 0
                 if update % train.checkpoint_every == 0:
@@ -728,27 +791,104 @@ def _loop(config: config_lib.Config, args: argparse.Namespace, run_dir: Path,
             jax.profiler.stop_trace()
         if thread is not None:
             thread.close()
-        writer.close()
-    if stop.requested:
-        print(f"stopped by {stop.signal_name} after update {update}: checkpoint saved; "
-              f"continue with --resume --run-dir {run_dir}", flush=True)
+        if writer is not None:
+            writer.close()
+    if not group.is_main:
+        pass
+    elif stop.requested or stopping:
+        print(f"stopped by {stop.signal_name or 'another process'} after update {update}: "
+              f"checkpoint saved; continue with --resume --run-dir {run_dir}", flush=True)
     else:
         print(f"done: {update} updates, starting point {curriculum.max_starting_point}",
               flush=True)
     return 0
 
 
+def _launch_local(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--local-processes N``: this command without that flag, as N processes of one job."""
+    from jax_reset.distributed import DistributedError, launch_local
+
+    if args.distributed or args.coordinator or args.num_processes is not None or (
+            args.process_id is not None):
+        print("error: --local-processes starts its own processes; it does not combine with "
+              "--distributed, --coordinator, --num-processes or --process-id", file=sys.stderr)
+        return 2
+    if args.config:
+        try:  # bad input fails once, here, before any process starts
+            config_lib.load(args.config, args.overrides)
+        except config_lib.ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--local-processes":
+            skip = True
+        elif not a.startswith("--local-processes="):
+            rest.append(a)
+    try:
+        # A stop (Ctrl-C, SIGTERM) lets the processes agree, finish the update and save.
+        return launch_local("jax_reset.train", rest, args.local_processes, grace_s=10,
+                            stop_grace_s=300)
+    except DistributedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.local_processes is not None:
+        return _launch_local(args, argv)
+    from jax_reset import distributed as dist
     from jax_reset.demos import DemoError
     from jax_reset.envs import PoolError
 
     try:
-        return run(args)
-    except (UsageError, config_lib.ConfigError, DemoError) as err:
+        spec = dist.spec_from(args.coordinator, args.num_processes, args.process_id,
+                              auto_detect=args.distributed,
+                              heartbeat_timeout_s=args.heartbeat_timeout)
+    except dist.DistributedError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except PoolError as err:  # a worker died or raised: its message says which and why
+    if not spec.wanted:
+        return _run_single(args, DemoError, PoolError)
+    # Several processes: JAX's runtime first (before any use of a device); every failure is one
+    # line naming the process, and the process leaves at once: a normal exit would wait at
+    # JAX's shutdown barrier for peers that may never arrive.
+    try:
+        dist.initialize(spec)
+    except dist.DistributedError as err:
+        dist.exit_now(1, f"error: {err}")
+    import jax
+
+    who = f"error (process {jax.process_index()} of {jax.process_count()})"
+    try:
+        return run(args)
+    except (UsageError, config_lib.ConfigError, DemoError) as err:
+        dist.exit_now(2, f"{who}: {err}")
+    except PoolError as err:
+        dist.exit_now(1, f"{who}: environment pool: {err}")
+    except KeyboardInterrupt:
+        dist.exit_now(130, f"{who}: interrupted")
+    except Exception as err:
+        lost = dist.peer_failure(err)
+        if lost is None:
+            import traceback
+
+            traceback.print_exc()
+        dist.exit_now(1, f"{who}: {lost or f'{type(err).__name__}: {err}'}")
+    return 1  # not reached
+
+
+def _run_single(args: argparse.Namespace, demo_error: type, pool_error: type) -> int:
+    try:
+        return run(args)
+    except (UsageError, config_lib.ConfigError, demo_error) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except pool_error as err:  # a worker died or raised: its message says which and why
         print(f"error: environment pool: {err}", file=sys.stderr)
         return 1
 

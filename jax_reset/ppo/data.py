@@ -170,11 +170,27 @@ def batch_partition_spec(batch: TrainBatch) -> TrainBatch:
 def shard_batch(batch: TrainBatch, mesh: Mesh) -> TrainBatch:
     """Place a host- or device-resident batch on ``mesh``, environments split over devices.
 
-    Single-host only (multi-host: build the global arrays with
-    ``jax.make_array_from_process_local_data`` and the same specs).
+    Single-process only: with several processes use :func:`global_batch`.
     """
     specs = batch_partition_spec(batch)
     return jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), batch, specs)
+
+
+def global_batch(local: TrainBatch, mesh: Mesh, num_envs: int) -> TrainBatch:
+    """The multi-process ``shard_batch``: each process passes its own environments' batch
+    (host arrays, ``num_envs / process_count`` environments, the block of the global batch that
+    its devices hold: ``jax_reset.mesh.process_env_slice``) and every process gets the same
+    global ``TrainBatch`` of ``num_envs`` environments, sharded as ``shard_batch`` places it.
+    Every process must call it (with the same shapes)."""
+    specs = batch_partition_spec(local)
+
+    def place(x: Any, spec: P) -> jax.Array:
+        axis = 1 if spec == P(None, DATA_AXIS) else 0
+        shape = (*x.shape[:axis], num_envs, *x.shape[axis + 1 :])
+        return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), np.asarray(x),
+                                                      shape)
+
+    return jax.tree.map(place, local, specs)
 
 
 def zeros_transition(
