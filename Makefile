@@ -36,7 +36,6 @@ test-slow: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check jax_reset tests
-	$(PY) -m ruff format --check jax_reset tests
 
 verify-demos: $(STAMP)
 	$(PY) -m jax_reset.demo verify demos/

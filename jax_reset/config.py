@@ -78,8 +78,6 @@ class CurriculumConfig:
 class TrainConfig:
     """The run: sizes, schedule of checkpoints and logs."""
 
-    # Your own ROM file where ale-py ships none (Gravitar); None: ale-py's.
-    rom_path: str | None = None
     # Environments in total (all hosts) and CPU worker processes on this host.
     num_envs: int = 32
     workers: int = 2

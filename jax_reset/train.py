@@ -537,8 +537,8 @@ def run(args: argparse.Namespace) -> int:
     if not demo_path.is_file():
         raise UsageError(f"demo.demo_path: {demo_path} does not exist (convert the originals "
                          "with `python -m jax_reset.demo convert`)")
-    if config.train.rom_path is not None and not Path(config.train.rom_path).is_file():
-        raise UsageError(f"train.rom_path: {config.train.rom_path} does not exist")
+    if config.demo.rom_path is not None and not Path(config.demo.rom_path).is_file():
+        raise UsageError(f"demo.rom_path: {config.demo.rom_path} does not exist")
 
     import jax
 
@@ -573,7 +573,7 @@ def run(args: argparse.Namespace) -> int:
     train = config.train
     # The user's ROM (Gravitar: ale-py ships another build) is needed by the pool's emulators.
     demo_config = dataclasses.replace(config.demo,
-                                      rom_path=train.rom_path or config.demo.rom_path)
+                                      rom_path=config.demo.rom_path)
     with ckpt_lib.StopFlag() as stop, AtariPool(
             None, group.num_local_envs, train.workers, config=config.env, demo=demo_config,
             seed=train.seed + group.env_lo) as pool:
@@ -649,7 +649,7 @@ def _loop(config: config_lib.Config, args: argparse.Namespace, run_dir: Path,
         lo = curriculum.min_starting_point - env.frame_skip * (
             train.warmup_steps + env.stack_num - 1)
         history = DemoHistory(config.demo.demo_path, env,
-                              train.rom_path or config.demo.rom_path, lo=lo)
+                              config.demo.rom_path, lo=lo)
         print(f"demo observations for the warm-up: frames {history.lo:,} to "
               f"{history.num_frames:,} in {history.build_s:.1f} s", flush=True)
     actor = Actor(pool, act_fn, config.network, ppo.rollout_steps, ppo.burn_in_steps, act_key,

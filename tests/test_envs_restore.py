@@ -150,14 +150,14 @@ def test_wrong_rom_file_is_a_one_line_error_naming_the_md5(tmp_path: Path) -> No
     assert GRAVITAR_MD5 in message and str(rom) in message
 
 
-def test_trainer_passes_train_rom_path_to_the_pool(tmp_path: Path, capsys) -> None:
-    """`train.rom_path` reaches the pool: its wrong md5 is the error (exit code 2, one line)."""
+def test_trainer_passes_demo_rom_path_to_the_pool(tmp_path: Path, capsys) -> None:
+    """`demo.rom_path` reaches the pool: its wrong md5 is the error (exit code 2, one line)."""
     from jax_reset.train import main
 
     rom = tmp_path / "gravitar.bin"
     rom.write_bytes(bytes(8192))
     code = main(["--config", "configs/smoke.toml", "--run-dir", str(tmp_path / "run"),
-                 "demo.demo_path=demos/Gravitar.npz", f"train.rom_path={rom}"])
+                 "demo.demo_path=demos/Gravitar.npz", f"demo.rom_path={rom}"])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert "\n" not in err and GRAVITAR_MD5 in err and str(rom) in err
