@@ -454,6 +454,9 @@ class ActorThread:
         self.thread.start()
 
     def _run(self) -> None:
+        # Time blocked handing the previous rollout over: known only once it is in the queue
+        # (and the learner's), so it is reported with the next rollout.
+        put_wait = 0.0
         try:
             while not self.stop.is_set():
                 # Rollout i is learned by update i + 1; acting with the parameters of update
@@ -466,6 +469,7 @@ class ActorThread:
                 wait = time.perf_counter() - t0
                 rollout = self.actor.collect(params, self.index, self.stop)
                 rollout.policy_version = version
+                rollout.timing["timing/actor_wait_s"] = wait + put_wait
                 t0 = time.perf_counter()
                 while not self.stop.is_set():
                     try:
@@ -473,7 +477,7 @@ class ActorThread:
                         break
                     except queue.Full:
                         continue
-                rollout.timing["timing/actor_wait_s"] = wait + time.perf_counter() - t0
+                put_wait = time.perf_counter() - t0
                 self.index += 1
         except _Stopped:
             pass

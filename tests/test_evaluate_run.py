@@ -1,0 +1,83 @@
+"""`python -m jax_reset.evaluate` on a real run directory, and the evaluation environment
+against the training pool."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jax_reset.envs import AtariPool, EnvConfig
+from jax_reset.evaluate import make_envpool, protocol_env_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two updates of the smoke config: a real run directory with a real checkpoint."""
+    path = tmp_path_factory.mktemp("eval") / "run"
+    done = run("jax_reset.train", "--config", "configs/smoke.toml", "--run-dir", str(path),
+               "train.total_updates=2", "train.checkpoint_every=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return path
+
+
+def test_evaluate_a_run_directory(run_dir: Path, tmp_path: Path):
+    video = tmp_path / "game.mp4"
+    done = run("jax_reset.evaluate", "--run-dir", str(run_dir), "--protocol", "plain",
+               "--protocol", "epsilon", "--episodes", "2", "--envs", "2", "--json",
+               "--video", str(video))
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["game"] == "Pong" and out["checkpoint"] == 2
+    assert [p["protocol"] for p in out["protocols"]] == ["plain", "epsilon"]
+    for p in out["protocols"]:
+        assert p["episodes"] == 2 and -21 <= p["score_min"] <= p["score_max"] <= 21
+    assert video.is_file() and out["video"]["frames"] > 700
+    plots = run("jax_reset.plot", "--run-dir", str(run_dir))
+    assert plots.returncode == 0, plots.stderr
+    assert (run_dir / "plots" / "starting_point.png").is_file()
+
+
+def test_bad_run_directory_and_checkpoint(run_dir: Path, tmp_path: Path):
+    done = run("jax_reset.evaluate", "--run-dir", str(tmp_path / "nothing"))
+    assert done.returncode == 2 and "not a run directory" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    done = run("jax_reset.evaluate", "--run-dir", str(run_dir), "--checkpoint", "99")
+    assert done.returncode == 2 and "no checkpoint at step 99" in done.stderr
+    done = run("jax_reset.evaluate", "--run-dir", str(run_dir), "--checkpoint", "first")
+    assert done.returncode == 2 and "latest, best or an update number" in done.stderr
+    done = run("jax_reset.plot", "--run-dir", str(tmp_path))
+    assert done.returncode == 2 and "no metrics.jsonl" in done.stderr
+
+
+def test_evaluation_env_sees_what_the_training_pool_sees():
+    """The plain protocol's EnvPool env and the training pool, same actions: same frames."""
+    train_cfg = EnvConfig(img_height=42, img_width=32, gray_scale=True, stack_num=2)
+    eval_cfg = protocol_env_config(train_cfg, "plain")
+    # The pool in EnvPool's reset convention; training's other settings are what the protocol
+    # turns off (clipping, life loss): full games, raw scores.
+    pool_cfg = dataclasses.replace(eval_cfg, autoreset="next_step")
+    ref = make_envpool("Pong", eval_cfg, 2, seed=0, num_threads=1)
+    rng = np.random.default_rng(0)
+    with AtariPool("Pong", 2, 2, config=pool_cfg, seed=0) as pool:
+        ref_obs, _ = ref.reset()
+        np.testing.assert_array_equal(pool.reset().obs, ref_obs)
+        for _ in range(300):
+            actions = rng.integers(0, 6, 2)
+            ref_obs, ref_reward, *_ = ref.step(actions.astype(np.int32))
+            out = pool.step(actions)
+            np.testing.assert_array_equal(out.obs, ref_obs)
+            np.testing.assert_array_equal(out.raw_reward, ref_reward)
+    ref.close()
