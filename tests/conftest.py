@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,3 +16,23 @@ def originals() -> Path:
     if not ORIGINALS.is_dir():
         pytest.fail(f"the original demos are expected in {ORIGINALS} (shared/ beside the repo)")
     return ORIGINALS
+
+
+def train_cmd(*args: str) -> list[str]:
+    """The trainer's command line in this interpreter."""
+    return [sys.executable, "-m", "jax_reset.train", *args]
+
+
+def processes_tagged(tag: str) -> list[int]:
+    """Live processes whose environment carries ``JAX_RESET_TEST_TAG=tag`` (a trainer and its
+    workers): what a test checks is gone after a run."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if f"JAX_RESET_TEST_TAG={tag}".encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found

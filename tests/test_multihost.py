@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -28,6 +27,7 @@ import pytest
 from jax_reset.checkpoint import Checkpoints
 from jax_reset.distributed import free_port
 from jax_reset.metrics import read_jsonl
+from tests.conftest import processes_tagged, train_cmd
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.toml"
@@ -43,21 +43,6 @@ def env(request: pytest.FixtureRequest) -> dict[str, str]:
             "JAX_RESET_TEST_TAG": uuid.uuid4().hex}
 
 
-def train_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "jax_reset.train", *args]
-
-
-def processes_tagged(tag: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if f"JAX_RESET_TEST_TAG={tag}".encode() in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def digests(run_dir: Path, process: int) -> list[dict]:

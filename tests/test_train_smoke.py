@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -22,14 +21,12 @@ import pytest
 from jax_reset.checkpoint import Checkpoints
 from jax_reset.config import load, save_json
 from jax_reset.metrics import read_jsonl
+from tests.conftest import processes_tagged, train_cmd
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.toml"
 STEPS_PER_UPDATE = 4 * 16  # smoke: num_envs x rollout_steps
 
-
-def train_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "jax_reset.train", *args]
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +37,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
             "JAX_RESET_TEST_TAG": tag}
 
-
-def processes_tagged(tag: str) -> list[int]:
-    """Live processes whose environment carries ``tag`` (the trainer and its workers)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if f"JAX_RESET_TEST_TAG={tag}".encode() in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, env: dict[str, str]) -> None:
