@@ -19,6 +19,7 @@ thread-safe: every call here must come from the main thread.
 from __future__ import annotations
 
 import math
+import shutil
 import signal
 import threading
 from collections.abc import Iterable, Mapping
@@ -134,6 +135,7 @@ class Checkpoints:
             raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
         self.directory = Path(directory).absolute()
         self.best_metric = best_metric
+        _remove_interrupted_saves(self.directory)
         keep: list[policies.PreservationPolicy] = [policies.LatestN(n=keep_last)]
         if best_metric is not None:
             keep.append(policies.BestN(
@@ -258,6 +260,20 @@ class Checkpoints:
             if stored[name][0] != wanted[name][0]:
                 raise CheckpointError(f"{where}: '{name}' has shape {stored[name][0]} in the "
                                       f"checkpoint, {wanted[name][0]} in this run")
+
+
+def _remove_interrupted_saves(directory: Path) -> None:
+    """Deletes the temporary folders of saves that a crash or a kill interrupted.
+
+    Orbax writes a step into ``<step>.orbax-checkpoint-tmp*`` and renames it when complete, so
+    such a folder is never a checkpoint. Its own ``cleanup_tmp_directories`` did not always
+    remove one left by a killed process (seen under load); this runs when the folder is opened,
+    before any save of this job, by process 0 only (the folder is shared by every process).
+    """
+    if jax.process_index() != 0 or not directory.is_dir():
+        return
+    for stale in directory.glob("*.orbax-checkpoint-tmp*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _savable(x: Any) -> Any:

@@ -191,3 +191,16 @@ def test_stop_flag_catches_signals_and_restores_handlers() -> None:
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)  # a second signal: the user insists
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_interrupted_save_folders_are_removed_on_open(tmp_path: Path) -> None:
+    """A save interrupted at any point leaves only a temporary folder; opening removes it."""
+    with Checkpoints(tmp_path, keep_last=2) as ckpt:
+        ckpt.save(1, {"w": np.ones(2, np.float32)}, {"at": 1}, {"format": 1},
+                  {"curriculum/max_starting_point": 3})
+    stale = tmp_path / "2.orbax-checkpoint-tmp-1700000000"
+    (stale / "state").mkdir(parents=True)
+    (stale / "state" / "partial").write_bytes(b"\0" * 64)
+    with Checkpoints(tmp_path, keep_last=2) as ckpt:
+        assert not stale.exists()
+        assert ckpt.steps() == [1]
