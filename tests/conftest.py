@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,20 @@ def processes_tagged(tag: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def wait_for_update(job: subprocess.Popen, run_dir: Path, update: int,
+                    timeout_s: float) -> list[dict]:
+    """Waits until ``run_dir/metrics.jsonl`` has logged ``update`` while ``job`` runs; returns
+    the rows. Fails with the job's output if it ended first (or the time ran out)."""
+    from jax_reset.metrics import read_jsonl
+
+    rows: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and job.poll() is None:
+        rows = read_jsonl(run_dir / "metrics.jsonl")
+        if rows and rows[-1]["update"] >= update:
+            break
+        time.sleep(0.2)
+    assert job.poll() is None, job.stdout.read()[-3000:] if job.stdout else job.returncode
+    return rows

@@ -27,7 +27,7 @@ import pytest
 from jax_reset.checkpoint import Checkpoints
 from jax_reset.distributed import free_port
 from jax_reset.metrics import read_jsonl
-from tests.conftest import processes_tagged, train_cmd
+from tests.conftest import processes_tagged, train_cmd, wait_for_update
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.toml"
@@ -36,8 +36,12 @@ TINY = ("train.workers=1",)  # one environment worker per process: 2 busy cores
 
 
 @pytest.fixture(scope="module")
-def env(request: pytest.FixtureRequest) -> dict[str, str]:
-    cache = request.config.cache.mkdir("jax-compilation-cache")
+def env(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    # pytest's cache keeps compiled programs across runs; without its plugin, a fresh folder.
+    store = getattr(request.config, "cache", None)
+    cache = (store.mkdir("jax-compilation-cache") if store is not None
+             else tmp_path_factory.mktemp("jax-compilation-cache"))
     return {**os.environ, "PYTHONPATH": str(REPO), "JAX_COMPILATION_CACHE_DIR": str(cache),
             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
             "JAX_RESET_TEST_TAG": uuid.uuid4().hex}
@@ -87,13 +91,7 @@ def test_two_processes_agree_resume_and_fail_together(tmp_path: Path,
         cwd=REPO, env={**base, "JAX_RESET_PROCESS_ID": str(i)}, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True) for i in range(2)]
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and procs[0].poll() is None:
-            rows = read_jsonl(run_dir / "metrics.jsonl")
-            if rows[-1]["update"] >= 3:
-                break
-            time.sleep(0.2)
-        assert procs[0].poll() is None, procs[0].stdout.read()[-3000:]
+        rows = wait_for_update(procs[0], run_dir, 3, timeout_s=180)
         assert rows[2]["update"] == 3 and rows[2]["train/agent_steps"] == 3 * STEPS_PER_UPDATE
         procs[1].send_signal(signal.SIGKILL)
         killed = time.monotonic()
@@ -159,13 +157,7 @@ def test_ctrl_c_on_the_launcher_stops_every_process_cleanly(tmp_path: Path,
                   "train.total_updates=100000", "train.overlap=false", *TINY),
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and job.poll() is None:
-            rows = read_jsonl(run_dir / "metrics.jsonl")
-            if rows and rows[-1]["update"] >= 3:
-                break
-            time.sleep(0.2)
-        assert job.poll() is None, job.stdout.read()[-3000:]
+        wait_for_update(job, run_dir, 3, timeout_s=180)
         job.send_signal(signal.SIGINT)
         out, _ = job.communicate(timeout=120)
     finally:

@@ -21,7 +21,7 @@ import pytest
 from jax_reset.checkpoint import Checkpoints
 from jax_reset.config import load, save_json
 from jax_reset.metrics import read_jsonl
-from tests.conftest import processes_tagged, train_cmd
+from tests.conftest import processes_tagged, train_cmd, wait_for_update
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.toml"
@@ -89,12 +89,7 @@ def test_run_resume_and_sigterm(tmp_path: Path, env: dict[str, str]) -> None:
                   "train.overlap=true"),
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and second.poll() is None:
-            if read_jsonl(run_dir / "metrics.jsonl")[-1]["update"] >= 5:
-                break
-            time.sleep(0.2)
-        assert second.poll() is None, second.stdout.read()[-3000:]
+        wait_for_update(second, run_dir, 5, timeout_s=240)
         second.send_signal(signal.SIGTERM)
         out, _ = second.communicate(timeout=120)
     finally:

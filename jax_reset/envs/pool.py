@@ -274,6 +274,13 @@ class AtariPool:
             out = {name: v[name][ids] for name in _OUTPUT_FIELDS}
         return PoolStep(env_ids=ids, **out)
 
+    def _demo_frames(self, values: Sequence[int] | np.ndarray, what: str) -> np.ndarray:
+        """int64 frame indices, checked to lie in the demo, [0, T]."""
+        frames = np.asarray(values, np.int64)
+        if frames.size and (frames.min() < 0 or frames.max() > self.demo_num_frames):
+            raise ValueError(f"{what} must be in [0, {self.demo_num_frames}]")
+        return frames
+
     def set_starting_points(
         self, env_ids: Sequence[int] | np.ndarray | None, starting_points: np.ndarray
     ) -> None:
@@ -281,10 +288,7 @@ class AtariPool:
         frame is sp with probability p, else uniform in [sp, T); `entropy_boost` is on while
         frame < sp + 100. Takes effect at the next reset, including the automatic one."""
         ids = self._check_idle(env_ids)
-        sp = np.asarray(starting_points, np.int64)
-        if sp.size and (sp.min() < 0 or sp.max() > self.demo_num_frames):
-            raise ValueError(f"starting points must be in [0, {self.demo_num_frames}]")
-        self._views["starting_point"][ids] = sp
+        self._views["starting_point"][ids] = self._demo_frames(starting_points, "starting points")
 
     def set_start_frames(
         self, env_ids: Sequence[int] | np.ndarray | None, frames: np.ndarray
@@ -292,10 +296,7 @@ class AtariPool:
         """The start frame of the next episode of each env (one shot; afterwards starts are drawn
         from the starting point again). Used by the next reset, including the automatic one."""
         ids = self._check_idle(env_ids)
-        frames = np.asarray(frames, np.int64)
-        if frames.size and (frames.min() < 0 or frames.max() > self.demo_num_frames):
-            raise ValueError(f"start frames must be in [0, {self.demo_num_frames}]")
-        self._views["next_start"][ids] = frames
+        self._views["next_start"][ids] = self._demo_frames(frames, "start frames")
 
     def restore(
         self,
