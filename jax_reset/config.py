@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from jax_reset.curriculum import CurriculumConfig
 from jax_reset.envs.config import DemoResetConfig, EnvConfig
 from jax_reset.ppo.config import NetworkConfig, PPOConfig
 
@@ -45,33 +46,6 @@ class ConfigError(ValueError):
 
 # --------------------------------------------------------------------------------------------
 # Sections owned here.
-
-
-@dataclasses.dataclass(frozen=True)
-class CurriculumConfig:
-    """The backward curriculum over demo starting points (``../shared/notes/algorithm.md``)."""
-
-    # Frames of the demo's end the environments are spread over at launch (320 in the reference).
-    spread: int = 320
-    # The maximum starting point moves to the first frame i with cumsum(success)[i] / spread
-    # at or above this share ("20% of the rollouts tie or beat the demo on the rest of the game").
-    success_threshold: float = 0.2
-    # Agent steps per environment between two curriculum decisions (1024 in the reference).
-    decision_interval: int = 1024
-    # Frames the starting point moves later when no frame reaches the threshold.
-    fallback_frames: int = 100
-    # Throttle: the curriculum may have moved at most this many frames per agent step so far.
-    max_frames_per_step: float = 2.0
-    # Start (or restart) the run with this maximum starting point; None: the demo's end.
-    start_at: int | None = None
-
-    def __post_init__(self) -> None:
-        _check(self.spread >= 1, "spread must be at least 1")
-        _check(0.0 < self.success_threshold <= 1.0, "success_threshold must be in (0, 1]")
-        _check(self.decision_interval >= 1, "decision_interval must be at least 1")
-        _check(self.fallback_frames >= 0, "fallback_frames must be non-negative")
-        _check(self.max_frames_per_step > 0, "max_frames_per_step must be positive")
-        _check(self.start_at is None or self.start_at >= 0, "start_at must be non-negative")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,9 +33,39 @@ from typing import Any
 
 import numpy as np
 
-from jax_reset.config import CurriculumConfig
-
 STATE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class CurriculumConfig:
+    """The backward curriculum over demo starting points (``docs/algorithm.md``)."""
+
+    # Frames of the demo's end the environments are spread over at launch (320 in the reference).
+    spread: int = 320
+    # The maximum starting point moves to the first frame i with cumsum(success)[i] / spread
+    # at or above this share ("20% of the rollouts tie or beat the demo on the rest of the game").
+    success_threshold: float = 0.2
+    # Agent steps per environment between two curriculum decisions (1024 in the reference).
+    decision_interval: int = 1024
+    # Frames the starting point moves later when no frame reaches the threshold.
+    fallback_frames: int = 100
+    # Throttle: the curriculum may have moved at most this many frames per agent step so far.
+    max_frames_per_step: float = 2.0
+    # Start (or restart) the run with this maximum starting point; None: the demo's end.
+    start_at: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.spread >= 1, "spread must be at least 1")
+        _check(0.0 < self.success_threshold <= 1.0, "success_threshold must be in (0, 1]")
+        _check(self.decision_interval >= 1, "decision_interval must be at least 1")
+        _check(self.fallback_frames >= 0, "fallback_frames must be non-negative")
+        _check(self.max_frames_per_step > 0, "max_frames_per_step must be positive")
+        _check(self.start_at is None or self.start_at >= 0, "start_at must be non-negative")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -9,14 +9,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DEMOS = REPO / "demos"
-ORIGINALS = REPO.parent / "shared" / "demos-original"
+ORIGINALS = DEMOS / "original"  # the 2018 pickles (MIT), shipped with the repository
 SHIPPED_GAMES = ("MontezumaRevenge", "Pitfall", "Pong", "PrivateEye")  # exact on ale-py's ROMs
 
 
 @pytest.fixture(scope="session")
 def originals() -> Path:
-    if not ORIGINALS.is_dir():
-        pytest.fail(f"the original demos are expected in {ORIGINALS} (shared/ beside the repo)")
+    missing = [g for g in (*SHIPPED_GAMES, "Gravitar") if not (ORIGINALS / f"{g}.demo").is_file()]
+    if missing:
+        pytest.fail(f"{ORIGINALS}: the original demos {missing} are missing from the checkout")
     return ORIGINALS
 
 

@@ -25,7 +25,7 @@ from jax_reset.checkpoint import (
     make_meta,
     network_shape,
 )
-from jax_reset.config import CurriculumConfig
+from jax_reset.curriculum import CurriculumConfig
 
 FROZEN = ("network", "env", "train.num_envs", "train.demo")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jax_reset import curriculum as cur
-from jax_reset.config import CurriculumConfig
+from jax_reset.curriculum import CurriculumConfig
 
 
 class ReferenceResetManager:
