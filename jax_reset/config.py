@@ -9,7 +9,7 @@ anything that is not a TOML value (``train.demo=demos/Pong.npz``) a string.
 
 An optional top-level table ``[on_cpu]`` holds dotted overrides applied when no GPU is found (the
 trainer says so), before the command line's: the reference network needs minutes per update on
-a CPU (see ``../shared/notes/cpu-costs.md``), so each game config carries its CPU-sized variant.
+a CPU (see ``docs/cpu.md``), so each game config carries its CPU-sized variant.
 
 The generic part (``from_dict``, ``to_dict``, ``apply_overrides``) works for any tree of frozen
 dataclasses; the sections are owned by their modules (``EnvConfig`` by the pool,

@@ -1,6 +1,6 @@
 """The backward curriculum over demo starting points: a host-side, pure controller.
 
-The rules are the reference's (``../shared/notes/algorithm.md``, "The curriculum controller"):
+The rules are the reference's (``docs/algorithm.md``, "The curriculum controller"):
 environments start spread over the demo's last ``spread`` frames; a table ``success[s]`` holds,
 for each frame s that episodes started from, the share of the latest batch of those episodes
 that tied or beat the demo; every ``decision_interval`` agent steps (throttled to at most

@@ -1,6 +1,6 @@
 """`python -m jax_reset.demo {convert,verify,info}`: convert, check and describe demo files.
 
-    python -m jax_reset.demo convert ../shared/demos-original demos/
+    python -m jax_reset.demo convert demos/original demos/
     python -m jax_reset.demo verify demos/                # every checkpoint of every demo
     python -m jax_reset.demo verify demos/Gravitar.npz --rom ~/roms/gravitar.bin
     python -m jax_reset.demo info demos/Pong.npz --json

@@ -18,7 +18,7 @@ The 2018 state::
 
 Every section after ``cycles`` (CPU, RIOT with RAM, TIA, sound, cartridge, RomSettings) has the
 same layout in both, which is what makes this conversion exact (see
-``shared/notes/ale-state-format.md`` and ``python -m jax_reset.demo verify``).
+``docs/demo-format.md`` and ``python -m jax_reset.demo verify``).
 """
 
 from __future__ import annotations

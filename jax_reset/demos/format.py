@@ -29,7 +29,7 @@ from jax_reset.demos import roms
 FORMAT_NAME = "jax-reset-demo"
 FORMAT_VERSION = 1
 REGENERATE_HINT = ("regenerate the demos from the originals with "
-                   "`python -m jax_reset.demo convert ../shared/demos-original demos/`")
+                   "`python -m jax_reset.demo convert demos/original demos/`")
 
 
 class DemoError(ValueError):

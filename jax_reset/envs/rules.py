@@ -1,6 +1,6 @@
 """Why an episode ended, and the per-frame end-of-episode rules of the demo curriculum.
 
-Rules (`../shared/notes/algorithm.md`, "Ending an episode"), checked after every emulator frame:
+Rules (`docs/algorithm.md`, "Ending an episode"), checked after every emulator frame:
 a life loss ends the episode; once the score reaches the demo's final score R[T-1], a budget of
 extra frames counts down and its end cuts the episode; below that score, reaching frame f > lag
 with a score below R[min(T-1, f - lag)] ends it (lagging the demo by more than `lag` frames).

@@ -1,6 +1,6 @@
 """Frozen configuration of the learner: the network's shape and PPO's hyper-parameters.
 
-Defaults are the reference's (``../shared/notes/algorithm.md``, sections PPO and Network). Both
+Defaults are the reference's (``docs/algorithm.md``, sections PPO and Network). Both
 classes are frozen (hashable), so they can be closed over by jitted functions and stored with a
 checkpoint; derive variants with ``dataclasses.replace``.
 """
