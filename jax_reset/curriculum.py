@@ -112,7 +112,7 @@ class CurriculumConfig:
     # ... and at least this many agent steps per environment have passed since it.
     min_decision_steps: int = 128
     # Rule "episodes": the spread adapts within [spread / factor, spread * factor] frames.
-    spread_factor: float = 4.0
+    spread_factor: float = 2.0
 
     def __post_init__(self) -> None:
         _check(self.spread >= 1, "spread must be at least 1")

@@ -22,8 +22,8 @@ Scenarios:
 Reported per scenario, rule and number of environments: frames the maximum starting point moved
 back, that per 1,000 agent steps (all environments' steps), decisions, episodes per decision,
 the largest single move later (after a failure), and the agent steps until the maximum first
-passed below the scenario's first hard point (pong: 14,004). ``--json`` prints one JSON object
-on the last line.
+passed below the scenario's target (pong: its first hard point, 14,004; uniform: frame 1).
+``--json`` prints one JSON object on the last line.
 """
 
 from __future__ import annotations
@@ -52,11 +52,12 @@ class Scenario:
     p_easy: float = 0.9
     p_hard: float = 0.1
     practice: int = 500  # episodes that reach a hard point before it becomes easy
+    target: int = 0  # report the agent steps until the maximum starting point is below this
 
 
 SCENARIOS = {
-    "pong": Scenario("pong", 22_869, (2_070, 9_457, 11_778, 12_889, 14_004)),
-    "uniform": Scenario("uniform", 22_869, ()),
+    "pong": Scenario("pong", 22_869, (2_070, 9_457, 11_778, 12_889, 14_004), target=14_004),
+    "uniform": Scenario("uniform", 22_869, (), target=1),
 }
 
 
@@ -106,7 +107,6 @@ def simulate(scenario: Scenario, num_envs: int, vector_steps: int, config: cur.C
     agent = SyntheticAgent(scenario, rng)
     state = cur.init(num_envs, scenario.num_frames, config)
     start_max = state.max_starting_point
-    first_hard = max(scenario.hard_points, default=None)
     start, good, steps, reached = agent.draw(state.starting_points)
     end = steps.copy()  # the vector step at which each environment's episode ends
     decisions = moves_later = 0
@@ -139,19 +139,20 @@ def simulate(scenario: Scenario, num_envs: int, vector_steps: int, config: cur.C
                 moves_later += 1
                 worst_later = max(worst_later, d.new_max - d.old_max)
         lowest = min(lowest, state.max_starting_point)
-        if passed_at is None and first_hard is not None and state.max_starting_point < first_hard:
+        if passed_at is None and state.max_starting_point < scenario.target:
             passed_at = t * num_envs
     agent_steps = t * num_envs
     moved = start_max - state.max_starting_point
     return {
         "scenario": scenario.name, "rule": config.rule, "num_envs": num_envs,
+        "decision_interval": config.decision_interval,
         "agent_steps": agent_steps, "final_max": state.max_starting_point,
         "lowest_max": lowest, "frames_moved": moved,
         "frames_per_1000_agent_steps": 1000.0 * moved / agent_steps,
         "decisions": decisions,
         "episodes_per_decision": float(np.mean(used)) if used else 0.0,
         "moves_later": moves_later, "largest_move_later": worst_later,
-        "agent_steps_to_pass_first_hard": passed_at, "final_spread": state.spread,
+        "agent_steps_to_target": passed_at, "final_spread": state.spread,
     }
 
 
@@ -166,9 +167,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "environments, 10,000 beyond, to stay within minutes on a CPU)")
     p.add_argument("--min-episodes", type=int, default=cur.CurriculumConfig.min_episodes)
     p.add_argument("--spread-factor", type=float, default=cur.CurriculumConfig.spread_factor)
-    p.add_argument("--decision-interval", type=int, default=256,
+    p.add_argument("--decision-interval", type=int,
                    help="rule reference: agent steps per environment between decisions "
-                        "(the CPU configs' 256; the reference's 1024)")
+                        "(default: the CPU configs' 256 up to 64 environments, the "
+                        "reference's 1024 beyond)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
     return p.parse_args(argv)
@@ -193,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in scenarios:
         for num_envs in args.envs:
             for rule in rules:
-                config = cur.CurriculumConfig(rule=rule, decision_interval=args.decision_interval,
+                interval = args.decision_interval or (256 if num_envs <= 64 else 1024)
+                config = cur.CurriculumConfig(rule=rule, decision_interval=interval,
                                               min_episodes=args.min_episodes,
                                               spread_factor=args.spread_factor)
                 rows.append(simulate(SCENARIOS[name], num_envs,
@@ -201,23 +204,21 @@ def main(argv: list[str] | None = None) -> int:
                                      seed=args.seed))
     header = (f"{'scenario':<8} {'rule':<9} {'envs':>5} {'agent steps':>12} {'moved':>6} "
               f"{'/1k steps':>9} {'decisions':>9} {'eps/dec':>8} {'later max':>9} "
-              f"{'pass 1st hard':>13} {'final max':>9}")
+              f"{'to target':>13} {'final max':>9}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        passed = r["agent_steps_to_pass_first_hard"]
+        passed = r["agent_steps_to_target"]
         print(f"{r['scenario']:<8} {r['rule']:<9} {r['num_envs']:>5} {r['agent_steps']:>12,} "
               f"{r['frames_moved']:>6,} {r['frames_per_1000_agent_steps']:>9.3f} "
               f"{r['decisions']:>9} {r['episodes_per_decision']:>8.1f} "
               f"{r['largest_move_later']:>9,} {'-' if passed is None else f'{passed:,}':>13} "
               f"{r['final_max']:>9,}")
     print(f"({time.perf_counter() - t0:.1f} s; min_episodes {args.min_episodes}, "
-          f"spread_factor {args.spread_factor}, reference decision_interval "
-          f"{args.decision_interval})")
+          f"spread_factor {args.spread_factor}, seed {args.seed})")
     if args.json:
         print(json.dumps({"min_episodes": args.min_episodes, "spread_factor": args.spread_factor,
-                          "decision_interval": args.decision_interval, "seed": args.seed,
-                          "results": rows}))
+                          "seed": args.seed, "results": rows}))
     return 0
 
 
