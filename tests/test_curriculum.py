@@ -206,6 +206,31 @@ def test_reference_environment_at_zero_stays_at_zero() -> None:
     assert d.decided and frozen.starting_points.tolist() == [0] * 5
 
 
+def test_matches_reference_step_by_step_through_frame_zero() -> None:
+    """A short demo the agent masters, then fails everywhere: the curriculum reaches frame 0,
+    then moves later shift every environment but those at 0, as in the 2018 code."""
+    num_frames, config = 600, CurriculumConfig(decision_interval=64)
+    state = cur.init(40, num_frames, config)
+    ref = ReferenceResetManager(state.starting_points.tolist())
+    ref_interval, rng = 64, np.random.default_rng(4)
+    zeros_after_fallback, failing = 0, False
+    for _ in range(8_000):
+        failing |= bool((state.starting_points == 0).any())  # from the first one at 0 on
+        eps = random_episode_stream(rng, state.starting_points, num_frames, 1.0)
+        eps = [(s, not failing and rng.random() < 0.9) for s, _ in eps]
+        ref.infos += eps
+        ref.counter += 1
+        if ref.counter > (ref.max_max_sp - ref.max_sp) / 2 and ref.counter % ref_interval == 0:
+            ref.proc_infos()
+        records = cur.EpisodeRecords.make([e[0] for e in eps], [e[1] for e in eps])
+        state, d = cur.update(state, records, 1, config)
+        assert state.starting_points.tolist() == ref.points
+        if d.decided and d.new_max > d.old_max:  # moved later (its stale table or fallback)
+            zeros_after_fallback = max(zeros_after_fallback,
+                                       int((state.starting_points == 0).sum()))
+    assert zeros_after_fallback > 0, "the stream should move later with environments at 0"
+
+
 # --------------------------------------------------------------------------------------------
 # Rule "episodes".
 
