@@ -442,12 +442,15 @@ def _update_episodes(state: CurriculumState,
                                         state.pending_good, config.success_threshold)
     narrowest, widest = config.spread_bounds()
     spread = state.spread
+    # The spread changes only with the maximum, so that "the maximum moved" is the one signal
+    # that the environments' starting points changed (the trainer relies on it).
     if found_max is None:  # failed: move later by the bounded fallback, narrow the spread
         new_max = min(old_max + config.fallback_frames, state.ceiling)
-        spread = max(spread // 2, narrowest)
+        if new_max != old_max:
+            spread = max(spread // 2, narrowest)
     else:  # found_max <= old_max by construction: only a failure moves it later
         new_max = found_max
-        if 2 * (old_max - new_max) >= spread - 1:  # broad success: widen
+        if new_max < old_max and 2 * (old_max - new_max) >= spread - 1:  # broad success: widen
             spread = min(spread * 2, widest)
     state = state.replace(
         success=success_table(state.success, state.pending_start, state.pending_good),

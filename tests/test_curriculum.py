@@ -306,11 +306,13 @@ def test_episodes_rule_moves_later_by_the_fallback_only() -> None:
     d_ref, d_ep = results
     assert d_ref.found and d_ref.new_max - d_ref.old_max == 1_000  # the second later success
     assert d_ep.decided and not d_ep.found and d_ep.new_max == 14_100 and d_ep.episodes == 24
-    # Never past the demo's end.
-    state = cur.init(8, 1_000, EPISODES)
+    # Never past the demo's end; there the layout stays as it is (no move, no new spread).
+    config = with_(EPISODES, spread_factor=2.0)
+    state = launch = cur.init(8, 1_000, config)
     for _ in range(3):
-        state, d = cur.update(state, records_at(state.starting_points, 2, False), 64, EPISODES)
-        assert d.decided and d.new_max == 999 and state.max_starting_point == 999
+        state, d = cur.update(state, records_at(state.starting_points, 2, False), 64, config)
+        assert d.decided and d.new_max == 999
+        assert np.array_equal(state.starting_points, launch.starting_points)
 
 
 def test_episodes_rule_does_not_depend_on_record_order() -> None:
