@@ -1,4 +1,4 @@
-"""`python -m jax_reset.bench {env,learner} [options]`: the benchmarks of `docs/benchmarks.md`.
+"""`python -m jax_reset.bench {env,learner,curriculum} [options]`: the benchmarks.
 
 Kept free of heavy imports: worker processes started with "spawn" import this module again.
 """
@@ -11,6 +11,7 @@ import sys
 BENCHMARKS = {
     "env": "jax_reset.bench.env",  # the Atari pool against EnvPool and raw ALE
     "learner": "jax_reset.bench.learner",  # the PPO update
+    "curriculum": "jax_reset.bench.curriculum",  # the curriculum rules on a synthetic agent
 }
 
 
