@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from jax_reset.checkpoint import CheckpointError, Checkpoints
 from jax_reset.mesh import make_data_mesh
 from jax_reset.networks import init_carry
 from jax_reset.ppo.acting import make_act_fn
@@ -23,7 +24,14 @@ from jax_reset.ppo.synthetic import (
     tiny_network_config,
     tiny_ppo_config,
 )
-from jax_reset.ppo.update import create_train_state, make_update
+from jax_reset.ppo.update import (
+    create_train_state,
+    current_hyperparams,
+    lift_train_state,
+    make_update,
+    v1_target,
+    with_hyperparams,
+)
 from jax_reset.ppo.warmup import make_warmup_fn
 
 A = 6
@@ -230,9 +238,13 @@ def test_scan_and_host_loops_compute_the_same_update():
     for loop in ("scan", "host"):
         update = make_update(net, ppo, make_data_mesh(), loop=loop)
         rng, state = np.random.default_rng(2), state0
-        for _ in range(2):
+        for i in range(2):
             batch = random_batch(rng, cfg, ppo, 4, TINY_OBS_SHAPE, A, with_start_carry=True)
             state, metrics = update(state, batch)
+            if i == 0:  # both programs read the runtime values, neither compiles again
+                state = with_hyperparams(state, learning_rate=ppo.learning_rate / 3,
+                                         ent_coef=0.05)
+        assert update.jitted._cache_size() == 1
         results[loop] = (state, metrics)
     (s_scan, m_scan), (s_host, m_host) = results["scan"], results["host"]
     assert int(s_host.grad_step) == int(s_scan.grad_step) == 2 * ppo.epochs * ppo.minibatches
@@ -243,3 +255,84 @@ def test_scan_and_host_loops_compute_the_same_update():
         np.testing.assert_allclose(float(m_host[k]), float(v), rtol=1e-4, atol=1e-6, err_msg=k)
     with pytest.raises(ValueError, match="loop must be"):
         make_update(net, ppo, make_data_mesh(), loop="python")
+
+
+def host(x):
+    """A leaf as NumPy (typed PRNG keys as their raw data)."""
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    return np.asarray(x)
+
+
+def tree_delta(a, b):
+    return jax.tree.map(lambda x, y: np.asarray(x, np.float64) - np.asarray(y), a, b)
+
+
+def test_runtime_hyperparams_take_effect_without_recompiling(setup):
+    """Learning rate and entropy coefficient are inputs of the compiled update, not constants."""
+    cfg, ppo, _, state, update = setup
+    assert current_hyperparams(state) == {
+        "train/learning_rate": float(np.float32(ppo.learning_rate)),
+        "train/ent_coef": float(np.float32(ppo.ent_coef)),
+    }
+    batch = random_batch(np.random.default_rng(3), cfg, ppo, 4, TINY_OBS_SHAPE, A)
+    update(state, batch)
+    compiled = update.jitted._cache_size()
+
+    def one_update(lr, ent):
+        new, metrics = update(with_hyperparams(state, learning_rate=lr, ent_coef=ent), batch)
+        return new, metrics, tree_delta(new.params, state.params)
+
+    _, m1, d1 = one_update(1e-4, 0.0)
+    new, _, d3 = one_update(3e-4, 0.0)
+    # Adam's first step is lr * m / (sqrt(v) + eps), whatever the gradient's size: three times
+    # the rate moves every parameter three times as far.
+    for a, b in zip(jax.tree.leaves(d1), jax.tree.leaves(d3), strict=True):
+        assert np.abs(a).max() > 3e-5  # ~lr: far above the tolerance below
+        # (atol: the deltas are differences of float32 parameters of size ~1)
+        np.testing.assert_allclose(b, 3 * a, rtol=1e-3, atol=3e-7)
+    assert current_hyperparams(new)["train/learning_rate"] == float(np.float32(3e-4))
+    # The entropy bonus enters the loss and its gradient (the step changes direction).
+    _, m_ent, d_ent = one_update(1e-4, 0.5)
+    np.testing.assert_allclose(float(m_ent["train/entropy"]), float(m1["train/entropy"]),
+                               rtol=1e-6)
+    np.testing.assert_allclose(float(m_ent["train/loss"]) - float(m1["train/loss"]),
+                               -0.5 * float(m1["train/entropy"]), rtol=1e-3)
+    assert float(m_ent["train/grad_norm"]) != float(m1["train/grad_norm"])
+    assert max(float(np.abs(a - b).max()) for a, b in
+               zip(jax.tree.leaves(d1), jax.tree.leaves(d_ent), strict=True)) > 0
+    assert update.jitted._cache_size() == compiled
+    with pytest.raises(ValueError, match="learning_rate must be a positive"):
+        with_hyperparams(state, learning_rate=0.0)
+
+
+def test_checkpoint_without_hyperparams_restores_through_lift(setup, tmp_path):
+    """A version-1 train state (before the runtime hyperparameters), saved with real Orbax,
+    is refused by today's target, restores into ``v1_target`` and trains on once lifted."""
+    cfg, ppo, _, state, update = setup
+    rng = np.random.default_rng(4)
+    trained, _ = update(state, random_batch(rng, cfg, ppo, 4, TINY_OBS_SHAPE, A))
+    counters = {"update": np.asarray(1, np.int64)}
+    with Checkpoints(tmp_path, async_save=False) as ckpt:
+        ckpt.save(1, {"train_state": v1_target(trained), "counters": counters}, {},
+                  {"format": 1}, {"curriculum/max_starting_point": 5.0})
+    with Checkpoints(tmp_path) as ckpt:
+        with pytest.raises(CheckpointError, match="no 'train_state/hyperparams/") as err:
+            ckpt.restore({"train_state": state, "counters": counters})
+        assert "\n" not in str(err.value)
+        _, restored, _, _ = ckpt.restore({"train_state": v1_target(state), "counters": counters})
+    lifted = lift_train_state(restored["train_state"], ppo)
+    assert current_hyperparams(lifted) == current_hyperparams(state)
+    for a, b in zip(jax.tree.leaves(v1_target(trained)), jax.tree.leaves(v1_target(lifted)),
+                    strict=True):
+        np.testing.assert_array_equal(host(b), host(a))
+    # The lifted state continues exactly as the uninterrupted one, with the same program.
+    compiled = update.jitted._cache_size()
+    batch = random_batch(rng, cfg, ppo, 4, TINY_OBS_SHAPE, A)
+    after, _ = update(trained, batch)
+    after_lifted, _ = update(lifted, batch)
+    for a, b in zip(jax.tree.leaves(after.params), jax.tree.leaves(after_lifted.params),
+                    strict=True):
+        np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
+    assert int(after_lifted.grad_step) == int(after.grad_step)
+    assert update.jitted._cache_size() == compiled

@@ -85,6 +85,7 @@ def ppo_loss(
     target: jax.Array,
     config: PPOConfig,
     axis_name: str | None = None,
+    ent_coef: jax.Array | float | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The PPO objective on one minibatch, without the L2 term (added by the update).
 
@@ -94,8 +95,10 @@ def ppo_loss(
       batch: minibatch, data leaves ``[S, b, ...]`` with S = burn_in_steps + rollout_steps.
       advantage: ``[T, b]`` normalised advantages of the rollout steps (0 at cut steps).
       target: ``[T, b]`` value targets (GAE advantage + behaviour value, not normalised).
-      config: clip, ent_coef, vf_coef, burn_in_steps are read.
+      config: clip, vf_coef, burn_in_steps are read (and ent_coef when ``ent_coef`` is None).
       axis_name: data-parallel axis inside ``shard_map``, else None.
+      ent_coef: the entropy coefficient as a runtime value (a float32 scalar array: changing
+        it does not recompile a jitted caller); None: ``config.ent_coef``, compiled in.
 
     Returns:
       ``(loss, metrics)``: loss = pg - ent_coef * entropy + vf_coef * vf, each a mean over the
@@ -126,7 +129,8 @@ def ppo_loss(
     pg_loss = masked_mean(pg, mask, axis_name)
     vf_loss = masked_mean(vf, mask, axis_name)
     ent = masked_mean(entropy, mask, axis_name)
-    loss = pg_loss - config.ent_coef * ent + config.vf_coef * vf_loss
+    ent_coef = config.ent_coef if ent_coef is None else ent_coef
+    loss = pg_loss - ent_coef * ent + config.vf_coef * vf_loss
 
     stop = jax.lax.stop_gradient
     metrics = {

@@ -12,16 +12,26 @@ environments split over devices in contiguous blocks whose size is a multiple of
 that is the local indices = m (mod minibatches) on every device. The order in which the
 minibatches are visited is a fresh permutation per epoch from ``TrainState.rng`` (the same on
 every device). Both choices make 1, 2 or 4 devices compute the same update.
+
+The learning rate and the entropy coefficient are runtime values, not constants compiled into
+the program: both live in ``TrainState.hyperparams`` (float32 scalars, checkpointed with the
+state) and ``with_hyperparams`` changes them between two updates without a recompile (the stall
+controller, ``jax_reset.stall``, lowers them when the curriculum stops moving). Adam is built
+inside the compiled step from that learning rate, so the optimiser state holds only Adam's
+moments and count, as before: a checkpoint written before the change (``TrainStateV1``, no
+hyperparameters) restores into ``v1_target`` and ``lift_train_state`` makes it a ``TrainState``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -35,6 +45,22 @@ from jax_reset.ppo.losses import l2_penalty, normalize_advantages, ppo_loss
 Params = Any
 Metrics = dict[str, jax.Array]
 
+# The layout of ``TrainState``: 1 = params, opt_state, update_step, grad_step, rng (checkpoints
+# written before the runtime hyperparameters); 2 = the same plus ``hyperparams``. Write it into
+# the checkpoint's metadata; a checkpoint without it is version 1.
+TRAIN_STATE_VERSION = 2
+
+
+@flax.struct.dataclass
+class Hyperparams:
+    """The hyperparameters the update reads at run time: float32 scalars, replicated.
+
+    Changing them (``with_hyperparams``) does not recompile the update.
+    """
+
+    learning_rate: jax.Array  # Adam's step size
+    ent_coef: jax.Array  # entropy bonus coefficient of the loss
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -45,15 +71,106 @@ class TrainState:
     update_step: jax.Array  # int32 scalar, updates done (host keeps 64-bit env-step counters)
     grad_step: jax.Array  # int32 scalar, optimiser steps done (epochs x minibatches per update)
     rng: jax.Array  # PRNG key, consumed by the update (minibatch order)
+    hyperparams: Hyperparams  # learning rate and entropy coefficient in force
 
 
-def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:
+@flax.struct.dataclass
+class TrainStateV1:
+    """``TrainState`` as checkpoints before ``TRAIN_STATE_VERSION`` 2 hold it (no hyperparams)."""
+
+    params: Params
+    opt_state: optax.OptState
+    update_step: jax.Array
+    grad_step: jax.Array
+    rng: jax.Array
+
+
+def _scalar_like(value: float, like: jax.Array | None) -> jax.Array:
+    """A float32 scalar placed like ``like`` (same sharding, committed): a value put anywhere
+    else, or weakly typed, would make the next update compile again."""
+    x = np.asarray(value, np.float32)
+    if like is None:
+        return jnp.asarray(x)
+    if like.is_fully_addressable:
+        return jax.device_put(x, like.sharding)
+    # Several processes: a global array from each process's (identical) host value.
+    return jax.make_array_from_callback((), like.sharding, lambda index: x[index])
+
+
+def make_hyperparams(learning_rate: float, ent_coef: float) -> Hyperparams:
+    """Hyperparams of two float32 scalars (on the default device, uncommitted)."""
+    _check_hyperparams(learning_rate, ent_coef)
+    return Hyperparams(learning_rate=_scalar_like(learning_rate, None),
+                       ent_coef=_scalar_like(ent_coef, None))
+
+
+def _check_hyperparams(learning_rate: float | None, ent_coef: float | None) -> None:
+    if learning_rate is not None and not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate}")
+    if ent_coef is not None and not (math.isfinite(ent_coef) and ent_coef >= 0):
+        raise ValueError(f"ent_coef must be a non-negative finite number, got {ent_coef}")
+
+
+def with_hyperparams(
+    state: TrainState, learning_rate: float | None = None, ent_coef: float | None = None
+) -> TrainState:
+    """``state`` with a new learning rate and/or entropy coefficient (None: keep the current).
+
+    The new scalars take the old ones' placement, so the next update runs the program it
+    already compiled. With several processes every process must pass the same values.
+    """
+    _check_hyperparams(learning_rate, ent_coef)
+    hp = state.hyperparams
+    return state.replace(hyperparams=Hyperparams(
+        learning_rate=hp.learning_rate if learning_rate is None
+        else _scalar_like(learning_rate, hp.learning_rate),
+        ent_coef=hp.ent_coef if ent_coef is None else _scalar_like(ent_coef, hp.ent_coef),
+    ))
+
+
+def current_hyperparams(state: TrainState) -> dict[str, float]:
+    """The values in force, as the metrics ``train/learning_rate`` and ``train/ent_coef``."""
+    hp = jax.device_get(state.hyperparams)
+    return {"train/learning_rate": float(hp.learning_rate), "train/ent_coef": float(hp.ent_coef)}
+
+
+def v1_target(state: TrainState) -> TrainStateV1:
+    """The restore target for a version-1 checkpoint: ``state`` without its hyperparameters
+    (arrays or ``jax.ShapeDtypeStruct`` leaves; restored arrays take their placement)."""
+    return TrainStateV1(params=state.params, opt_state=state.opt_state,
+                        update_step=state.update_step, grad_step=state.grad_step, rng=state.rng)
+
+
+def lift_train_state(old: TrainStateV1, config: PPOConfig) -> TrainState:
+    """A version-1 ``TrainState`` (restored with ``v1_target``) as today's.
+
+    Nothing is lost: the optimiser state has the same layout (Adam's count and moments), and
+    version 1 compiled ``config.learning_rate`` and ``config.ent_coef`` in, so these are the
+    values it trained with (or the resumed run's own, if its config changed them). The new
+    scalars are placed like ``old.update_step`` (replicated over the mesh when it is).
+    """
+    _check_hyperparams(config.learning_rate, config.ent_coef)
+    like = old.update_step if isinstance(old.update_step, jax.Array) else None
+    hyperparams = Hyperparams(learning_rate=_scalar_like(config.learning_rate, like),
+                              ent_coef=_scalar_like(config.ent_coef, like))
+    return TrainState(params=old.params, opt_state=old.opt_state, update_step=old.update_step,
+                      grad_step=old.grad_step, rng=old.rng, hyperparams=hyperparams)
+
+
+def make_optimizer(
+    config: PPOConfig, learning_rate: float | jax.Array | None = None
+) -> optax.GradientTransformation:
     """Adam(lr, eps) as the reference, after optional global-norm clipping.
+
+    ``learning_rate``: a float or a traced scalar (the update passes
+    ``TrainState.hyperparams.learning_rate``); None: ``config.learning_rate``. The optimiser
+    state does not depend on it (Adam's count and moments only), so one state serves any rate.
 
     The L2 term is added to the gradient by the update (not as weight decay): the reference put
     l2_coef * 0.5 * sum(p^2) into the loss, so its gradient passes through Adam's scaling.
     """
-    adam = optax.adam(config.learning_rate, eps=config.adam_eps)
+    lr = config.learning_rate if learning_rate is None else learning_rate
+    adam = optax.adam(lr, eps=config.adam_eps)
     if config.max_grad_norm is None:
         return adam
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adam)
@@ -76,6 +193,7 @@ def create_train_state(
     Returns:
       ``(network, state)``; ``state`` lives on the default device: pass it to the update as is
       (jit replicates it over the mesh) or ``jax.device_put`` it with a replicated sharding.
+      Its hyperparameters start at ``ppo_config.learning_rate`` and ``ppo_config.ent_coef``.
     """
     network = make_network(network_config, num_actions)
     init_key, state_key = jax.random.split(rng)
@@ -87,6 +205,7 @@ def create_train_state(
         update_step=jnp.zeros((), jnp.int32),
         grad_step=jnp.zeros((), jnp.int32),
         rng=state_key,
+        hyperparams=make_hyperparams(ppo_config.learning_rate, ppo_config.ent_coef),
     )
     return network, state
 
@@ -148,6 +267,7 @@ def sgd_step(
     config: PPOConfig,
     params: Params,
     opt_state: optax.OptState,
+    hyperparams: Hyperparams,
     batch: TrainBatch,
     prepared: Prepared,
     m: jax.Array,
@@ -155,8 +275,9 @@ def sgd_step(
 ) -> tuple[Params, optax.OptState, Metrics]:
     """One optimiser step on minibatch ``m`` (int32 scalar, the same on every device).
 
-    Runs inside ``shard_map``: ``params``/``opt_state`` replicated, ``batch``/``prepared`` this
-    device's environments. Returns the new replicated parameters, optimiser state and metrics.
+    Runs inside ``shard_map``: ``params``/``opt_state``/``hyperparams`` replicated,
+    ``batch``/``prepared`` this device's environments. Returns the new replicated parameters,
+    optimiser state and metrics.
     """
     mbs = config.minibatches
     take_t = lambda x: _take_minibatch(x, m, mbs, axis=1)  # noqa: E731
@@ -176,12 +297,13 @@ def sgd_step(
     local_params = jax.lax.pcast(params, axis_name, to="varying")
     grads, metrics = jax.grad(ppo_loss, has_aux=True)(
         local_params, apply_fn, mb, take_t(prepared.advantage), take_t(prepared.target),
-        config, axis_name,
+        config, axis_name, hyperparams.ent_coef,
     )
     grads = jax.lax.psum(grads, axis_name)
     # L2 once, on the replicated parameters (not per device).
     grads = jax.tree.map(lambda g, p: g + config.l2_coef * p, grads, params)
-    updates, opt_state = make_optimizer(config).update(grads, opt_state, params)
+    optimizer = make_optimizer(config, hyperparams.learning_rate)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
     metrics["grad_norm"] = optax.tree.norm(grads)
     return optax.apply_updates(params, updates), opt_state, metrics
 
@@ -202,7 +324,7 @@ def finish(
     metrics["l2_loss"] = l2
     metrics["loss"] = (
         metrics["policy_loss"]
-        - config.ent_coef * metrics["entropy"]
+        - state.hyperparams.ent_coef * metrics["entropy"]
         + config.vf_coef * metrics["value_loss"]
         + config.l2_coef * l2
     )
@@ -213,6 +335,7 @@ def finish(
         update_step=state.update_step + 1,
         grad_step=state.grad_step + config.epochs * config.minibatches,
         rng=rng,
+        hyperparams=state.hyperparams,
     )
     return new_state, {f"train/{name}": value for name, value in metrics.items()}
 
@@ -238,7 +361,7 @@ def local_update(
 
     def step(carry, m):
         params, opt_state, metrics = sgd_step(
-            network, config, *carry, batch, prepared, m, axis_name
+            network, config, *carry, state.hyperparams, batch, prepared, m, axis_name
         )
         return (params, opt_state), metrics
 
@@ -285,6 +408,8 @@ def make_update(
     ``train/entropy``, ``train/l2_loss``, ``train/approx_kl``, ``train/kl``,
     ``train/clip_fraction``, ``train/grad_norm`` (means over all minibatch steps),
     ``train/explained_variance``, ``train/advantage_mean``, ``train/valid_fraction``).
+    The learning rate and entropy coefficient come from ``state.hyperparams`` (runtime
+    values: ``with_hyperparams`` changes them without a recompile).
     Compiles once per batch shape and structure (``start_carry`` given or not);
     ``update.jitted`` is the compiled program (for "host", the per-minibatch step) whose cache
     size tests count.
@@ -335,9 +460,9 @@ def make_update(
         lambda batch: prepare(config, batch, DATA_AXIS), mesh=mesh, in_specs=(batch_spec,),
         out_specs=prepared_spec))
     step_jit = jax.jit(jax.shard_map(
-        lambda params, opt_state, batch, prepared, m: sgd_step(
-            network, config, params, opt_state, batch, prepared, m, DATA_AXIS),
-        mesh=mesh, in_specs=(P(), P(), batch_spec, prepared_spec, P()),
+        lambda params, opt_state, hyperparams, batch, prepared, m: sgd_step(
+            network, config, params, opt_state, hyperparams, batch, prepared, m, DATA_AXIS),
+        mesh=mesh, in_specs=(P(), P(), P(), batch_spec, prepared_spec, P()),
         out_specs=(P(), P(), P())), donate_argnums=(0, 1) if donate_state else ())
     split_jit = jax.jit(lambda key: jax.random.split(key))
     orders_jit = jax.jit(lambda key: minibatch_orders(config, key))
@@ -354,8 +479,8 @@ def make_update(
         step_metrics = []
         # The order is needed on the host to drive the loop: a few int32 per epoch.
         for m in jax.device_get(orders_jit(key)).reshape(-1):
-            params, opt_state, metrics = step_jit(params, opt_state, batch, prepared,
-                                                  jnp.asarray(m, jnp.int32))
+            params, opt_state, metrics = step_jit(params, opt_state, state.hyperparams, batch,
+                                                  prepared, jnp.asarray(m, jnp.int32))
             step_metrics.append(metrics)
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *step_metrics)
         return finish_jit(state, params, opt_state, stacked, prepared.metrics, rng)

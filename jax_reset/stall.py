@@ -1,0 +1,132 @@
+"""Stall handling: lower the learning rate and entropy coefficient when the curriculum stops.
+
+The authors' advice for a run that stops making progress ("lower the learning rate and the
+entropy coefficient") done by the trainer: when the maximum starting point has not moved back
+past its lowest point so far for ``patience_decisions`` curriculum decisions, both are
+multiplied by ``factor`` (never below ``min_scale`` times the configured values); when it moves
+back again, the scale returns to 1 (``on_move="restore"``) or stays (``"keep"``). Off by
+default: the 2018 reference kept both constant.
+
+A frozen ``StallState`` and pure functions of it, like ``jax_reset.curriculum``: every process
+of a job reaches the same scale from the same decisions. ``to_json``/``from_json`` are its
+checkpoint item. Pure Python (no JAX), so the config schema can import ``StallConfig`` before
+JAX loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Literal
+
+STATE_VERSION = 1
+
+OnMove = Literal["restore", "keep"]
+
+
+@dataclasses.dataclass(frozen=True)
+class StallConfig:
+    """When and how far the learning rate and entropy coefficient are lowered."""
+
+    # Lower them when the curriculum stalls; False (the reference): constant, as configured.
+    enabled: bool = False
+    # Curriculum decisions in a row without a move back past the lowest maximum starting point
+    # so far before the scale is lowered (and again after as many more).
+    patience_decisions: int = 20
+    # The scale is multiplied by this at each stall (0 < factor < 1).
+    factor: float = 0.5
+    # The scale never goes below this (the floor), as a share of the configured values.
+    min_scale: float = 0.125
+    # When the maximum starting point moves back again: "restore" the scale to 1, or "keep" it.
+    on_move: OnMove = "restore"
+
+    def __post_init__(self) -> None:
+        _check(self.patience_decisions >= 1, "patience_decisions must be at least 1")
+        _check(0.0 < self.factor < 1.0, "factor must be in (0, 1)")
+        _check(0.0 < self.min_scale <= 1.0, "min_scale must be in (0, 1]")
+        _check(self.on_move in ("restore", "keep"), "on_move must be 'restore' or 'keep'")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class StallState:
+    """Where the stall controller stands.
+
+    Attributes:
+      decisions_without_move: curriculum decisions since the last move back or the last
+        lowering.
+      scale: the multiplier in force on the configured learning rate and entropy coefficient.
+      best_max: the lowest maximum starting point (demo frame) reached so far; a move counts
+        only past it (the fallback moves the point later, and coming back there is no progress).
+    """
+
+    decisions_without_move: int
+    scale: float
+    best_max: int
+
+
+def init(max_starting_point: int) -> StallState:
+    """The state at the start of a run: scale 1, measured from the current starting point."""
+    return StallState(decisions_without_move=0, scale=1.0, best_max=int(max_starting_point))
+
+
+def stall_update(state: StallState, decision_decided: bool, old_max: int, new_max: int,
+                 config: StallConfig) -> tuple[StallState, bool]:
+    """One update's curriculum outcome -> (new state, whether the scale changed).
+
+    Args:
+      decision_decided: the curriculum ran its rule this update (``Decision.decided``); updates
+        without a decision change nothing.
+      old_max, new_max: the maximum starting point before and after that decision.
+
+    A decision that brings the maximum starting point below both ``best_max`` and ``old_max``
+    is a move: the count restarts and, with ``on_move="restore"``, the scale returns to 1.
+    Otherwise the count grows; at ``patience_decisions`` the scale is multiplied by ``factor``
+    (not below ``min_scale``) and the count restarts, so a longer stall lowers it again.
+    Disabled: the state comes back unchanged.
+    """
+    if not config.enabled or not decision_decided:
+        return state, False
+    if new_max < min(state.best_max, old_max):
+        scale = 1.0 if config.on_move == "restore" else state.scale
+        new = StallState(decisions_without_move=0, scale=scale, best_max=int(new_max))
+        return new, scale != state.scale
+    count = state.decisions_without_move + 1
+    if count < config.patience_decisions:
+        return dataclasses.replace(state, decisions_without_move=count), False
+    scale = max(state.scale * config.factor, config.min_scale)
+    return dataclasses.replace(state, decisions_without_move=0, scale=scale), \
+        scale != state.scale
+
+
+def hyperparams(base_lr: float, base_ent: float, state: StallState) -> tuple[float, float]:
+    """(learning rate, entropy coefficient) in force: the configured values times the scale."""
+    return base_lr * state.scale, base_ent * state.scale
+
+
+def summary(state: StallState) -> dict[str, float]:
+    """``curriculum/`` metrics of the controller."""
+    return {"curriculum/stall_scale": float(state.scale),
+            "curriculum/stall_decisions": float(state.decisions_without_move)}
+
+
+def to_json(state: StallState) -> dict[str, Any]:
+    return {"version": STATE_VERSION,
+            "decisions_without_move": state.decisions_without_move,
+            "scale": state.scale,
+            "best_max": state.best_max}
+
+
+def from_json(data: dict[str, Any]) -> StallState:
+    if data.get("version") != STATE_VERSION:
+        raise ValueError(f"stall state version {data.get('version')!r} is not {STATE_VERSION}, "
+                         "the one this code reads")
+    scale = float(data["scale"])
+    if not (math.isfinite(scale) and 0.0 < scale <= 1.0):
+        raise ValueError(f"stall state: scale must be in (0, 1], got {scale}")
+    return StallState(decisions_without_move=int(data["decisions_without_move"]),
+                      scale=scale, best_max=int(data["best_max"]))
