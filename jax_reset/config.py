@@ -13,7 +13,7 @@ a CPU (see ``docs/cpu.md``), so each game config carries its CPU-sized variant.
 
 The generic part (``from_dict``, ``to_dict``, ``apply_overrides``) works for any tree of frozen
 dataclasses; the sections are owned by their modules (``EnvConfig`` by the pool,
-``NetworkConfig``/``PPOConfig`` by the learner) and composed here.
+``NetworkConfig`` by the network, ``PPOConfig`` by the learner) and composed here.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from typing import Any, Literal
 
 from jax_reset.curriculum import CurriculumConfig
 from jax_reset.envs.config import DemoResetConfig, EnvConfig
-from jax_reset.ppo.config import NetworkConfig, PPOConfig
+from jax_reset.networks import NetworkConfig
+from jax_reset.ppo.config import PPOConfig
 
 CPU_TABLE = "on_cpu"
 # What a checkpoint's arrays and episodes depend on: a resume may not change these (a lower
@@ -323,8 +324,6 @@ class Config:
         n, mb = self.train.num_envs, self.ppo.minibatches
         _check(n % mb == 0, f"train.num_envs ({n}) must be divisible by ppo.minibatches ({mb}): "
                "minibatches split whole environments")
-        _check(self.network.obs_layout == "chw",
-               "network.obs_layout must be 'chw': the pool emits [stack * C, H, W] frames")
         h, w = self.env.img_height, self.env.img_width
         for k, s in zip(self.network.conv_kernels, self.network.conv_strides, strict=True):
             h, w = (h - k) // s + 1, (w - k) // s + 1
