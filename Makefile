@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
-# The default job: Pong from its demo. On a machine without a GPU the config's [on_cpu] table
-# picks a CPU-sized network and batch (the trainer says so). Run it again to resume.
+# The default job: Pong from its demo. On a machine without a GPU the CPU overlay
+# (configs/cpu.toml) picks a CPU-sized network and batch (the trainer says so). Run it again to
+# resume.
 RUN_DIR ?= runs/pong
 train: $(STAMP)
 	$(PY) -m jax_reset.train --config configs/pong.toml --run-dir $(RUN_DIR) \

@@ -7,13 +7,30 @@ key. Command-line overrides use the same dotted names (``ppo.lr=3e-4 train.num_e
 are parsed as TOML values, so ``x=3e-4`` is a float, ``x=true`` a bool, ``x=[16,32]`` a list and
 anything that is not a TOML value (``train.demo=demos/Pong.npz``) a string.
 
-An optional top-level table ``[on_cpu]`` holds dotted overrides applied when no GPU is found (the
-trainer says so), before the command line's: the reference network needs minutes per update on
-a CPU (see ``docs/cpu.md``), so each game config carries its CPU-sized variant.
+Presets (TOML has no include, so three reserved top-level keys link files):
+
+- ``base = "base.toml"``: the file this one extends, a path relative to the file naming it. The
+  base is read first (its own ``base`` too: chains are allowed, a cycle is refused with one
+  line), then this file's keys are merged over it, table by table. ``configs/base.toml`` holds
+  the reference's hyperparameters; ``configs/<game>.toml`` names it and adds only what differs
+  (the demo, a comment on scale, ...).
+- ``cpu = "cpu.toml"``: the CPU overlay, a file of the same form holding only the keys that
+  change where no GPU is found (the trainer applies it, and says so, before the command line's
+  overrides): the reference network needs minutes per update on a CPU (``docs/cpu.md``), so
+  every preset has a CPU-sized variant. Inherited from the base like any key
+  (``configs/base.toml`` names ``configs/cpu.toml``); a file's own ``cpu`` replaces its base's.
+- ``[on_cpu]``: the overlay inline, as dotted overrides (``train.num_envs = 8``), for a config
+  kept in a single file; merged over the ``cpu`` file's keys when both are given.
+
+The overlay is checked even when it is not applied, so a typo in it fails on a GPU machine
+too. Whatever its source, ``read_file`` returns it as the file's ``[on_cpu]`` table, so the rest
+of the loader sees one form; a run's resolved config (``RUN_DIR/config.json``) has no links.
 
 The generic part (``from_dict``, ``to_dict``, ``apply_overrides``) works for any tree of frozen
-dataclasses; the sections are owned by their modules (``EnvConfig`` by the pool,
-``NetworkConfig``/``PPOConfig`` by the learner) and composed here.
+dataclasses; each section is owned by the module that uses it (``EnvConfig`` and
+``DemoResetConfig`` by the pool, ``NetworkConfig`` by the network, ``PPOConfig`` by the PPO
+update, ``CurriculumConfig`` by the curriculum) and they are composed here with
+``TrainConfig``, the run's own.
 """
 
 from __future__ import annotations
@@ -32,8 +49,13 @@ from typing import Any, Literal
 
 from jax_reset.curriculum import CurriculumConfig
 from jax_reset.envs.config import DemoResetConfig, EnvConfig
-from jax_reset.ppo.config import NetworkConfig, PPOConfig
+from jax_reset.networks import NetworkConfig
+from jax_reset.ppo.config import PPOConfig
 
+# Reserved top-level keys of a config file: the file it extends, its CPU overlay (both paths
+# relative to the file naming them) and the inline form of the overlay.
+BASE_KEY = "base"
+CPU_KEY = "cpu"
 CPU_TABLE = "on_cpu"
 # What a checkpoint's arrays and episodes depend on: a resume may not change these (a lower
 # learning rate or entropy coefficient, the authors' advice when progress stalls, is allowed).
@@ -248,9 +270,8 @@ def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
 
 
-def read_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Reads a TOML (or, for a saved run config, JSON) file into a nested dict."""
-    path = Path(path)
+def _parse(path: Path) -> dict[str, Any]:
+    """One TOML (or, for a saved run config, JSON) file as it is written: a nested dict."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
@@ -265,6 +286,45 @@ def read_file(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a table at the top level")
     return data
+
+
+def _linked(path: Path, data: dict[str, Any], key: str, chain: tuple[Path, ...],
+            ) -> dict[str, Any] | None:
+    """The file that ``path``'s ``key`` (``base`` or ``cpu``) names, read with its own links."""
+    if key not in data:
+        return None
+    value = data.pop(key)
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: {key}: expected a string (a path relative to this file), "
+                          f"got {_type_name(value)} {value!r}")
+    target = path.parent / value
+    if not target.is_file():
+        raise ConfigError(f"{path}: {key} = {value!r}: no such config file ({target})")
+    return read_file(target, chain)
+
+
+def read_file(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Reads a config file into a nested dict, with its ``base`` chain merged in and its CPU
+    overlay (a ``cpu`` file, an ``[on_cpu]`` table or both) as the ``[on_cpu]`` table.
+
+    A cycle of ``base``/``cpu`` links is refused with one line naming the files.
+    """
+    path = Path(path)
+    chain = (*_chain, path)
+    if any(path.resolve() == p.resolve() for p in _chain):
+        raise ConfigError(f"{chain[0]}: the {BASE_KEY}/{CPU_KEY} links form a cycle: "
+                          + " -> ".join(str(p) for p in chain))
+    data = _parse(path)
+    base = _linked(path, data, BASE_KEY, chain) or {}
+    overlay = _linked(path, data, CPU_KEY, chain)
+    if CPU_TABLE in data and not isinstance(data[CPU_TABLE], Mapping):
+        raise ConfigError(f"{path}: {CPU_TABLE}: expected a table of overrides")
+    if overlay is not None and CPU_TABLE in overlay:
+        raise ConfigError(f"{path}: {CPU_KEY}: a CPU overlay cannot have a CPU overlay itself")
+    result = merge(base, data)  # the [on_cpu] tables merge like any table
+    if overlay is not None:  # a file's own cpu file replaces the one its base named
+        result[CPU_TABLE] = merge(overlay, data.get(CPU_TABLE, {}))
+    return result
 
 
 def save_json(obj: Any, path: str | os.PathLike) -> Path:
@@ -323,8 +383,6 @@ class Config:
         n, mb = self.train.num_envs, self.ppo.minibatches
         _check(n % mb == 0, f"train.num_envs ({n}) must be divisible by ppo.minibatches ({mb}): "
                "minibatches split whole environments")
-        _check(self.network.obs_layout == "chw",
-               "network.obs_layout must be 'chw': the pool emits [stack * C, H, W] frames")
         h, w = self.env.img_height, self.env.img_width
         for k, s in zip(self.network.conv_kernels, self.network.conv_strides, strict=True):
             h, w = (h - k) // s + 1, (w - k) // s + 1

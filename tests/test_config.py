@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from jax_reset import config as cfg
+from jax_reset.demos.roms import GAMES as GAME_TABLE
+from jax_reset.envs.config import EnvConfig
+from jax_reset.ppo.config import PPOConfig
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = sorted((REPO / "configs").glob("*.toml"))
+PRESET_PARTS = ("base", "cpu")  # linked by the game files, not jobs by themselves
+CONFIGS = sorted(p for p in (REPO / "configs").glob("*.toml") if p.stem not in PRESET_PARTS)
 GAMES = ("Pong", "MontezumaRevenge", "PrivateEye", "Pitfall", "Gravitar")
 
 
@@ -39,6 +48,155 @@ def test_every_game_has_a_config_with_the_reference_values() -> None:
         assert small.train.num_envs < c.train.num_envs
         assert small.network.conv_channels != c.network.conv_channels
         assert small.ppo == c.ppo  # the CPU variant shrinks sizes, not the algorithm
+
+
+# What configs/pong.toml resolved to at full size before the presets were split into base, game
+# and CPU overlay (captured from main at ce8e70c; network.obs_layout has been removed since).
+PONG_FULL: dict[str, Any] = {
+    "curriculum": {"decision_interval": 1024, "fallback_frames": 100, "max_frames_per_step": 2.0,
+                   "spread": 320, "start_at": None, "success_threshold": 0.2},
+    "demo": {"allowed_lag_frames": 50, "demo_path": "demos/Pong.npz", "dense_stride": 16,
+             "entropy_boost_frames": 100, "extra_frames_log_max": 7.0,
+             "p_start_at_starting_point": 0.8, "rom_path": None},
+    "env": {"autoreset": "same_step", "episodic_life": False, "fire_reset": None, "frame_skip": 4,
+            "gray_scale": False, "img_height": 105, "img_width": 80, "inter_area_resize": True,
+            "max_episode_steps": 27000, "max_pool": True, "noop_max": 1,
+            "repeat_action_probability": 0.0, "reward_clip": True, "stack_num": 4},
+    "network": {"compute_dtype": "float32", "conv_channels": [64, 128, 128],
+                "conv_kernels": [8, 4, 3], "conv_strides": [4, 2, 1], "core": "lstm",
+                "core_size": 800, "dense_size": 800},
+    "ppo": {"adam_eps": 1e-06, "burn_in_steps": 64, "clip": 0.1, "ent_coef": 0.0001, "epochs": 4,
+            "gae_lambda": 0.95, "gamma": 0.999, "l2_coef": 1e-07, "learning_rate": 0.0001,
+            "max_grad_norm": None, "minibatches": 1, "rollout_steps": 128, "vf_coef": 0.5},
+    "train": {"checkpoint_every": 100, "keep_last": 3, "log_every": 1, "num_envs": 128,
+              "overlap": True, "progress": True, "seed": 0, "total_updates": 100000,
+              "warmup_steps": 128, "workers": 16},
+}
+# What the old [on_cpu] table of every game file changed (same capture).
+CPU_CHANGES = {
+    "env.img_height": 64, "env.img_width": 48, "env.gray_scale": True,
+    "network.conv_channels": [16, 32, 32], "network.dense_size": 256, "network.core_size": 128,
+    "train.num_envs": 8, "train.workers": 2, "train.checkpoint_every": 20,
+    "train.warmup_steps": 32, "curriculum.decision_interval": 256,
+}
+
+
+def changed(data: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``data`` with dotted keys set (independent of the loader under test)."""
+    out = copy.deepcopy(data)
+    for key, value in changes.items():
+        section, name = key.split(".")
+        out[section][name] = value
+    return out
+
+
+@pytest.mark.parametrize("stem,game", [
+    ("pong", "Pong"), ("montezuma_revenge", "MontezumaRevenge"), ("pitfall", "Pitfall"),
+    ("private_eye", "PrivateEye"), ("gravitar", "Gravitar"),
+])
+@pytest.mark.parametrize("on_cpu", [False, True])
+def test_presets_resolve_to_the_values_of_the_single_file_configs(stem: str, game: str,
+                                                                  on_cpu: bool) -> None:
+    expected = changed(PONG_FULL, {"demo.demo_path": f"demos/{game}.npz"}
+                       | (CPU_CHANGES if on_cpu else {}))
+    got = cfg.to_dict(cfg.load(REPO / "configs" / f"{stem}.toml", on_cpu=on_cpu))
+    # As saved in config.json: the same text, so also the same types (64, not 64.0).
+    assert json.dumps(got, sort_keys=True) == json.dumps(expected, sort_keys=True)
+
+
+def test_game_files_hold_only_what_differs_from_base() -> None:
+    for path in CONFIGS:
+        if path.stem == "smoke":
+            continue
+        raw = cfg._parse(path)
+        assert raw["base"] == "base.toml", path
+        assert set(raw) <= {"base", "demo", "train"} and set(raw["demo"]) <= {"demo_path"}, path
+        # The trainer prints its CPU note when the resolved file has an overlay.
+        assert cfg.CPU_TABLE in cfg.read_file(path)
+    assert cfg.CPU_TABLE not in cfg.read_file(REPO / "configs" / "smoke.toml")
+
+
+def test_minibatches_default_is_the_references_full_batch(tmp_path: Path) -> None:
+    assert PPOConfig().minibatches == 1
+    assert cfg.load(write(tmp_path, MINIMAL)).ppo.minibatches == 1
+
+
+def test_fire_reset_comes_from_the_game_table() -> None:
+    assert [g for g, info in GAME_TABLE.items() if info.fire_reset] == ["Pong"]
+    for game in GAME_TABLE:
+        assert EnvConfig().uses_fire_reset(game) == (game == "Pong")
+        assert EnvConfig(fire_reset=True).uses_fire_reset(game)
+    assert not EnvConfig(fire_reset=False).uses_fire_reset("Pong")
+    assert not EnvConfig().uses_fire_reset("Breakout")  # not a demo game: no rule, no FIRE
+
+
+def test_reading_a_config_does_not_import_jax() -> None:
+    """The pool's spawned workers re-import the trainer's imports: JAX there costs each ~150 MB."""
+    code = ("import sys, jax_reset.config, jax_reset.networks; "
+            "print(sorted(m for m in ('jax', 'flax') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
+
+
+def write_files(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_base_chains_merge_table_by_table_relative_to_each_file(tmp_path: Path) -> None:
+    write_files(tmp_path, {
+        "presets/root.toml": '[train]\nnum_envs = 64\nworkers = 4\n[ppo]\nepochs = 2\n',
+        "presets/mid.toml": 'base = "root.toml"\n[train]\nworkers = 8\n',
+        "jobs/game.toml": 'base = "../presets/mid.toml"\n' + MINIMAL + '[ppo]\nclip = 0.2\n',
+    })
+    c = cfg.load(tmp_path / "jobs" / "game.toml")
+    assert (c.train.num_envs, c.train.workers) == (64, 8)
+    assert (c.ppo.epochs, c.ppo.clip) == (2, 0.2)
+    assert c.demo.demo_path == "demos/Pong.npz"
+
+
+def test_cpu_overlay_is_inherited_replaced_and_refined(tmp_path: Path) -> None:
+    write_files(tmp_path, {
+        "base.toml": 'cpu = "cpu.toml"\n[train]\nnum_envs = 64\n',
+        "cpu.toml": '[train]\nnum_envs = 8\nworkers = 1\n',
+        "small.toml": '[train]\nnum_envs = 4\n',
+        "inherits.toml": 'base = "base.toml"\n' + MINIMAL,
+        "refines.toml": 'base = "base.toml"\n' + MINIMAL + '[on_cpu]\ntrain.workers = 2\n',
+        "replaces.toml": 'base = "base.toml"\ncpu = "small.toml"\n' + MINIMAL,
+    })
+    sizes = {name: (cfg.load(tmp_path / f"{name}.toml").train.num_envs,
+                    cfg.load(tmp_path / f"{name}.toml", on_cpu=True).train.num_envs,
+                    cfg.load(tmp_path / f"{name}.toml", on_cpu=True).train.workers)
+             for name in ("inherits", "refines", "replaces")}
+    assert sizes == {"inherits": (64, 8, 1), "refines": (64, 8, 2), "replaces": (64, 4, 2)}
+    # The command line still comes last.
+    assert cfg.load(tmp_path / "inherits.toml", ["train.num_envs=16"], on_cpu=True
+                    ).train.num_envs == 16
+
+
+@pytest.mark.parametrize("files,message", [
+    ({"c.toml": 'base = "c.toml"\n' + MINIMAL}, "links form a cycle: {d}/c.toml -> {d}/c.toml"),
+    ({"c.toml": 'base = "b.toml"\n' + MINIMAL, "b.toml": 'base = "c.toml"\n'},
+     "links form a cycle: {d}/c.toml -> {d}/b.toml -> {d}/c.toml"),
+    ({"c.toml": 'cpu = "b.toml"\n' + MINIMAL, "b.toml": 'base = "c.toml"\n'},
+     "links form a cycle"),
+    ({"c.toml": 'base = "nope.toml"\n' + MINIMAL}, "base = 'nope.toml': no such config file"),
+    ({"c.toml": 'base = 3\n' + MINIMAL}, "base: expected a string (a path relative to this"),
+    ({"c.toml": 'cpu = "b.toml"\n' + MINIMAL, "b.toml": '[on_cpu]\ntrain.workers = 1\n'},
+     "cpu: a CPU overlay cannot have a CPU overlay itself"),
+    ({"c.toml": 'cpu = "b.toml"\n' + MINIMAL, "b.toml": '[train]\nworkrs = 1\n'},
+     "[on_cpu] unknown key 'train.workrs'"),
+    ({"c.toml": 'base = "b.toml"\n' + MINIMAL, "b.toml": '[ppo\n'}, "b.toml: not valid TOML"),
+    ({"c.toml": 'bse = "b.toml"\n' + MINIMAL}, "unknown key 'bse'"),
+])
+def test_link_errors_are_one_line(tmp_path: Path, files: dict[str, str], message: str) -> None:
+    write_files(tmp_path, files)
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.load(tmp_path / "c.toml")  # on a GPU machine too: the overlay is always checked
+    text = str(err.value)
+    assert message.format(d=tmp_path) in text and "\n" not in text
 
 
 def test_overrides_are_typed_as_toml_values(tmp_path: Path) -> None:

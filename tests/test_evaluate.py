@@ -17,8 +17,8 @@ from jax_reset.evaluate import (
     protocol_env_config,
     run_protocol,
 )
+from jax_reset.networks import NetworkConfig
 from jax_reset.plot import PlotError, plot_run
-from jax_reset.ppo.config import NetworkConfig
 from jax_reset.video import record_episode
 
 # Small frames and a small network: a Pong game is ~1,000 agent steps of inference on the CPU.

@@ -1,4 +1,4 @@
-"""The actor-critic: layouts, logit scaling, recurrent resets, scan == step-by-step, warm-up."""
+"""The actor-critic: shapes, logit scaling, recurrent resets, scan == step-by-step, warm-up."""
 
 import functools
 
@@ -17,8 +17,7 @@ A = 5
 def build(core="lstm", **kw):
     cfg = tiny_network_config(core, **kw)
     net = make_network(cfg, A)
-    obs_shape = TINY_OBS_SHAPE if cfg.obs_layout == "chw" else np.roll(TINY_OBS_SHAPE, -1)
-    params = init_params(net, jax.random.key(0), tuple(obs_shape))
+    params = init_params(net, jax.random.key(0), TINY_OBS_SHAPE)
     return cfg, net, params
 
 
@@ -46,19 +45,6 @@ def test_shapes_and_dtypes(core):
     assert value.shape == (t, b) and value.dtype == jnp.float32
     assert jax.tree.map(jnp.shape, carry) == jax.tree.map(jnp.shape, init_carry(cfg, b))
     assert np.all(np.isfinite(logits)) and np.all(np.isfinite(value))
-
-
-def test_hwc_layout_gives_the_same_outputs():
-    cfg, net, params = build("gru")
-    _, net_hwc, _ = build("gru", obs_layout="hwc")
-    rng = np.random.default_rng(1)
-    obs = rand_obs(rng, 2, 3)
-    f = np.zeros((2, 3), bool)
-    c = init_carry(cfg, 3)
-    _, lg1, v1 = jitted_apply(net)(params, obs, f, f, c)
-    _, lg2, v2 = jitted_apply(net_hwc)(params, np.moveaxis(obs, 2, -1), f, f, c)
-    np.testing.assert_allclose(lg1, lg2, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-6)
 
 
 def test_entropy_boost_halves_and_evaluation_doubles_the_logits():
@@ -153,7 +139,7 @@ def test_warm_up_equals_stepping_the_valid_observations(core):
 
 def test_forward_flops_of_the_reference_network():
     """~110 MFLOP per 105x80x12 sample for the reference (cpu-costs.md)."""
-    from jax_reset.ppo.config import NetworkConfig
+    from jax_reset.networks import NetworkConfig
 
     flops = forward_flops(NetworkConfig(), (12, 105, 80), 18)
     assert 90e6 < flops < 130e6

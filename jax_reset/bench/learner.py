@@ -142,8 +142,8 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
     from jax_reset.mesh import make_data_mesh
-    from jax_reset.networks import forward_flops
-    from jax_reset.ppo.config import NetworkConfig, PPOConfig
+    from jax_reset.networks import NetworkConfig, forward_flops
+    from jax_reset.ppo.config import PPOConfig
     from jax_reset.ppo.data import shard_batch
     from jax_reset.ppo.synthetic import random_batch
     from jax_reset.ppo.update import create_train_state, make_update

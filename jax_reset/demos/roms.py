@@ -34,21 +34,26 @@ class GameInfo:
       rom_id: ale-py's ROM id.
       recorded_md5: md5 of the ROM the 2018 demo was recorded on.
       patch_md5_to_shipped: write the shipped ROM's md5 into converted states (exact, measured).
+      fire_reset: the reference's FIRE-on-reset rule: plain resets (from the game's start, not
+        from a demo state) end with one FIRE frame. ``EnvConfig.fire_reset`` overrides it.
     """
 
     game: str
     rom_id: str
     recorded_md5: str
     patch_md5_to_shipped: bool = False
+    fire_reset: bool = False
 
 
+# A new demo game needs one row here (and its converted demo), no code.
 GAMES: dict[str, GameInfo] = {
     g.game: g
     for g in (
         GameInfo("MontezumaRevenge", "montezuma_revenge", "3347a6dd59049b15a38394aa2dafa585"),
-        GameInfo("Pong", "pong", "60e0ea3cbe0913d39803477945e9e5ec"),
+        GameInfo("Pong", "pong", "60e0ea3cbe0913d39803477945e9e5ec", fire_reset=True),
         GameInfo("PrivateEye", "private_eye", "ef3a4f64b6494ba770862768caf04b86"),
-        GameInfo("Pitfall", "pitfall", "f73d2d0eff548e8fc66996f27acf2b4b", True),
+        GameInfo("Pitfall", "pitfall", "f73d2d0eff548e8fc66996f27acf2b4b",
+                 patch_md5_to_shipped=True),
         GameInfo("Gravitar", "gravitar", "4767356fa0ed3ebe21437b4473d4ee28"),
     )
 }

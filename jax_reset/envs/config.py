@@ -9,6 +9,8 @@ import dataclasses
 import re
 from typing import Literal
 
+from jax_reset.demos.roms import GAMES
+
 AutoReset = Literal["same_step", "next_step"]
 
 
@@ -52,8 +54,8 @@ class EnvConfig:
     restores replay demo actions through the same emulator."""
     fire_reset: bool | None = None
     """Plain resets only: the last reset NOOP frame is replaced by one FIRE frame (EnvPool's
-    `use_fire_reset`; ignored when the game has no FIRE). None: the reference's choice, True
-    for Pong only."""
+    `use_fire_reset`; ignored when the game has no FIRE). None: the reference's choice, from
+    the game table (`jax_reset.demos.roms.GAMES`: True for Pong only)."""
     max_episode_steps: int = 27_000
     """Agent steps since the last `reset_game()` after which the episode is cut (EnvPool's
     truncation; 27,000 agent steps = 30 minutes of play)."""
@@ -84,7 +86,11 @@ class EnvConfig:
         return (self.stack_num * self.channels, self.img_height, self.img_width)
 
     def uses_fire_reset(self, game: str) -> bool:
-        return self.fire_reset if self.fire_reset is not None else game == "Pong"
+        """`fire_reset`, else the game table's rule (`jax_reset.demos.roms.GAMES`; False for a
+        game it does not list)."""
+        if self.fire_reset is not None:
+            return self.fire_reset
+        return GAMES[game].fire_reset if game in GAMES else False
 
     def envpool_kwargs(self, game: str) -> dict:
         """Keyword arguments of ``envpool.make(f"{game}-v5", ...)`` for the same pipeline.

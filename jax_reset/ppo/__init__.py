@@ -1,9 +1,9 @@
 """PPO with scan-based recurrent burn-in, data-parallel over a device mesh.
 
-Public API (import from the submodules; this package imports nothing eagerly so that
-``jax_reset.networks`` can depend on ``jax_reset.ppo.config`` without a cycle):
+Public API (import from the submodules; this package imports nothing eagerly, so reading a
+config does not import JAX):
 
-- ``config``:  ``NetworkConfig``, ``PPOConfig`` (frozen, reference defaults).
+- ``config``:  ``PPOConfig`` (frozen, reference defaults).
 - ``update``:  ``create_train_state(net_cfg, ppo_cfg, obs_shape, num_actions, rng)
                -> (network, TrainState)``; ``make_update(network, ppo_cfg, mesh)
                -> update(state, batch) -> (state, metrics)``; ``TrainState``.
@@ -18,6 +18,7 @@ Public API (import from the submodules; this package imports nothing eagerly so 
 - ``gae``, ``losses``: the pure math (``gae``, ``ppo_loss``, ``normalize_advantages``, ...).
 - ``synthetic``: tiny configs and random batches for tests and benchmarks.
 
-``jax_reset.networks``: ``make_network``, ``init_carry``, ``init_params``, ``forward_flops``.
+``jax_reset.networks``: ``NetworkConfig``, ``make_network``, ``init_carry``, ``init_params``,
+``forward_flops``.
 ``jax_reset.mesh``: ``make_data_mesh``.
 """

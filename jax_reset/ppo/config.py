@@ -1,57 +1,13 @@
-"""Frozen configuration of the learner: the network's shape and PPO's hyper-parameters.
+"""PPO's hyper-parameters: the ``[ppo]`` section of a run config, owned by the learner.
 
-Defaults are the reference's (``docs/algorithm.md``, sections PPO and Network). Both
-classes are frozen (hashable), so they can be closed over by jitted functions and stored with a
-checkpoint; derive variants with ``dataclasses.replace``.
+Defaults are the reference's (``docs/algorithm.md``, section PPO). Frozen (hashable), so it can
+be closed over by jitted functions and stored with a checkpoint; derive variants with
+``dataclasses.replace``. The network's shape is ``jax_reset.networks.NetworkConfig``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
-
-CoreKind = Literal["lstm", "gru", "none"]
-DType = Literal["float32", "bfloat16"]
-ObsLayout = Literal["chw", "hwc"]
-
-
-@dataclasses.dataclass(frozen=True)
-class NetworkConfig:
-    """Shape of the recurrent actor-critic (``jax_reset.networks.ActorCritic``)."""
-
-    # Output channels of the three convolutions (ReLU, VALID padding, orthogonal init).
-    conv_channels: tuple[int, ...] = (64, 128, 128)
-    # Square kernel size of each convolution (8x8, 4x4, 3x3 in the reference).
-    conv_kernels: tuple[int, ...] = (8, 4, 3)
-    # Stride of each convolution.
-    conv_strides: tuple[int, ...] = (4, 2, 1)
-    # Width of the dense layer after the torso (followed by a parameter-free layer norm, ReLU).
-    dense_size: int = 800
-    # Recurrent core: "lstm" (the design card's choice), "gru" (the 2018 reference) or "none"
-    # (the feed-forward variant: no recurrent state at all).
-    core: CoreKind = "lstm"
-    # Units of the recurrent core.
-    core_size: int = 800
-    # Compute dtype of the convolutions and the dense layer. Parameters, layer norm, the core and
-    # the heads always stay float32 (bf16 is only a speed knob for the conv-heavy torso).
-    compute_dtype: DType = "float32"
-    # Layout of an observation: "chw" = [..., C, H, W] as EnvPool and our pool emit them
-    # (stack*colour channels first, e.g. [12, 105, 80]); "hwc" = [..., H, W, C].
-    obs_layout: ObsLayout = "chw"
-
-    def __post_init__(self) -> None:
-        n = len(self.conv_channels)
-        if not (len(self.conv_kernels) == len(self.conv_strides) == n):
-            raise ValueError(
-                f"conv_channels, conv_kernels and conv_strides must have the same length, got "
-                f"{self.conv_channels}, {self.conv_kernels}, {self.conv_strides}"
-            )
-        if self.core not in ("lstm", "gru", "none"):
-            raise ValueError(f"core must be 'lstm', 'gru' or 'none', got {self.core!r}")
-        if self.compute_dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype}")
-        if self.obs_layout not in ("chw", "hwc"):
-            raise ValueError(f"obs_layout must be 'chw' or 'hwc', got {self.obs_layout!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +36,8 @@ class PPOConfig:
     epochs: int = 4
     # Minibatches per epoch, split along the (global) environment axis: minibatch m holds the
     # environments whose global index is = m (mod minibatches). The number of environments must
-    # be divisible by minibatches * number of devices.
-    minibatches: int = 4
+    # be divisible by minibatches * number of devices. The reference trains on the full batch.
+    minibatches: int = 1
     # New agent steps per environment per update (the rollout).
     rollout_steps: int = 128
     # Steps before the rollout that every epoch re-runs to rebuild the recurrent state under the

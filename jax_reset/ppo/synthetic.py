@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from jax_reset.networks import init_carry
-from jax_reset.ppo.config import NetworkConfig, PPOConfig
+from jax_reset.networks import NetworkConfig, init_carry
+from jax_reset.ppo.config import PPOConfig
 from jax_reset.ppo.data import TrainBatch, Transition
 
 #: Small channel-first frames that still fit the reference's 8/4, 4/2, 3/1 kernels (-> 1x1).

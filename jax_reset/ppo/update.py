@@ -36,8 +36,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jax_reset.networks import ActorCritic, init_params, make_network
-from jax_reset.ppo.config import NetworkConfig, PPOConfig
+from jax_reset.networks import ActorCritic, NetworkConfig, init_params, make_network
+from jax_reset.ppo.config import PPOConfig
 from jax_reset.ppo.data import DATA_AXIS, TrainBatch, shard_batch
 from jax_reset.ppo.gae import gae
 from jax_reset.ppo.losses import l2_penalty, normalize_advantages, ppo_loss

@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jax_reset.ppo.config import NetworkConfig
+from jax_reset.networks.config import NetworkConfig
 
 # LSTM: (c, h), each [B, H]; GRU: h [B, H]; feed-forward: () (no state at all).
 Carry = Any
@@ -56,10 +56,9 @@ class Torso(nn.Module):
     def __call__(self, obs: jax.Array) -> jax.Array:
         cfg = self.config
         dtype = _dtype(cfg.compute_dtype)
-        x = obs
-        if cfg.obs_layout == "chw":
-            # Transpose the uint8 frames (1 byte/element) rather than the scaled floats.
-            x = jnp.moveaxis(x, -3, -1)
+        # [N, C, H, W] as the pool emits them -> [N, H, W, C] for the convolutions: transpose the
+        # uint8 frames (1 byte/element) rather than the scaled floats.
+        x = jnp.moveaxis(obs, -3, -1)
         x = x.astype(dtype) * jnp.asarray(1.0 / 255.0, dtype)
         for c, k, s in zip(cfg.conv_channels, cfg.conv_kernels, cfg.conv_strides, strict=True):
             x = nn.Conv(
@@ -125,7 +124,7 @@ class ActorCritic(nn.Module):
     Call: ``apply({"params": p}, obs, episode_start, entropy_boost, carry, start_carry, evaluate)``
 
     Args:
-      obs: ``[T, B, *obs_shape]`` uint8 (``obs_shape`` = (C, H, W) for layout "chw").
+      obs: ``[T, B, *obs_shape]`` uint8, ``obs_shape`` = (C, H, W), stacked frames first.
       episode_start: ``[T, B]`` bool, obs[t] is the first observation of an episode: the state
         is reset (to ``start_carry[t]``, else zeros) before processing it.
       entropy_boost: ``[T, B]`` bool, halve the logits at this step (higher entropy), as the
@@ -210,27 +209,13 @@ def init_params(network: ActorCritic, rng: jax.Array, obs_shape: Sequence[int]) 
     return network.init(rng, obs, flags, flags, carry)["params"]
 
 
-def conv_output_hw(config: NetworkConfig, obs_shape: Sequence[int]) -> tuple[int, int, int]:
-    """(H, W, C) of the last convolution's output for one observation of ``obs_shape``."""
-    if config.obs_layout == "chw":
-        _, h, w = obs_shape
-    else:
-        h, w, _ = obs_shape
-    for k, s in zip(config.conv_kernels, config.conv_strides, strict=True):
-        h, w = (h - k) // s + 1, (w - k) // s + 1
-    return h, w, config.conv_channels[-1]
-
-
 def forward_flops(config: NetworkConfig, obs_shape: Sequence[int], num_actions: int) -> int:
     """Analytic forward FLOPs per sample (2 per multiply-add; convs, dense, core, heads).
 
-    Element-wise work (ReLU, norm, gates) is ignored: it is well under 1% at reference size.
-    Forward + backward is about 3x this.
+    ``obs_shape`` is (C, H, W). Element-wise work (ReLU, norm, gates) is ignored: it is well
+    under 1% at reference size. Forward + backward is about 3x this.
     """
-    if config.obs_layout == "chw":
-        c, h, w = obs_shape
-    else:
-        h, w, c = obs_shape
+    c, h, w = obs_shape
     flops = 0
     for out_c, k, s in zip(
         config.conv_channels, config.conv_kernels, config.conv_strides, strict=True
