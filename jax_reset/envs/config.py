@@ -107,7 +107,7 @@ class EnvConfig:
 @dataclasses.dataclass(frozen=True)
 class DemoResetConfig:
     """Episodes restarted from the states of one demo, with the reference's per-frame rules
-    (`../shared/notes/algorithm.md`, "Starting an episode" and "Ending an episode")."""
+    (`docs/algorithm.md`, "Starting an episode" and "Ending an episode")."""
 
     demo_path: str
     """A `demos/<Game>.npz` file; every worker loads it itself."""
