@@ -198,8 +198,9 @@ class AtariPool:
         self, env_ids: Sequence[int] | np.ndarray | None, starting_points: np.ndarray
     ) -> None:
         """Curriculum starting points sp (frames) used from the next reset of each env: the start
-        frame is sp with probability p, else uniform in [sp, T); `entropy_boost` is on while
-        frame < sp + 100. Takes effect at the next reset, including the automatic one."""
+        frame is sp with probability p, else uniform in [sp, T); takes effect at the next reset,
+        including the automatic one. `entropy_boost` follows the new sp from the next step on
+        (a step is boosted while its first frame is < sp + 100), as in the reference."""
         ids = self._check_idle(env_ids)
         self._views["starting_point"][ids] = self._demo_frames(starting_points, "starting points")
 

@@ -4,7 +4,7 @@ Rules (`docs/algorithm.md`, "Ending an episode"), checked after every emulator f
 worker through `frame_rules`: a life loss ends the episode; once the score reaches the demo's
 final score R[T-1], a budget of extra frames counts down and its end cuts the episode; below
 that score, reaching frame f > lag with a score below R[min(T-1, f - lag)] ends it (lagging the
-demo by more than `lag` frames).
+demo by more than `lag` frames). The entropy boost is a per-frame rule too (`entropy_boost`).
 
 Adding an end rule: a member of `EndReason` (with `is_done` / `is_cut`) and its check here.
 """
@@ -78,7 +78,13 @@ def frame_rules(returns: Sequence[float], allowed_lag_frames: int) -> FrameRules
 
 
 def entropy_boost(frame: int, starting_point: int, boost_frames: int) -> bool:
-    """Whether the policy's logits are halved on the observation at `frame`: frame < sp + 100."""
+    """The per-frame entropy-boost rule: frame < sp + boost_frames (frame: the index reached by
+    an emulated frame; sp: the env's current starting point).
+
+    The reference (`ReplayResetEnv.step` in atari_reset/wrappers.py) applies it after every
+    emulator frame and ORs it over the skip, so an agent step's flag is the rule at its *first*
+    frame. An episode's first observation, which no agent step produced, takes it at its start
+    frame."""
     return frame < starting_point + boost_frames
 
 

@@ -186,6 +186,11 @@ class Worker:
         score = e.score
         lives_before = e.lives
         extra = e.extra
+        # Per frame, ORed over the skip (rules.entropy_boost): the flag of the step's first
+        # frame, frame + 1, with the env's current starting point.
+        boost = rules is not None and entropy_boost(
+            frame + 1, int(v["starting_point"][i]), self.boost_frames
+        )
         k = 0
         for k in range(skip):
             # act None: the demo's own action of this frame (NOOP past its end).
@@ -211,7 +216,6 @@ class Worker:
         e.score = score
         e.extra = extra
         e.elapsed += 1
-        boost = rules is not None and entropy_boost(frame, e.sp, self.boost_frames)
         if rules is not None:
             e.lives = lives_before
         else:
