@@ -122,16 +122,31 @@ def test_life_loss_ends_episode_and_next_start_frame_is_used(pool) -> None:
     np.testing.assert_array_equal(fresh.obs, out.obs)
 
 
-def test_entropy_boost_for_100_frames_after_the_starting_point(pool) -> None:
-    sp = 7000
-    out = pool.restore([3], [sp], starting_points=[sp])
-    flags = [bool(out.entropy_boost[0])]
-    for _ in range(30):
-        out = pool.step(np.array([PLAY_DEMO]), [3])
-        assert not out.ended[0]
-        flags.append(bool(out.entropy_boost[0]))
-    # frame = sp + 4 k: boosted while 4 k < 100
-    assert flags == [4 * k < 100 for k in range(31)]
+def test_entropy_boost_is_the_first_frame_of_the_step_with_the_current_starting_point() -> None:
+    """The 2018 wrapper (atari_reset/wrappers.py, ReplayResetEnv.step) sets the flag after every
+    emulator frame whose index is below sp + 100, with the env's current sp, and the frame skip
+    ORs it over the step's frames: a step is boosted when its first frame is below sp + 100."""
+    sp = 3000  # Pong: the demo's score stays below its final 5 here (no cut), no lives to lose
+    with AtariPool(None, 1, 1, demo=DemoResetConfig("demos/Pong.npz"), seed=0) as pool:
+        out = pool.restore([0], [sp], starting_points=[sp])
+        flags = [bool(out.entropy_boost[0])]  # the start frame itself: sp < sp + 100
+        for _ in range(30):
+            out = pool.step(np.array([PLAY_DEMO]))
+            assert not out.ended[0]
+            flags.append(bool(out.entropy_boost[0]))
+        # Step k runs frames sp + 4k - 3 .. sp + 4k: its first frame is below sp + 100 up to
+        # k = 25, which ends at frame sp + 100 itself (the last frame's rule would say no).
+        assert flags == [4 * k - 3 < 100 for k in range(31)]
+        assert flags[25] and not flags[26]
+        # The curriculum moves sp mid-episode: the next step's flag follows the new sp at once.
+        out = pool.restore([0], [sp], starting_points=[sp])
+        for _ in range(5):
+            assert pool.step(np.array([PLAY_DEMO])).entropy_boost[0]  # first frames < sp + 20
+        pool.set_starting_points([0], [sp - 100])
+        out = pool.step(np.array([PLAY_DEMO]))  # first frame sp + 21 >= (sp - 100) + 100
+        assert not out.entropy_boost[0] and not out.episode_start[0]
+        pool.set_starting_points([0], [sp])
+        assert pool.step(np.array([PLAY_DEMO])).entropy_boost[0]  # sp + 25 < sp + 100
 
 
 def test_restore_cost_is_a_few_milliseconds(pool) -> None:

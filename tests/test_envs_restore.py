@@ -12,7 +12,7 @@ import pytest
 from jax_reset import demos
 from jax_reset.envs import AtariPool, DemoResetConfig, EnvConfig, demo_observations, preprocess
 from jax_reset.envs.demo_obs import DemoRenderer, DemoReplay, make_scratch, restore_stack
-from jax_reset.envs.worker import build_state_chunk
+from jax_reset.envs.demo_states import build_state_chunk
 
 GRAVITAR_MD5 = "4767356fa0ed3ebe21437b4473d4ee28"  # the ROM the Gravitar demo was recorded on
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ SHM = Path("/dev/shm")
 def _segments(pool: AtariPool) -> list[str]:
     """The pool's shared-memory segments. (Checked by name: other processes on this machine
     may create and remove segments of their own meanwhile.)"""
-    return [s.name for s in (pool._shm, pool._states_shm) if s is not None]
+    return [s.name for s in pool._segments]
 
 
 def _leaked(names: list[str]) -> list[str]:
@@ -64,10 +65,29 @@ def test_async_halves_match_sync_steps() -> None:
     assert names and not _leaked(names)
 
 
+def test_pool_step_arrays_follow_the_contract() -> None:
+    """Every PoolStep array has the dtype and per-env shape its declaration gives, for all envs
+    and for a subset of them (the two copy paths of recv)."""
+    from jax_reset.envs.contract import OUTPUT_FIELDS, PoolStep
+
+    cfg = EnvConfig(img_height=42, img_width=32, gray_scale=True, stack_num=2)
+    names = [f.name for f in dataclasses.fields(PoolStep)]
+    assert names == ["env_ids", *OUTPUT_FIELDS]
+    with AtariPool("Pong", 3, 2, config=cfg) as pool:
+        outs = [pool.reset(), pool.step(np.zeros(2, np.int32), [2, 0])]
+    for out, ids in zip(outs, [[0, 1, 2], [2, 0]], strict=True):
+        np.testing.assert_array_equal(out.env_ids, ids)
+        for name, field in OUTPUT_FIELDS.items():
+            arr = getattr(out, name)
+            assert arr.dtype == np.dtype(field.dtype), name
+            assert arr.shape == field.shape(len(ids), (2, 42, 32)), name
+        assert out.obs.any()  # a real screen, not the zeroed segment
+
+
 def test_killed_worker_is_an_error_within_a_second() -> None:
     pool = AtariPool("Pong", 4, 2)
     names = _segments(pool)
-    pids = [p.pid for p in pool._procs]
+    pids = [p.pid for p in pool._workers.procs]
     pool.reset()
     os.kill(pids[1], signal.SIGKILL)
     t0 = time.monotonic()
@@ -84,7 +104,7 @@ def test_killed_worker_is_an_error_within_a_second() -> None:
 def test_worker_exception_is_reported_with_its_traceback() -> None:
     pool = AtariPool("Pong", 2, 2)
     names = _segments(pool)
-    pids = [p.pid for p in pool._procs]
+    pids = [p.pid for p in pool._workers.procs]
     pool._dispatch(ord("?"), np.array([0], np.int32))  # an opcode the worker does not know
     t0 = time.monotonic()
     with pytest.raises(PoolError, match=r"(?s)worker 0 raised.*unknown command opcode"):
@@ -96,7 +116,7 @@ def test_worker_exception_is_reported_with_its_traceback() -> None:
 
 def test_close_and_exceptions_stop_workers_and_free_memory() -> None:
     with pytest.raises(KeyboardInterrupt), AtariPool("Pong", 2, 2) as pool:
-        pids = [p.pid for p in pool._procs]
+        pids = [p.pid for p in pool._workers.procs]
         names = _segments(pool)
         pool.reset()
         raise KeyboardInterrupt
@@ -112,7 +132,7 @@ def test_ctrl_c_in_a_real_process_leaves_nothing_behind(tmp_path: Path) -> None:
         from jax_reset.envs import AtariPool
         if __name__ == "__main__":
             with AtariPool("Pong", 2, 2) as pool:
-                print(pool._shm.name, *[p.pid for p in pool._procs], flush=True)
+                print(pool._segments[0].name, *[p.pid for p in pool._workers.procs], flush=True)
                 while True:
                     pool.step(np.zeros(2, np.int32))
         """

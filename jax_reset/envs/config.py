@@ -127,7 +127,9 @@ class DemoResetConfig:
     allowed_lag_frames: int = 50
     """An episode ends (done) when its score is below the demo's score this many frames ago."""
     entropy_boost_frames: int = 100
-    """`entropy_boost` while the frame index is below starting_point + this many frames."""
+    """`entropy_boost` on an agent step's observation while the index of the step's first frame
+    is below the env's current starting_point + this many frames (the reference's per-frame
+    flag, ORed over the skip)."""
     p_start_at_starting_point: float = 0.8
     """At each reset, the start frame is the env's starting point with this probability, else
     uniform in [starting_point, T)."""

@@ -3,103 +3,22 @@
 from __future__ import annotations
 
 import collections
-import contextlib
-import dataclasses
 import multiprocessing as mp
-import pickle
-import time
 import weakref
 from collections.abc import Sequence
-from multiprocessing.connection import Connection, wait
 
 import numpy as np
 
 from jax_reset.envs import shm as shm_lib
 from jax_reset.envs.config import DemoResetConfig, EnvConfig, rom_id
-from jax_reset.envs.worker import (
-    OP_BUILD_STATES,
-    OP_CLOSE,
-    OP_LOAD_STATES,
-    OP_RAM,
-    OP_RESET,
-    OP_STEP,
-    WorkerSpec,
-    worker_main,
-)
+from jax_reset.envs.contract import OUTPUT_FIELDS, PoolStep
+from jax_reset.envs.demo_states import share_dense_states
+from jax_reset.envs.procs import OP_RAM, OP_RESET, OP_STEP, PoolError, Workers
+from jax_reset.envs.worker import WorkerSpec, make_ale, worker_main
 
-_OUTPUT_FIELDS = (
-    "obs",
-    "reward",
-    "raw_reward",
-    "done",
-    "cut",
-    "game_over",
-    "end_reason",
-    "episode_start",
-    "entropy_boost",
-    "frame",
-    "step_frames",
-    "reset_frames",
-    "lives",
-    "score",
-    "ep_start_frame",
-    "ep_end_frame",
-    "ep_score",
-    "ep_as_good_as_demo",
-    "ep_starting_point",
-)
+__all__ = ["AtariPool", "PoolError", "PoolStep"]
 
-
-# Dense demo states of the last demo a pool of this process was made with: (path, source
-# hash, T, stride) -> states. A second pool on the same demo then starts without a replay.
-_STATE_CACHE: dict[tuple, list[bytes]] = {}
-
-
-class PoolError(RuntimeError):
-    """A worker died, raised, or did not answer; the pool is closed when this is raised."""
-
-
-@dataclasses.dataclass(frozen=True)
-class PoolStep:
-    """The result of one agent step (or reset) of the environments `env_ids`; arrays are [B],
-    copies owned by the caller, row b belongs to env `env_ids[b]`.
-
-    After an episode end (`done | cut`), with autoreset "same_step" (the default) `obs`,
-    `frame`, `score`, `lives` and `entropy_boost` already describe the first state of the next
-    episode (`episode_start` is True) and the `ep_*` fields describe the episode that ended;
-    with "next_step" they describe the terminal state and the following step resets.
-    """
-
-    env_ids: np.ndarray  # int32 [B]
-    obs: np.ndarray  # uint8 [B, stack * C, H, W], oldest frame first
-    reward: np.ndarray  # float32 [B]: per-frame sign-clipped sum over the skip (if reward_clip)
-    raw_reward: np.ndarray  # float32 [B]: unclipped sum over the skip
-    done: np.ndarray  # bool [B]: terminal end (game over, life loss, lag behind the demo)
-    cut: np.ndarray  # bool [B]: non-terminal end (extra frames after the demo score, time limit)
-    game_over: np.ndarray  # bool [B]: the game itself ended
-    end_reason: np.ndarray  # uint8 [B]: EndReason, 0 when the episode goes on
-    episode_start: np.ndarray  # bool [B]: obs is the first of an episode
-    entropy_boost: np.ndarray  # bool [B]: frame < starting_point + 100 (demo mode)
-    frame: np.ndarray  # int64 [B]: absolute frame index of obs (frames since the game's reset)
-    # int32 [B]: emulator frames the agent's action ran in this step: frame_skip, fewer when
-    # the episode ended inside the skip, 0 in a step that only reset (reset(), restore(), the
-    # "next_step" autoreset). The exact count of frames of experience; restores not included.
-    step_frames: np.ndarray
-    # int32 [B]: emulator frames a reset in this step ran on top (demo restore replays, noop
-    # and FIRE frames; not the frames ALE's reset_game() runs internally). Not experience.
-    reset_frames: np.ndarray
-    lives: np.ndarray  # int32 [B]
-    score: np.ndarray  # float64 [B]: running unclipped score of the current episode
-    ep_start_frame: np.ndarray  # int64 [B]: valid where done | cut
-    ep_end_frame: np.ndarray  # int64 [B]: the frame index reached
-    ep_score: np.ndarray  # float64 [B]
-    ep_as_good_as_demo: np.ndarray  # bool [B]: ep_score >= the demo's final score
-    ep_starting_point: np.ndarray  # int64 [B]: the env's curriculum starting point then
-
-    @property
-    def ended(self) -> np.ndarray:
-        """bool [B]: an episode ended in this step (its record is in the ep_* fields)."""
-        return self.done | self.cut
+_OUTPUT_NAMES = tuple(OUTPUT_FIELDS)
 
 
 class AtariPool:
@@ -143,13 +62,9 @@ class AtariPool:
         if self.num_envs < 1:
             raise ValueError("num_envs must be >= 1")
         self.num_workers = max(1, min(int(num_workers), self.num_envs))
-        self._timeout_s = timeout_s
-        self._poll_s = poll_s
         self._closed = False
-        self._procs: list = []
-        self._conns: list[Connection] = []
-        self._shm = None
-        self._states_shm = None
+        self._workers = Workers(timeout_s, poll_s)
+        self._segments: list = []  # shared memory to free at close: the pool's, demo states
         self.demo = None
         if demo is not None:
             from jax_reset import demos
@@ -170,9 +85,12 @@ class AtariPool:
             self.rom_path = str(ale_py.roms.get_rom_path(self.rom_id))
 
         layout = shm_lib.Layout.build(shm_lib.pool_fields(self.num_envs, config.obs_shape))
-        self._shm = shm_lib.create(layout)
-        self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._conns, [self._shm])
-        self._views = layout.views(self._shm.buf)
+        seg = shm_lib.create(layout)
+        self._segments.append(seg)
+        # The finalizer holds the workers and the segment list, not the pool: a pool dropped
+        # without close() still stops its workers and frees its memory.
+        self._finalizer = weakref.finalize(self, self._workers.shutdown, self._segments)
+        self._views = layout.views(seg.buf)
         self._views["next_start"][:] = -1
         bounds = np.linspace(0, self.num_envs, self.num_workers + 1).round().astype(np.int64)
         self._bounds = bounds
@@ -190,23 +108,18 @@ class AtariPool:
                     rom_path=self.rom_path,
                     config=config,
                     demo=demo,
-                    shm_name=self._shm.name,
+                    shm_name=seg.name,
                     layout=layout,
                     seed=int(seed),
                 )
-                parent_conn, child_conn = ctx.Pipe(duplex=True)
-                proc = ctx.Process(
-                    target=worker_main, args=(child_conn, spec), daemon=True, name=f"atari-{w}"
-                )
-                proc.start()
-                child_conn.close()  # so a dead worker reads as EOF here
-                self._procs.append(proc)
-                self._conns.append(parent_conn)
+                self._workers.start(ctx, worker_main, spec, name=f"atari-{w}")
             for w in range(self.num_workers):
                 self._reply(w)
-            self.num_actions = self._probe_num_actions()
+            self.num_actions = len(make_ale(self.rom_path, 0, 0.0).getMinimalActionSet())
             if self.demo is not None:
-                self.demo_states_build_s = self._build_demo_states(demo.dense_stride)
+                self.demo_states_build_s = share_dense_states(
+                    self._workers, self.demo, demo.dense_stride, self._segments
+                )
         except BaseException:
             self.close()
             raise
@@ -269,9 +182,9 @@ class AtariPool:
         self._busy[ids] = False
         v = self._views
         if len(ids) == self.num_envs:
-            out = {name: v[name].copy() for name in _OUTPUT_FIELDS}
+            out = {name: v[name].copy() for name in _OUTPUT_NAMES}
         else:
-            out = {name: v[name][ids] for name in _OUTPUT_FIELDS}
+            out = {name: v[name][ids] for name in _OUTPUT_NAMES}
         return PoolStep(env_ids=ids, **out)
 
     def _demo_frames(self, values: Sequence[int] | np.ndarray, what: str) -> np.ndarray:
@@ -285,8 +198,9 @@ class AtariPool:
         self, env_ids: Sequence[int] | np.ndarray | None, starting_points: np.ndarray
     ) -> None:
         """Curriculum starting points sp (frames) used from the next reset of each env: the start
-        frame is sp with probability p, else uniform in [sp, T); `entropy_boost` is on while
-        frame < sp + 100. Takes effect at the next reset, including the automatic one."""
+        frame is sp with probability p, else uniform in [sp, T); takes effect at the next reset,
+        including the automatic one. `entropy_boost` follows the new sp from the next step on
+        (a step is boosted while its first frame is < sp + 100), as in the reference."""
         ids = self._check_idle(env_ids)
         self._views["starting_point"][ids] = self._demo_frames(starting_points, "starting points")
 
@@ -337,8 +251,7 @@ class AtariPool:
         self._closed = True
         self._views = {}
         self._pending.clear()
-        segments = [s for s in (self._shm, self._states_shm) if s is not None]
-        _shutdown(self._procs, self._conns, segments)
+        self._workers.shutdown(self._segments)
         if getattr(self, "_finalizer", None) is not None:
             self._finalizer.detach()
 
@@ -386,115 +299,16 @@ class AtariPool:
 
     def _send(self, w: int, msg: bytes) -> None:
         try:
-            self._conns[w].send_bytes(msg)
-        except OSError as err:
-            self._fail(f"worker {w} is gone ({err})")
+            self._workers.send(w, msg)
+        except PoolError:
+            self.close()
+            raise
 
     def _reply(self, w: int) -> bytes:
-        """The next reply of worker w; raises PoolError if it died, raised, or timed out."""
-        conn, proc = self._conns[w], self._procs[w]
-        deadline = time.monotonic() + self._timeout_s
-        while True:
-            if conn.poll():
-                break
-            # Waiting on the process sentinel too: a dead worker wakes us at once.
-            ready = wait([conn, proc.sentinel], timeout=self._poll_s)
-            if conn in ready:
-                break
-            if proc.sentinel in ready or not proc.is_alive():
-                if conn.poll():  # it may have reported its error just before exiting
-                    break
-                proc.join(0.1)
-                self._fail(f"worker {w} (pid {proc.pid}) died with exit code {proc.exitcode}")
-            if time.monotonic() > deadline:
-                self._fail(f"worker {w} did not answer within {self._timeout_s:.0f} s")
+        """The next reply of worker w; raises PoolError (and closes the pool) if it died,
+        raised, or timed out."""
         try:
-            msg = conn.recv_bytes()
-        except (EOFError, OSError):
-            proc.join(0.5)
-            self._fail(f"worker {w} (pid {proc.pid}) died with exit code {proc.exitcode}")
-        if msg[:1] == b"E":
-            self._fail(f"worker {w} raised:\n{msg[1:].decode('utf-8', 'replace')}")
-        return msg
-
-    def _fail(self, message: str) -> None:
-        self.close()
-        raise PoolError(message)
-
-    def _probe_num_actions(self) -> int:
-        from jax_reset.envs.worker import make_ale
-
-        return len(make_ale(self.rom_path, 0, 0.0).getMinimalActionSet())
-
-    def _build_demo_states(self, stride: int) -> float:
-        """Dense demo states, built once by the workers in parallel (each replays a contiguous
-        chunk of the demo) and shared with all of them through one more segment. Returns the
-        build time in seconds."""
-        t0 = time.perf_counter()
-        num_frames = self.demo_num_frames
-        grid = np.arange(0, num_frames + 1, stride)
-        key = (str(self.demo.path), self.demo.header.get("source_sha256"), num_frames, stride)
-        states = _STATE_CACHE.get(key)
-        if states is None:
-            states = self._replay_states(grid, stride)
-            _STATE_CACHE.clear()  # keep one demo's states: tens of MB for a long demo
-            _STATE_CACHE[key] = states
-        offsets = np.zeros(len(states) + 1, np.int64)
-        offsets[1:] = np.cumsum([len(s) for s in states])
-        from multiprocessing import shared_memory
-
-        self._states_shm = shared_memory.SharedMemory(create=True, size=max(int(offsets[-1]), 1))
-        self._finalizer.detach()
-        self._finalizer = weakref.finalize(
-            self, _shutdown, self._procs, self._conns, [self._shm, self._states_shm]
-        )
-        self._states_shm.buf[: offsets[-1]] = b"".join(states)
-        msg = bytes((OP_LOAD_STATES,)) + pickle.dumps((self._states_shm.name, stride, offsets))
-        for w in range(self.num_workers):
-            self._send(w, msg)
-        for w in range(self.num_workers):
-            self._reply(w)
-        return time.perf_counter() - t0
-
-    def _replay_states(self, grid: np.ndarray, stride: int) -> list[bytes]:
-        """States at the frames of `grid`, each worker replaying one contiguous chunk."""
-        cuts = np.linspace(0, len(grid), self.num_workers + 1).round().astype(np.int64)
-        jobs = []
-        for w in range(self.num_workers):
-            if cuts[w] == cuts[w + 1]:
-                continue
-            lo = int(grid[cuts[w]])
-            hi = int(grid[cuts[w + 1] - 1]) + 1
-            self._send(w, bytes((OP_BUILD_STATES,)) + pickle.dumps((lo, hi, stride)))
-            jobs.append(w)
-        states: list[bytes] = []
-        for w in jobs:
-            states.extend(pickle.loads(self._reply(w)[1:]))
-        if len(states) != len(grid):
-            self._fail(f"built {len(states)} demo states, expected {len(grid)}")
-        return states
-
-
-def _shutdown(procs: list, conns: list[Connection], segments: list) -> None:
-    """Stop workers (politely, then SIGTERM, then SIGKILL) and unlink shared memory."""
-    for conn in conns:
-        with contextlib.suppress(OSError):
-            conn.send_bytes(bytes((OP_CLOSE,)))
-    deadline = time.monotonic() + 1.0
-    for proc in procs:
-        proc.join(max(0.0, deadline - time.monotonic()))
-    for proc in procs:
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(0.5)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(0.5)
-    for conn in conns:
-        conn.close()
-    for seg in segments:
-        # BufferError: numpy views still exist in this process; the mapping goes with them.
-        with contextlib.suppress(BufferError):
-            seg.close()
-        with contextlib.suppress(FileNotFoundError):
-            seg.unlink()
+            return self._workers.reply(w)
+        except PoolError:
+            self.close()
+            raise

@@ -1,15 +1,19 @@
-"""Why an episode ended, and the per-frame end-of-episode rules of the demo curriculum.
+"""Why an episode ended, and the per-frame episode rules of the demo curriculum.
 
-Rules (`docs/algorithm.md`, "Ending an episode"), checked after every emulator frame:
-a life loss ends the episode; once the score reaches the demo's final score R[T-1], a budget of
-extra frames counts down and its end cuts the episode; below that score, reaching frame f > lag
-with a score below R[min(T-1, f - lag)] ends it (lagging the demo by more than `lag` frames).
+Rules (`docs/algorithm.md`, "Ending an episode"), checked after every emulator frame by the
+worker through `frame_rules`: a life loss ends the episode; once the score reaches the demo's
+final score R[T-1], a budget of extra frames counts down and its end cuts the episode; below
+that score, reaching frame f > lag with a score below R[min(T-1, f - lag)] ends it (lagging the
+demo by more than `lag` frames). The entropy boost is a per-frame rule too (`entropy_boost`).
+
+Adding an end rule: a member of `EndReason` (with `is_done` / `is_cut`) and its check here.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -33,6 +37,55 @@ class EndReason(enum.IntEnum):
     def is_cut(self) -> bool:
         """An end that is not a terminal: nothing is learned across it."""
         return self in (EndReason.DEMO_SCORE_CUT, EndReason.TIME_LIMIT)
+
+
+# Lookup tables indexed by int(EndReason), for the worker's hot path (a tuple index is several
+# times cheaper than the enum's property).
+IS_DONE: tuple[bool, ...] = tuple(EndReason(r).is_done for r in range(max(EndReason) + 1))
+IS_CUT: tuple[bool, ...] = tuple(EndReason(r).is_cut for r in range(max(EndReason) + 1))
+
+FrameRules = Callable[[int, float, int, int, int], "tuple[int, int]"]
+
+
+def frame_rules(returns: Sequence[float], allowed_lag_frames: int) -> FrameRules:
+    """The curriculum's end rules after one emulator frame, bound to one demo.
+
+    returns: R[f], the demo's cumulative score after frame f, [T]. The result is
+    `rules(frame, score, lives, prev_lives, extra_frames) -> (reason, extra_frames)`: frame is
+    the index reached by the frame just emulated, score the episode's unclipped score after it,
+    lives / prev_lives the lives after / before it, extra_frames the budget left after reaching
+    the demo's score (counted down here). reason: an int EndReason, 0 (NONE) to go on.
+    """
+    # Plain floats in a list and closure cells: this runs for every emulated frame.
+    r = [float(x) for x in returns]
+    last = len(r) - 1
+    final_score = r[last]
+    lag = int(allowed_lag_frames)
+    life_loss, cut, lagging = int(EndReason.LIFE_LOSS), int(EndReason.DEMO_SCORE_CUT), int(
+        EndReason.LAG)
+
+    def rules(frame: int, score: float, lives: int, prev_lives: int, extra: int) -> tuple[int, int]:
+        if 0 < lives < prev_lives:
+            return life_loss, extra
+        if score >= final_score:
+            extra -= 1
+            return (cut if extra <= 0 else 0), extra
+        if frame > lag and score < r[min(last, frame - lag)]:
+            return lagging, extra
+        return 0, extra
+
+    return rules
+
+
+def entropy_boost(frame: int, starting_point: int, boost_frames: int) -> bool:
+    """The per-frame entropy-boost rule: frame < sp + boost_frames (frame: the index reached by
+    an emulated frame; sp: the env's current starting point).
+
+    The reference (`ReplayResetEnv.step` in atari_reset/wrappers.py) applies it after every
+    emulator frame and ORs it over the skip, so an agent step's flag is the rule at its *first*
+    frame. An episode's first observation, which no agent step produced, takes it at its start
+    frame."""
+    return frame < starting_point + boost_frames
 
 
 def draw_start_frame(

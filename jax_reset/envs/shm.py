@@ -11,38 +11,17 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
+from jax_reset.envs import contract
+
 _ALIGN = 64  # cache line: rows written by different workers never share a line at array starts
 
 
 def pool_fields(num_envs: int, obs_shape: tuple[int, ...]) -> dict[str, tuple[str, tuple]]:
-    """name -> (dtype, shape) of every shared array; all are indexed by env id on axis 0."""
-    n = (num_envs,)
-    return {
-        # parent -> worker
-        "action": ("int32", n),  # index into the game's minimal action set
-        "starting_point": ("int64", n),  # curriculum starting point sp, frames
-        "next_start": ("int64", n),  # one-shot start frame of the next reset; -1: draw from sp
-        # worker -> parent
-        "obs": ("uint8", n + tuple(obs_shape)),
-        "reward": ("float32", n),
-        "raw_reward": ("float32", n),
-        "done": ("bool", n),
-        "cut": ("bool", n),
-        "game_over": ("bool", n),
-        "end_reason": ("uint8", n),
-        "episode_start": ("bool", n),
-        "entropy_boost": ("bool", n),
-        "frame": ("int64", n),
-        "step_frames": ("int32", n),  # emulator frames the step's action ran (<= frame_skip)
-        "reset_frames": ("int32", n),  # emulator frames a reset/restore in the step ran
-        "lives": ("int32", n),
-        "score": ("float64", n),
-        "ep_start_frame": ("int64", n),
-        "ep_end_frame": ("int64", n),
-        "ep_score": ("float64", n),
-        "ep_as_good_as_demo": ("bool", n),
-        "ep_starting_point": ("int64", n),
-    }
+    """name -> (dtype, shape) of every shared array, from the contract's declaration
+    (`contract.INPUT_FIELDS`, then `contract.OUTPUT_FIELDS`); all are indexed by env id on
+    axis 0."""
+    fields = {**contract.INPUT_FIELDS, **contract.OUTPUT_FIELDS}
+    return {name: (f.dtype, f.shape(num_envs, obs_shape)) for name, f in fields.items()}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,10 +1,5 @@
-"""The worker process: owns a contiguous slice of the pool's environments (one ALE each).
-
-Protocol (one duplex pipe per worker, raw bytes, no pickling on the step path): the parent
-writes actions / starting points into shared memory and sends `opcode + int32 local ids`
-(empty ids: all of the worker's envs); the worker writes the results into shared memory and
-answers b"k", or b"E" + traceback and exits. Commands are served in order, so the parent can
-queue several (the asynchronous send/recv).
+"""The worker process: owns a contiguous slice of the pool's environments (one ALE each), serves
+the parent's commands (`procs` has the protocol) and writes results into shared memory.
 """
 
 from __future__ import annotations
@@ -20,24 +15,27 @@ import numpy as np
 
 from jax_reset.envs import demo_obs, preprocess, shm
 from jax_reset.envs.config import DemoResetConfig, EnvConfig
+from jax_reset.envs.demo_states import WorkerDemo
+from jax_reset.envs.procs import (
+    OP_BUILD_STATES,
+    OP_CLOSE,
+    OP_LOAD_STATES,
+    OP_RAM,
+    OP_RESET,
+    OP_STEP,
+)
 from jax_reset.envs.rules import (
+    IS_CUT,
+    IS_DONE,
     EndReason,
     draw_extra_frames,
-    draw_start_frame,
+    entropy_boost,
+    frame_rules,
     start_score,
 )
 
-OP_STEP = ord("S")
-OP_RESET = ord("R")
-OP_BUILD_STATES = ord("B")
-OP_LOAD_STATES = ord("L")
-OP_RAM = ord("M")
-OP_CLOSE = ord("X")
-
 _GAME_OVER = int(EndReason.GAME_OVER)
 _LIFE_LOSS = int(EndReason.LIFE_LOSS)
-_LAG = int(EndReason.LAG)
-_DEMO_SCORE_CUT = int(EndReason.DEMO_SCORE_CUT)
 _TIME_LIMIT = int(EndReason.TIME_LIMIT)
 
 
@@ -64,67 +62,11 @@ def make_ale(rom_path: str, seed: int, repeat_action_probability: float):
     return make_quiet_ale(rom_path, seed=seed, repeat_action_probability=repeat_action_probability)
 
 
-class DemoStates:
-    """Emulator states of a demo every `stride` frames: frame k * stride is states[k].
-
-    Frame 0 is the game's reset (restored with `reset_game()`, which also leaves its screen in
-    the frame buffer; `restoreState` does not restore the screen).
-    """
-
-    def __init__(self, stride: int, blob: memoryview, offsets: np.ndarray) -> None:
-        self.stride = stride
-        self._blob = blob
-        self._offsets = offsets  # int64 [K + 1] byte offsets into blob
-        self._cache: dict[int, object] = {}
-
-    def __len__(self) -> int:
-        return len(self._offsets) - 1
-
-    def state(self, k: int):
-        import ale_py
-
-        st = self._cache.get(k)
-        if st is None:
-            st = ale_py.ALEState(bytes(self._blob[self._offsets[k] : self._offsets[k + 1]]))
-            self._cache[k] = st
-        return st
-
-
-def build_state_chunk(ale, demo, action_set, lo: int, hi: int, stride: int) -> list[bytes]:
-    """Serialized states at frames lo, lo + stride, ... (< hi) by replaying demo actions.
-
-    lo is a multiple of stride. The replay starts from the demo's own restore (its latest
-    checkpoint <= lo, or the game's reset before the first checkpoint) and re-starts from the
-    first checkpoint when it gets there: a replay from today's reset drifts from the recorded
-    game, a replay from the first checkpoint on is exact (`demos.verify`).
-    """
-    demo.restore(ale, lo)
-    out = [ale.cloneState().serialize()]
-    actions = demo.actions
-    first_checkpoint = int(demo.checkpoint_frames[0]) if len(demo.checkpoint_frames) else -1
-    for frame in range(lo, hi - 1):
-        ale.act(action_set[int(actions[frame])])
-        if frame + 1 == first_checkpoint:
-            demo.restore(ale, first_checkpoint)
-        if (frame + 1) % stride == 0:
-            out.append(ale.cloneState().serialize())
-    return out
-
-
 class _EnvState:
     """Per-environment bookkeeping that is not in shared memory."""
 
-    __slots__ = (
-        "ale",
-        "elapsed",
-        "extra",
-        "frame",
-        "lives",
-        "needs_reset",
-        "score",
-        "sp",
-        "start_frame",
-    )
+    __slots__ = ("ale", "elapsed", "extra", "frame", "lives", "needs_reset", "score", "sp",
+                 "start_frame")
 
     def __init__(self, ale) -> None:
         self.ale = ale
@@ -165,20 +107,13 @@ class Worker:
         self.bufs = [np.zeros(shape, np.uint8) for _ in range(2)]
         self.scratch = demo_obs.make_scratch(cfg)
         self.grab = "getScreenGrayscale" if cfg.gray_scale else "getScreenRGB"
-        self.states: DemoStates | None = None
-        self.replay: demo_obs.DemoReplay | None = None  # restores, once the states are loaded
-        self._states_shm = None
-        self.demo = None
+        self.demo: WorkerDemo | None = None
+        self.rules = None  # the curriculum's per-frame end rules (demo mode)
+        self.boost_frames = 0
         if spec.demo is not None:
-            from jax_reset import demos
-
-            self.demo = demos.load(spec.demo.demo_path, rom_path=spec.demo.rom_path)
-            self.returns = np.asarray(self.demo.returns, np.float64)
-            self.actions = np.asarray(self.demo.actions, np.int64)
-            self.num_frames = int(self.demo.num_frames)
-            self.final_score = float(self.returns[-1])
-            # Python lists: per-frame indexing of a list is faster than of an ndarray.
-            self.returns_list = self.returns.tolist()
+            self.demo = WorkerDemo(spec.demo, self.action_set, self.noop)
+            self.rules = frame_rules(self.demo.returns, spec.demo.allowed_lag_frames)
+            self.boost_frames = spec.demo.entropy_boost_frames
 
     # ------------------------------------------------------------------ commands
 
@@ -192,17 +127,11 @@ class Worker:
                 self.reset(self._ids(msg))
             elif op == OP_BUILD_STATES:
                 lo, hi, stride = pickle.loads(msg[1:])
-                chunk = build_state_chunk(
-                    self.envs[0].ale, self.demo, self.action_set, lo, hi, stride
-                )
+                chunk = self.demo.build_chunk(self.envs[0].ale, lo, hi, stride)
                 conn.send_bytes(b"k" + pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
                 continue
             elif op == OP_LOAD_STATES:
-                name, stride, offsets = pickle.loads(msg[1:])
-                self._states_shm = shm.attach(name)
-                self.states = DemoStates(stride, self._states_shm.buf, offsets)
-                self.replay = demo_obs.DemoReplay.from_dense_states(
-                    self.demo, self.action_set, stride, len(self.states), self.states.state)
+                self.demo.load_states(*pickle.loads(msg[1:]))
             elif op == OP_RAM:
                 # Tests and debugging: the RAM of the given envs, 128 bytes each, in order.
                 ram = b"".join(self.envs[i].ale.getRAM().tobytes() for i in self._ids(msg))
@@ -223,13 +152,11 @@ class Worker:
     def close(self) -> None:
         self.v = {}
         self.obs_rows = []
-        self.states = None
-        self.replay = None
-        for seg in (self._shm, self._states_shm):
-            if seg is not None:
-                # BufferError: a view is still alive; the mapping goes with the process.
-                with contextlib.suppress(BufferError):
-                    seg.close()
+        if self.demo is not None:
+            self.demo.close()
+        # BufferError: a view is still alive; the mapping goes with the process.
+        with contextlib.suppress(BufferError):
+            self._shm.close()
 
     # ------------------------------------------------------------------ step
 
@@ -251,14 +178,19 @@ class Worker:
         skip = cfg.frame_skip
         bufs = self.bufs
         grab = getattr(ale, self.grab)
-        demo = self.demo is not None
-        if demo:
-            lag, returns, last = self.lag, self.returns_list, self.num_frames - 1
+        rules = self.rules
         raw = 0.0
         clipped = 0.0
         reason = 0
         frame = e.frame
         score = e.score
+        lives_before = e.lives
+        extra = e.extra
+        # Per frame, ORed over the skip (rules.entropy_boost): the flag of the step's first
+        # frame, frame + 1, with the env's current starting point.
+        boost = rules is not None and entropy_boost(
+            frame + 1, int(v["starting_point"][i]), self.boost_frames
+        )
         k = 0
         for k in range(skip):
             # act None: the demo's own action of this frame (NOOP past its end).
@@ -273,27 +205,20 @@ class Worker:
             if ale.game_over():
                 reason = _GAME_OVER
                 break
-            if demo:
-                # The curriculum's per-frame rules (module docstring of rules.py).
+            if rules is not None:
                 lives = ale.lives()
-                if lives < e.lives and lives > 0:
-                    e.lives = lives
-                    reason = _LIFE_LOSS
-                    break
-                e.lives = lives
-                if score >= self.final_score:
-                    e.extra -= 1
-                    if e.extra <= 0:
-                        reason = _DEMO_SCORE_CUT
-                        break
-                elif frame > lag and score < returns[min(last, frame - lag)]:
-                    reason = _LAG
+                reason, extra = rules(frame, score, lives, lives_before, extra)
+                lives_before = lives
+                if reason:
                     break
         nframes = k + 1
         e.frame = frame
         e.score = score
+        e.extra = extra
         e.elapsed += 1
-        if not demo:
+        if rules is not None:
+            e.lives = lives_before
+        else:
             lives = ale.lives()
             if cfg.episodic_life and reason == 0 and 0 < lives < e.lives:
                 reason = _LIFE_LOSS
@@ -309,13 +234,9 @@ class Worker:
                 self._reset_one(i)  # overwrites obs, frame, score: the new episode's first
                 return
             e.needs_reset = True
-            v["reset_frames"][i] = 0
         else:
-            v["done"][i] = False
-            v["cut"][i] = False
-            v["game_over"][i] = False
-            v["end_reason"][i] = 0
-            v["reset_frames"][i] = 0
+            self._write_end(i, 0)
+        v["reset_frames"][i] = 0
         v["episode_start"][i] = False
         # The observation: max of the last two frames if the whole skip ran, else the last.
         if nframes == skip:
@@ -329,31 +250,36 @@ class Worker:
             grab(bufs[1])
             src = bufs[1]
         self._push(i, src, push_all=False)
-        self._write_status(i, e)
+        self._write_status(i, e, boost)
 
     def _demo_action(self, frame: int):
         if self.demo is None:
             raise ValueError("action -1 (play the demo's actions) needs a demo")
-        return self.action_set[self.actions[frame]] if frame < self.num_frames else self.noop
+        return self.demo.action(frame)
+
+    def _write_end(self, i: int, reason: int) -> None:
+        """Row i's end columns for an int EndReason (0: the episode goes on)."""
+        v = self.v
+        v["done"][i] = IS_DONE[reason]
+        v["cut"][i] = IS_CUT[reason]
+        v["game_over"][i] = reason == _GAME_OVER
+        v["end_reason"][i] = reason
 
     def _end_episode(self, i: int, e: _EnvState, reason: int) -> None:
         v = self.v
-        v["done"][i] = reason in (_GAME_OVER, _LIFE_LOSS, _LAG)
-        v["cut"][i] = reason in (_DEMO_SCORE_CUT, _TIME_LIMIT)
-        v["game_over"][i] = reason == _GAME_OVER
-        v["end_reason"][i] = reason
+        self._write_end(i, reason)
         v["ep_start_frame"][i] = e.start_frame
         v["ep_end_frame"][i] = e.frame
         v["ep_score"][i] = e.score
-        v["ep_as_good_as_demo"][i] = self.demo is not None and e.score >= self.final_score
+        v["ep_as_good_as_demo"][i] = self.demo is not None and e.score >= self.demo.final_score
         v["ep_starting_point"][i] = e.sp
 
-    def _write_status(self, i: int, e: _EnvState) -> None:
+    def _write_status(self, i: int, e: _EnvState, boost: bool) -> None:
         v = self.v
         v["frame"][i] = e.frame
         v["score"][i] = e.score
         v["lives"][i] = e.lives
-        v["entropy_boost"][i] = self.demo is not None and e.frame < e.sp + self.boost
+        v["entropy_boost"][i] = boost
 
     def _push(self, i: int, screen: np.ndarray, push_all: bool) -> None:
         cfg = self.cfg
@@ -364,14 +290,6 @@ class Worker:
             preprocess.fill_stack(row, cfg.channels)
 
     # ------------------------------------------------------------------ reset
-
-    @property
-    def lag(self) -> int:
-        return self.spec.demo.allowed_lag_frames
-
-    @property
-    def boost(self) -> int:
-        return self.spec.demo.entropy_boost_frames
 
     def reset(self, ids) -> None:
         for i in ids:
@@ -384,10 +302,7 @@ class Worker:
         v["reward"][i] = 0.0
         v["raw_reward"][i] = 0.0
         v["step_frames"][i] = 0  # no action was taken
-        v["done"][i] = False
-        v["cut"][i] = False
-        v["game_over"][i] = False
-        v["end_reason"][i] = 0
+        self._write_end(i, 0)
 
     def _reset_one(self, i: int) -> None:
         e = self.envs[i]
@@ -396,7 +311,9 @@ class Worker:
         e.needs_reset = False
         e.elapsed = 0 if self.demo is not None else e.elapsed
         self.v["episode_start"][i] = True
-        self._write_status(i, e)
+        # An episode's first obs was produced by no agent step: flagged by its start frame.
+        boost = self.rules is not None and entropy_boost(e.frame, e.sp, self.boost_frames)
+        self._write_status(i, e, boost)
 
     def _reset_plain(self, i: int, e: _EnvState) -> int:
         """EnvPool's Reset(): reset_game (unless episodic life continues the game), NOOP frames,
@@ -436,16 +353,11 @@ class Worker:
         """A restore at the forced start frame, or one drawn from the starting point; returns
         the emulator frames run."""
         v = self.v
-        cfg = self.spec.demo
-        forced = int(v["next_start"][i])
         e.sp = int(v["starting_point"][i])
-        if forced >= 0:
-            start = min(forced, self.num_frames)
-            v["next_start"][i] = -1
-        else:
-            start = draw_start_frame(self.rng, e.sp, self.num_frames, cfg.p_start_at_starting_point)
+        start = self.demo.start_frame(self.rng, e.sp, int(v["next_start"][i]))
+        v["next_start"][i] = -1
         frames = self.restore_demo_frame(i, e, start)
-        e.extra = draw_extra_frames(self.rng, cfg.extra_frames_log_max)
+        e.extra = draw_extra_frames(self.rng, self.spec.demo.extra_frames_log_max)
         return frames
 
     def restore_demo_frame(self, i: int, e: _EnvState, frame: int) -> int:
@@ -457,14 +369,15 @@ class Worker:
         stride + skip * (stack - 1) + 1 emulated frames, and one more `restoreState` when the
         replay crosses the first checkpoint (`demo_obs.restore_stack`).
         """
-        if self.replay is None:
+        replay = self.demo.replay
+        if replay is None:
             raise RuntimeError("demo states are not loaded")
         ale = e.ale
-        frames = demo_obs.restore_stack(ale, self.replay, frame, self.cfg, self.obs_rows[i],
+        frames = demo_obs.restore_stack(ale, replay, frame, self.cfg, self.obs_rows[i],
                                         self.scratch, getattr(ale, self.grab))
         e.frame = frame
         e.start_frame = frame
-        e.score = start_score(self.returns, frame)
+        e.score = start_score(self.demo.returns, frame)
         e.lives = ale.lives()
         return frames
 

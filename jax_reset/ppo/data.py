@@ -19,10 +19,11 @@ Per-step layout (time-major; ``[T, B]`` = steps x environments). For environment
   cut[t]            bool  the episode was cut after action[t] (extra-frames budget after reaching
                     the demo's score): not a real terminal. The advantage of step t is 0 and
                     nothing bootstraps across it, so no value target is learned across it.
-  valid[t]          bool  step t is a real transition of the agent. Invalid steps (e.g. a
-                    pool's auto-reset pseudo-step, forced demo-action steps, padding) are
-                    excluded from every loss and from the advantage statistics. They do *not*
-                    break the GAE recursion by themselves (an end is expressed by done/cut).
+  valid[t]          bool  step t is a real transition of the agent. Invalid steps (a reset-only
+                    step of a pool with autoreset "next_step", padding; the trainer's pool
+                    resets inside the ending step: no reset-only steps) are excluded from every
+                    loss and from the advantage statistics. They do *not* break the GAE recursion
+                    by themselves (an end is expressed by done/cut).
 
 A training sequence is ``S = burn_in_steps + rollout_steps`` steps (64 + 128): the last
 ``burn_in_steps`` steps of the previous rollout, then the new rollout, plus the recurrent state
