@@ -8,7 +8,7 @@ PY := .venv/bin/python
 endif
 STAMP := $(dir $(PY)).jax_reset_installed
 
-.PHONY: install train test test-slow lint bench-env bench-learner verify-demos
+.PHONY: install train test test-slow lint bench-env bench-learner verify-demos gpu-wheels
 
 $(PY):
 	python3 -m venv .venv
@@ -46,3 +46,14 @@ bench-env: $(STAMP)
 
 bench-learner: $(STAMP)
 	$(PY) -m jax_reset.bench learner
+
+# Wheels for scripts/gpu-check.sh on a GPU machine without internet (Python 3.12, x86-64):
+# what such a machine lacks beside its own JAX. EnvPool's wheel (53 MB) only with
+# GPU_WHEELS_ENVPOOL=1.
+GPU_WHEELS := ale-py==0.12.1 tensorboardX==2.6.5
+GPU_WHEELS_ENVPOOL_SET := envpool==1.2.5 dm-env gymnasium optree types-protobuf farama-notifications cloudpickle
+gpu-wheels:
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+		$(GPU_WHEELS) $(if $(GPU_WHEELS_ENVPOOL),$(GPU_WHEELS_ENVPOOL_SET))
