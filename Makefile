@@ -22,11 +22,11 @@ install: $(STAMP)
 
 # The default job: Pong from its demo. On a machine without a GPU the CPU overlay
 # (configs/cpu.toml) picks a CPU-sized network and batch (the trainer says so). Run it again to
-# resume.
+# resume with the run's own config (settings changed by an override at a resume persist).
 RUN_DIR ?= runs/pong
 train: $(STAMP)
-	$(PY) -m jax_reset.train --config configs/pong.toml --run-dir $(RUN_DIR) \
-		$(if $(wildcard $(RUN_DIR)/config.json),--resume)
+	$(PY) -m jax_reset.train --run-dir $(RUN_DIR) \
+		$(if $(wildcard $(RUN_DIR)/config.json),--resume,--config configs/pong.toml)
 
 test: $(STAMP)
 	$(PY) -m ruff check jax_reset tests

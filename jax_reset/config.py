@@ -51,6 +51,7 @@ from jax_reset.curriculum import CurriculumConfig
 from jax_reset.envs.config import DemoResetConfig, EnvConfig
 from jax_reset.networks import NetworkConfig
 from jax_reset.ppo.config import PPOConfig
+from jax_reset.run_dir import TrainConfig
 
 # Reserved top-level keys of a config file: the file it extends, its CPU overlay (both paths
 # relative to the file naming them) and the inline form of the overlay.
@@ -64,48 +65,6 @@ RESUME_FROZEN = ("env", "demo", "network", "train.num_envs")
 
 class ConfigError(ValueError):
     """A config file, a key or a value is unusable; the message is one line naming the key."""
-
-
-# --------------------------------------------------------------------------------------------
-# Sections owned here.
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """The run: sizes, schedule of checkpoints and logs."""
-
-    # Environments in total (all hosts) and CPU worker processes on this host.
-    num_envs: int = 32
-    workers: int = 2
-    # PPO updates to run in total (a resumed run continues to this number).
-    total_updates: int = 1000
-    seed: int = 0
-    # Collect the next rollout with the previous parameters while the learner updates
-    # (Cleanba-style, one policy version behind; the stored log-probabilities keep the PPO
-    # ratio right). False: exact on-policy, acting and learning alternate.
-    overlap: bool = True
-    # Save a checkpoint every this many updates (and always on SIGTERM/SIGINT and at the end).
-    checkpoint_every: int = 50
-    # Keep the last K checkpoints, plus the best one (lowest maximum starting point).
-    keep_last: int = 3
-    # Write metrics every this many updates.
-    log_every: int = 1
-    # Live terminal display (turned off automatically when stdout is not a terminal).
-    progress: bool = True
-    # Agent steps of the demo before each episode's start that warm the recurrent state up
-    # (a scan over stored demo observations; no environment steps). 0: start from zeros.
-    warmup_steps: int = 128
-
-    def __post_init__(self) -> None:
-        _check(self.num_envs >= 1, "num_envs must be at least 1")
-        _check(self.workers >= 1, "workers must be at least 1")
-        _check(self.total_updates >= 0, "total_updates must be non-negative")
-        _check(self.checkpoint_every >= 1, "checkpoint_every must be at least 1")
-        _check(self.keep_last >= 1, "keep_last must be at least 1")
-        _check(self.log_every >= 1, "log_every must be at least 1")
-        _check(self.warmup_steps >= 0, "warmup_steps must be non-negative")
-        _check(self.workers <= self.num_envs,
-               f"workers ({self.workers}) must not exceed num_envs ({self.num_envs})")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -380,9 +339,6 @@ class Config:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        n, mb = self.train.num_envs, self.ppo.minibatches
-        _check(n % mb == 0, f"train.num_envs ({n}) must be divisible by ppo.minibatches ({mb}): "
-               "minibatches split whole environments")
         h, w = self.env.img_height, self.env.img_width
         for k, s in zip(self.network.conv_kernels, self.network.conv_strides, strict=True):
             h, w = (h - k) // s + 1, (w - k) // s + 1

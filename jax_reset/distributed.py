@@ -16,16 +16,13 @@ waiting forever.
 A process that leaves on an error must not wait at JAX's shutdown barrier for peers that will
 never come (``shutdown_timeout_seconds``): ``exit_now`` prints, flushes and ``os._exit``s.
 
-``ProcessGroup`` is what the trainer needs of the other processes each update: the gathered
-episode records, sums of a few numbers, an agreed stop, and a check that every process holds
-the same parameters and curriculum.
+``jax_reset.process_group.ProcessGroup`` is what the trainer needs of the other processes
+each update.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import signal
 import socket
@@ -35,10 +32,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 ENV_COORDINATOR = "JAX_RESET_COORDINATOR"
 ENV_NUM_PROCESSES = "JAX_RESET_NUM_PROCESSES"
@@ -237,111 +231,3 @@ def exit_now(code: int, message: str | None = None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-class ProcessGroup:
-    """This process among the job's processes, as the trainer needs it each update.
-
-    The environments are split in contiguous blocks: process p steps ``[env_lo, env_hi)`` of the
-    job's ``num_envs``, the block its devices hold in the data mesh. With one process every
-    method is trivial and no collective runs.
-
-    Every method that communicates must be called by every process, in the same order.
-    """
-
-    def __init__(self, mesh: Any, num_envs: int) -> None:
-        import jax
-
-        from jax_reset.mesh import process_env_slice
-
-        self.index, self.count = jax.process_index(), jax.process_count()
-        self.num_envs = num_envs
-        self.env_lo, self.env_hi = process_env_slice(mesh, num_envs)
-
-    @property
-    def multi(self) -> bool:
-        return self.count > 1
-
-    @property
-    def is_main(self) -> bool:
-        """Process 0: the one that writes logs, metrics and the progress display."""
-        return self.index == 0
-
-    @property
-    def num_local_envs(self) -> int:
-        return self.env_hi - self.env_lo
-
-    def barrier(self, name: str) -> None:
-        if self.multi:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices(name)
-
-    def exchange(self, records: Any, numbers: dict[str, float], stop: bool,
-                 ) -> tuple[Any, dict[str, float], bool]:
-        """Every process's episode records (concatenated in process order, the same on every
-        process), the sums over processes of ``numbers`` (same keys everywhere), and whether any
-        process was asked to stop. Two ``process_allgather`` calls: the counts, then the
-        records padded to a power of two (a few compiled sizes, not one per count)."""
-        if not self.multi:
-            return records, dict(numbers), stop
-        from jax.experimental import multihost_utils
-
-        from jax_reset.curriculum import EpisodeRecords
-
-        keys = sorted(numbers)
-        tag = int.from_bytes(hashlib.sha256(",".join(keys).encode()).digest()[:3], "little")
-        head = multihost_utils.process_allgather({
-            "ints": np.asarray([len(records), int(stop), tag], np.int32),
-            "numbers": np.asarray([numbers[k] for k in keys], np.float32)})
-        ints, values = np.asarray(head["ints"]), np.asarray(head["numbers"])
-        if (ints[:, 2] != tag).any():
-            raise DistributedError("processes exchanged different quantities (mixed versions "
-                                   "of the code?)")
-        counts = ints[:, 0]
-        size = 1 << max(int(counts.max()) - 1, 0).bit_length()
-
-        def pad(x: np.ndarray, dtype: Any) -> np.ndarray:
-            return np.pad(np.asarray(x, dtype), (0, size - len(x)))
-
-        got = multihost_utils.process_allgather({
-            "start": pad(records.start, np.int32), "good": pad(records.as_good_as_demo, np.int32),
-            "score": pad(records.score, np.float32), "final": pad(records.final_frame, np.int32)})
-        got = {k: np.asarray(v) for k, v in got.items()}
-        merged = EpisodeRecords.concatenate(
-            EpisodeRecords.make(got["start"][p, :n], got["good"][p, :n].astype(bool),
-                                got["score"][p, :n], got["final"][p, :n])
-            for p, n in enumerate(counts.tolist()))
-        totals = {k: float(v) for k, v in zip(keys, values.sum(axis=0), strict=True)}
-        return merged, totals, bool(ints[:, 1].any())
-
-    def check_agreement(self, update: int, params: Any, curriculum: dict[str, Any],
-                        log_dir: str | Path | None = None) -> None:
-        """Raises ``DistributedError`` unless every process holds bit-identical parameters and
-        the same curriculum state (a digest of each, gathered). With ``log_dir``, appends this
-        process's digests to ``log_dir/p<index>.jsonl`` (what the tests compare)."""
-        if not self.multi:
-            return
-        import jax
-        from jax.experimental import multihost_utils
-
-        h = hashlib.sha256()
-        for leaf in jax.tree.leaves(params):
-            h.update(np.ascontiguousarray(np.asarray(leaf.addressable_data(0))).tobytes())
-        p_digest = h.digest()[:8]
-        c_digest = hashlib.sha256(json.dumps(curriculum, sort_keys=True).encode()).digest()[:8]
-        if log_dir is not None:
-            log_dir = Path(log_dir)
-            log_dir.mkdir(parents=True, exist_ok=True)
-            row = {"update": int(update), "process": self.index, "processes": self.count,
-                   "params": p_digest.hex(), "curriculum": c_digest.hex(),
-                   "starting_points": list(curriculum.get("starting_points", []))}
-            with (log_dir / f"p{self.index}.jsonl").open("a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
-        mine = np.frombuffer(p_digest + c_digest, np.int32)
-        got = np.asarray(multihost_utils.process_allgather(mine))
-        for what, cols in (("parameters", slice(0, 2)), ("curriculum state", slice(2, 4))):
-            differ = [p for p in range(self.count) if (got[p, cols] != got[0, cols]).any()]
-            if differ:
-                raise DistributedError(f"after update {update} process(es) {differ} hold "
-                                       f"different {what} from process 0")

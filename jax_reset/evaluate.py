@@ -21,52 +21,21 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from jax_reset.envs.config import EnvConfig
-
-PROTOCOLS = ("plain", "noop", "sticky", "epsilon")
-STICKY_PROBABILITY = 0.25
-NOOP_MAX = 30
-EPSILON = 0.01
-
-
-class EvalError(RuntimeError):
-    """Evaluation cannot run as asked; the message is one line."""
-
-
-class BatchPolicy(Protocol):
-    """Acts for a batch of environments and keeps their recurrent state between calls."""
-
-    def reset(self, num_envs: int, seed: int) -> None: ...
-
-    def act(self, obs: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
-        """obs: uint8 [B, C, H, W]; episode_start: bool [B] -> actions int32 [B]."""
-        ...
-
-
-def protocol_env_config(env: EnvConfig, protocol: str) -> EnvConfig:
-    """The training preprocessing, turned into a full-game evaluation environment."""
-    if protocol not in PROTOCOLS:
-        raise EvalError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
-    return dataclasses.replace(
-        env,
-        reward_clip=False,  # scores are reported unclipped
-        episodic_life=False,  # a full game, every life
-        noop_max=NOOP_MAX if protocol == "noop" else 1,
-        repeat_action_probability=STICKY_PROBABILITY if protocol == "sticky" else 0.0,
-    )
-
-
-def make_envpool(game: str, env: EnvConfig, num_envs: int, seed: int, num_threads: int = 0):
-    """An EnvPool Atari env (gymnasium API) with the preprocessing of ``env``."""
-    import envpool  # imported here: slow to import, and only evaluation needs it
-
-    return envpool.make(f"{game}-v5", env_type="gymnasium", num_envs=num_envs, seed=seed,
-                        num_threads=num_threads or min(num_envs, 8),
-                        **env.envpool_kwargs(game))
+from jax_reset.eval_envs import (  # noqa: F401  (re-exported: the evaluation API)
+    EPSILON,
+    NOOP_MAX,
+    PROTOCOLS,
+    STICKY_PROBABILITY,
+    BatchPolicy,
+    EvalError,
+    make_envpool,
+    protocol_env_config,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,49 +159,14 @@ def load_run(run_dir: str | Path, checkpoint: str = "latest") -> LoadedRun:
 
     ``checkpoint``: "latest", "best" or an update number. Raises ``EvalError`` (one line).
     """
-    import jax
+    from jax_reset import run_dir as rd
 
-    from jax_reset import checkpoint as ckpt_lib
-    from jax_reset import config as config_lib
-    from jax_reset.ppo.update import create_train_state
-    from jax_reset.train import CHECKPOINT_DIR
-
-    run_dir = Path(run_dir)
-    folder = run_dir / CHECKPOINT_DIR
-    if not folder.is_dir():
-        raise EvalError(f"{run_dir}: not a run directory (no {CHECKPOINT_DIR}/ folder)")
-    checkpoints = ckpt_lib.Checkpoints(folder)
     try:
-        if checkpoint == "latest":
-            step = checkpoints.latest_step()
-        elif checkpoint == "best":
-            step = checkpoints.best_step()
-        else:
-            try:
-                step = int(checkpoint)
-            except ValueError:
-                raise EvalError(f"--checkpoint must be latest, best or an update number, "
-                                f"not {checkpoint!r}") from None
-        if step is None:
-            raise EvalError(f"{run_dir}: no checkpoint saved yet")
-        try:
-            meta = checkpoints.read_meta(step)
-            config = config_lib.from_dict(config_lib.Config, meta["config"])
-            num_actions = int(meta["num_actions"])
-            _, state = create_train_state(config.network, config.ppo,
-                                          config.env.obs_shape, num_actions,
-                                          jax.random.PRNGKey(0))
-            # The counters' structure is the trainer's; only the parameters are used here.
-            counters = {k: np.asarray(0, np.int64) for k in ("update", "agent_steps", "frames")}
-            _, restored, _, _ = checkpoints.restore(
-                {"train_state": state, "counters": counters}, step)
-        except (ckpt_lib.CheckpointError, config_lib.ConfigError, KeyError) as err:
-            raise EvalError(f"{run_dir}: cannot load checkpoint {step}: {err}") from None
-    finally:
-        checkpoints.close()
-    params = restored["train_state"].params
-    policy = NetworkPolicy(config.network, params, num_actions)
-    return LoadedRun(run_dir, step, str(meta["game"]), config.env, policy)
+        step, meta, config, params = rd.load_params(Path(run_dir), checkpoint)
+    except rd.UsageError as err:
+        raise EvalError(str(err)) from None
+    policy = NetworkPolicy(config.network, params, int(meta["num_actions"]))
+    return LoadedRun(Path(run_dir), step, str(meta["game"]), config.env, policy)
 
 
 def main(argv: list[str] | None = None) -> int:

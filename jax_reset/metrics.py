@@ -3,7 +3,10 @@ terminal display with the curriculum's position as a bar from the demo's end to 
 
 Keys are namespaced: ``train/`` (losses, KL, clip fraction, explained variance, steps per
 second), ``curriculum/`` (starting points, success), ``env/`` (scores, episode lengths, share of
-valid steps), ``timing/`` (seconds spent in and waiting on each stage), ``eval/``. Each JSON line
+valid steps), ``timing/`` (the learner's seconds in and waiting on each stage), ``actor/`` (the
+actor's seconds per stage and its policy lag), ``eval/``. The keys the trainer writes are the
+constants below (the update's ``train/`` losses are ``ppo.update``'s, the ``curriculum/``
+summary ``curriculum.summary``'s). Each JSON line
 is ``{"update": n, "time": unix seconds, key: value, ...}``, non-finite values as ``null``.
 
 On resume the writer drops what was logged after the restored checkpoint (a crash can leave
@@ -12,12 +15,13 @@ lines, and a torn last line, beyond it), so the log reads as one continuous run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +29,45 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from tensorboardX import SummaryWriter
 
-NAMESPACES = ("train/", "curriculum/", "env/", "timing/", "eval/")
+NAMESPACES = ("train/", "curriculum/", "env/", "timing/", "actor/", "eval/")
 JSONL_NAME = "metrics.jsonl"
 TB_DIR = "tb"
+TIME = "time"  # each line's unix time (not a metric)
+
+# Counters and throughput.
+UPDATE = "train/update"
+AGENT_STEPS = "train/agent_steps"
+FRAMES = "train/frames"
+AGENT_STEPS_PER_S = "train/agent_steps_per_s"
+# Episodes that ended in the log window, and the rollouts' valid steps.
+VALID_SHARE = "env/valid_share"
+EPISODES = "env/episodes"
+EPISODE_SCORE = "env/episode_score"
+EPISODE_FRAMES = "env/episode_frames"
+AS_GOOD_AS_DEMO = "env/as_good_as_demo"
+# The curriculum (besides curriculum.summary's): the reference's "as_good_as_demo_start".
+MAX_STARTING_POINT = "curriculum/max_starting_point"
+SUCCESS_AT_SP = "curriculum/success_at_sp"
+# The learner's seconds per update: updating, and waiting for a rollout.
+LEARNER_S = "timing/learner_s"
+LEARNER_WAIT_S = "timing/learner_wait_s"
+# The actor's, per rollout: acting, warming up, stepping the pool, waiting for parameters or
+# for the learner to take the rollout (overlap only), and its parameters' age in updates.
+ACTOR_INFERENCE_S = "actor/inference_s"
+ACTOR_WARMUP_S = "actor/warmup_s"
+ACTOR_ENV_STEP_S = "actor/env_step_s"
+ACTOR_WAIT_S = "actor/wait_s"
+POLICY_LAG = "actor/policy_lag"
+
+
+@contextlib.contextmanager
+def timed(into: dict[str, float], key: str) -> Iterator[None]:
+    """Adds the seconds the ``with`` block takes to ``into[key]``."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        into[key] = into.get(key, 0.0) + time.perf_counter() - t0
 
 
 def check_keys(metrics: Mapping[str, Any]) -> None:
@@ -93,7 +133,7 @@ class MetricsWriter:
         """Logs one update's metrics; returns the JSON row written."""
         check_keys(metrics)
         values = {k: _scalar(v) for k, v in metrics.items()}
-        row = {"update": int(update), "time": round(time.time(), 3), **values}
+        row = {"update": int(update), TIME: round(time.time(), 3), **values}
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
         if self._tb is not None:
@@ -159,10 +199,10 @@ class ProgressDisplay:
             self._progress.stop()
 
     def update(self, update: int, metrics: Mapping[str, Any]) -> None:
-        sp = int(metrics.get("curriculum/max_starting_point", self.end))
-        success = metrics.get("curriculum/success_at_sp")
-        sps = metrics.get("train/agent_steps_per_s")
-        score = metrics.get("env/episode_score")
+        sp = int(metrics.get(MAX_STARTING_POINT, self.end))
+        success = metrics.get(SUCCESS_AT_SP)
+        sps = metrics.get(AGENT_STEPS_PER_S)
+        score = metrics.get(EPISODE_SCORE)
         parts = [f"{sps:,.0f} steps/s" if _finite(sps) else "",
                  f"score {score:.1f}" if _finite(score) else ""]
         info = "  ".join(p for p in parts if p)

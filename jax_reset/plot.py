@@ -8,21 +8,22 @@ agent steps per second.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from jax_reset import metrics
+
 # (file name, y key, y label); x is agent steps, and also wall time for the curriculum.
 PLOTS = (
-    ("starting_point", "curriculum/max_starting_point", "max starting point (demo frame)"),
-    ("success_rate", "curriculum/success_at_sp", "success rate at the starting point"),
-    ("score", "env/episode_score", "mean episode score"),
-    ("steps_per_s", "train/agent_steps_per_s", "agent steps per second"),
+    ("starting_point", metrics.MAX_STARTING_POINT, "max starting point (demo frame)"),
+    ("success_rate", metrics.SUCCESS_AT_SP, "success rate at the starting point"),
+    ("score", metrics.EPISODE_SCORE, "mean episode score"),
+    ("steps_per_s", metrics.AGENT_STEPS_PER_S, "agent steps per second"),
 )
 # The trainer logs the unix time of each line; the plots show seconds since the first line.
-X_STEPS, X_TIME, UNIX_TIME = "train/agent_steps", "wall_time_s", "time"
+X_STEPS, X_TIME, UNIX_TIME = metrics.AGENT_STEPS, "wall_time_s", metrics.TIME
 
 
 class PlotError(RuntimeError):
@@ -30,16 +31,10 @@ class PlotError(RuntimeError):
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / metrics.JSONL_NAME
     if not path.is_file():
-        raise PlotError(f"{run_dir}: no metrics.jsonl (is this a run directory?)")
-    rows = []
-    with path.open() as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash mid-write: the others are still good
+        raise PlotError(f"{run_dir}: no {metrics.JSONL_NAME} (is this a run directory?)")
+    rows = metrics.read_jsonl(path)  # a line cut by a crash mid-write is skipped
     if not rows:
         raise PlotError(f"{path}: no metrics yet")
     start = next((r[UNIX_TIME] for r in rows if UNIX_TIME in r), None)
@@ -91,7 +86,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         plt.close(fig)
         written.append(path)
     if not written:
-        raise PlotError(f"{run_dir}/metrics.jsonl has none of the plotted metrics "
+        raise PlotError(f"{run_dir}/{metrics.JSONL_NAME} has none of the plotted metrics "
                         f"({', '.join(k for _, k, _ in PLOTS)})")
     return written
 

@@ -232,8 +232,6 @@ def test_cpu_table_applies_before_the_command_line(tmp_path: Path) -> None:
     (MINIMAL, ["train.num_envs=2.5"], "train.num_envs: expected int, got float 2.5"),
     (MINIMAL, ["network.conv_channels=[8, 'x', 8]"], "network.conv_channels[1]: expected int"),
     (MINIMAL, ["network.core=rnn"], "network.core: expected one of 'lstm' | 'gru' | 'none'"),
-    (MINIMAL, ["train.num_envs=6", "ppo.minibatches=4"],
-     "train.num_envs (6) must be divisible by ppo.minibatches (4)"),
     (MINIMAL, ["train.workers=64", "train.num_envs=8"], "workers (64) must not exceed num_envs"),
     (MINIMAL, ["env.img_height=20"], "leave nothing of a 20x80 frame"),
     (MINIMAL, ["ppo.burn_in_steps=200"], "burn_in_steps (200) must not exceed rollout_steps"),

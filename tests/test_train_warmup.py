@@ -7,7 +7,7 @@ import pytest
 
 from jax_reset.config import load
 from jax_reset.envs import AtariPool, DemoResetConfig
-from jax_reset.train import DemoHistory
+from jax_reset.envs.demo_history import DemoHistory
 
 DEMO = "demos/PrivateEye.npz"  # the shortest demo: a full build takes about two seconds
 

@@ -23,6 +23,7 @@ import datetime
 import json
 import statistics
 import time
+import types
 from typing import Any
 
 # Dense peak TFLOP/s by device kind (substring match), for (bfloat16, float32). float32 on these
@@ -148,6 +149,7 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
     from jax_reset.ppo.synthetic import random_batch
     from jax_reset.ppo.update import create_train_state, make_update
     from jax_reset.ppo.warmup import make_warmup_fn
+    from jax_reset.sizes import derive
 
     net_cfg = NetworkConfig(
         conv_channels=case.channels,
@@ -164,7 +166,9 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
     )
     mesh = make_data_mesh()
     n_dev = mesh.size
-    ppo.check_num_envs(case.envs, n_dev)
+    # The trainer's one divisibility check, on this case's sizes.
+    derive(types.SimpleNamespace(train=types.SimpleNamespace(num_envs=case.envs), ppo=ppo),
+           num_devices=n_dev)
     obs_shape = tuple(args.obs)
     network, state = create_train_state(net_cfg, ppo, obs_shape, args.actions, jax.random.key(0))
     update = make_update(network, ppo, mesh)

@@ -61,13 +61,3 @@ class PPOConfig:
     def sequence_steps(self) -> int:
         """Length S of a training sequence: burn-in + rollout."""
         return self.burn_in_steps + self.rollout_steps
-
-    def check_num_envs(self, num_envs: int, num_devices: int) -> None:
-        """Fail with a clear message unless ``num_envs`` splits into devices x minibatches."""
-        if num_envs % (num_devices * self.minibatches):
-            raise ValueError(
-                f"num_envs={num_envs} must be divisible by num_devices ({num_devices}) x "
-                f"minibatches ({self.minibatches}) = {num_devices * self.minibatches}: every "
-                "device holds whole environments and every minibatch takes the same number "
-                "of them from each device"
-            )

@@ -427,7 +427,7 @@ def make_update(
     replicated = NamedSharding(mesh, P())
 
     def check(batch: TrainBatch) -> None:
-        config.check_num_envs(batch.bootstrap_value.shape[0], num_devices)
+        assert batch.bootstrap_value.shape[0] % (num_devices * config.minibatches) == 0  # sizes
         s = batch.data.obs.shape[0]
         if s != config.sequence_steps:
             raise ValueError(

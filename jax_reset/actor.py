@@ -1,0 +1,347 @@
+"""Acting: the ``Actor`` steps the pool with the policy, and a rollout source hands its
+rollouts to the learner, either in turn (``SyncSource``: act, then learn) or overlapped
+(``ThreadedSource``: an actor thread collects the next rollout with the previous parameters
+while the learner updates, Cleanba style: a queue of one, exactly one version behind; the
+stored behaviour log-probabilities keep the PPO ratio right).
+
+The pool belongs to whichever thread acts; starting points set from the learner's thread are
+applied at the start of the next rollout (the pool only accepts them between steps).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import queue
+import threading
+import time
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+
+from jax_reset import curriculum as cur
+from jax_reset import metrics as m
+from jax_reset.envs.demo_history import DemoHistory
+from jax_reset.networks import init_carry
+from jax_reset.ppo.data import Transition, zeros_transition
+
+
+class Stopped(Exception):
+    """A stop was requested before the rollout was complete."""
+
+
+@dataclasses.dataclass
+class Rollout:
+    """One rollout of T steps for this process's B environments, for ``assemble_batch``."""
+
+    transition: Transition  # leaves [T, B, ...] (NumPy)
+    bootstrap_value: np.ndarray  # float32 [B]
+    tail_carry: Any  # the recurrent state before the last burn_in_steps steps
+    records: cur.EpisodeRecords  # the episodes that ended in it
+    frames: int  # emulator frames stepped
+    metrics: dict[str, float]  # actor/ keys (``jax_reset.metrics``)
+    policy_version: int  # updates that made the acting parameters
+
+
+class Actor:
+    """Steps the pool with the policy; keeps the acting state (observations, recurrent state,
+    the action already computed for the next step) between rollouts. Owned by one thread at a
+    time.
+
+    Args:
+      pool: an ``AtariPool`` of B environments in demo mode.
+      act_fn: ``ppo.acting.make_act_fn(network)``.
+      network_config: for the recurrent state's shape.
+      rollout_steps, burn_in_steps: T, and the steps before the end whose entering state is the
+        next update's burn-in (``ppo.data.assemble_batch``).
+      act_key: the acting key; rollout i draws from ``fold_in(act_key, i)`` (resumable).
+      history: the demo's observations for warm starts (None: episodes start from zeros).
+      warmup_fn: ``ppo.warmup.make_warmup_fn(network)``.
+      warmup_steps: agent steps of demo before each start that warm the state up.
+    """
+
+    def __init__(self, pool: Any, act_fn: Any, network_config: Any, rollout_steps: int,
+                 burn_in_steps: int, act_key: jax.Array, history: DemoHistory | None = None,
+                 warmup_fn: Any = None, warmup_steps: int = 0) -> None:
+        self.pool, self.act_fn = pool, act_fn
+        self.t, self.k = rollout_steps, burn_in_steps
+        self.act_key = act_key
+        self.carry = init_carry(network_config, pool.num_envs)
+        # Warm starts need a recurrent core, stored demo observations and a history length.
+        self.warm = (history is not None and warmup_steps > 0
+                     and bool(jax.tree.leaves(self.carry)))
+        self.history, self.warmup_fn, self.warmup_steps = history, warmup_fn, warmup_steps
+        self._pending_points: np.ndarray | None = None
+        self._lock = threading.Lock()
+        first = pool.reset()
+        self.obs, self.start, self.boost = first.obs, first.episode_start, first.entropy_boost
+        self.frame = first.frame
+        self.next_out = None  # the action/value for self.obs, computed with the bootstrap
+        self.next_start_carry = None
+        self._warm_cache: dict[int, list[np.ndarray]] = {}  # start frame -> state, per rollout
+
+    def _start_carry(self, params: Any) -> Any:
+        """State to reset to where an episode starts: the warm-up over the demo's observations
+        before its start frame (numpy leaves [B, core_size]); None without warm starts."""
+        if not self.warm:
+            return None
+        out = jax.tree.map(lambda c: np.zeros(c.shape, np.float32), self.carry)
+        ids = np.flatnonzero(self.start)
+        if not len(ids):
+            return out
+        starts = self.frame[ids]
+        # 80% of episodes start at their environment's starting point: with the parameters
+        # fixed for the rollout, each start frame is warmed up once (the cache is per rollout).
+        missing = np.array(sorted(set(starts.tolist()) - self._warm_cache.keys()), np.int64)
+        if len(missing):
+            obs, mask = self.history.history(missing, self.warmup_steps)
+            # Pad to a power of two: a few compiled sizes, not one per count.
+            size = min(1 << (len(missing) - 1).bit_length(), self.pool.num_envs)
+            if size > len(missing):
+                pad = size - len(missing)
+                obs = np.concatenate([obs, np.zeros((pad, *obs.shape[1:]), obs.dtype)])
+                mask = np.concatenate([mask, np.zeros((pad, mask.shape[1]), bool)])
+            warm = [np.asarray(w) for w in jax.tree.leaves(self.warmup_fn(params, obs, mask))]
+            for i, frame in enumerate(missing.tolist()):
+                self._warm_cache[frame] = [w[i] for w in warm]
+        for i, frame in zip(ids.tolist(), starts.tolist(), strict=True):
+            for o, w in zip(jax.tree.leaves(out), self._warm_cache[frame], strict=True):
+                o[i] = w
+        return out
+
+    def set_starting_points(self, points: np.ndarray) -> None:
+        """This process's environments' starting points int [B], from any thread: applied at
+        the start of the next rollout."""
+        with self._lock:
+            self._pending_points = np.asarray(points, np.int64).copy()
+
+    def _apply_points(self) -> None:
+        with self._lock:
+            points, self._pending_points = self._pending_points, None
+        if points is not None:
+            if self.warm:
+                self.history.ensure(self.history.needed_from(int(points.min()),
+                                                             self.warmup_steps))
+            self.pool.set_starting_points(None, points)
+
+    def _act(self, params: Any, key: jax.Array, timing: dict[str, float]) -> tuple[Any, Any]:
+        with m.timed(timing, m.ACTOR_WARMUP_S):
+            start_carry = self._start_carry(params)
+        with m.timed(timing, m.ACTOR_INFERENCE_S):
+            out = self.act_fn(params, self.obs, self.start, self.boost, self.carry, key,
+                              start_carry)
+            jax.block_until_ready(out.action)  # counted as inference, not as a pool step
+        return out, start_carry
+
+    def collect(self, params: Any, index: int, version: int,
+                stop: threading.Event | None = None) -> Rollout:
+        """Rollout number ``index`` with ``params`` (made by ``version`` updates); raises
+        ``Stopped`` as soon as ``stop`` is set."""
+        self._apply_points()
+        self._warm_cache.clear()  # new parameters
+        timing = {m.ACTOR_INFERENCE_S: 0.0, m.ACTOR_WARMUP_S: 0.0, m.ACTOR_ENV_STEP_S: 0.0}
+        n = self.pool.num_envs
+        buf = zeros_transition(self.t, n, self.obs.shape[1:],
+                               carry=self.carry if self.warm else None)
+        keys = jax.random.split(jax.random.fold_in(self.act_key, index), self.t + 1)
+        records = []
+        frames = 0
+        tail_carry = self.carry
+        out, start_carry = self.next_out, self.next_start_carry
+        for step in range(self.t):
+            if stop is not None and stop.is_set():
+                raise Stopped
+            if step == self.t - self.k:
+                tail_carry = self.carry
+            if out is None:
+                out, start_carry = self._act(params, keys[step], timing)
+            if start_carry is not None:
+                for b, c in zip(jax.tree.leaves(buf.start_carry), jax.tree.leaves(start_carry),
+                                strict=True):
+                    b[step] = c
+            action = np.asarray(out.action)
+            with m.timed(timing, m.ACTOR_ENV_STEP_S):
+                res = self.pool.step(action)
+            buf.obs[step] = self.obs
+            buf.episode_start[step] = self.start
+            buf.entropy_boost[step] = self.boost
+            buf.action[step] = action
+            buf.logp[step] = np.asarray(out.logp)
+            buf.value[step] = np.asarray(out.value)
+            buf.reward[step] = res.reward
+            buf.done[step] = res.done
+            buf.cut[step] = res.cut
+            buf.valid[step] = True  # the pool resets inside the ending step: no pseudo-steps
+            frames += int(res.step_frames.sum())  # exact: skips cut by an end, no restores
+            ended = res.ended
+            if ended.any():
+                records.append(cur.EpisodeRecords.make(
+                    res.ep_start_frame[ended], res.ep_as_good_as_demo[ended],
+                    res.ep_score[ended], res.ep_end_frame[ended]))
+            self.carry = out.carry
+            self.obs, self.start, self.boost = res.obs, res.episode_start, res.entropy_boost
+            self.frame = res.frame
+            out = start_carry = None
+        if self.k == 0:
+            tail_carry = self.carry
+        # Acting once on the next observation gives both the bootstrap value and step 0 of the
+        # next rollout (the learner's convention, ppo.data.TrainBatch).
+        self.next_out, self.next_start_carry = self._act(params, keys[self.t], timing)
+        return Rollout(transition=buf, bootstrap_value=np.asarray(self.next_out.value),
+                       tail_carry=tail_carry, records=cur.EpisodeRecords.concatenate(records),
+                       frames=frames, metrics=timing, policy_version=version)
+
+
+# --------------------------------------------------------------------------------------------
+# Rollout sources: how the learner gets rollouts.
+
+
+class RolloutSource(Protocol):
+    """Hands rollout after rollout to the learner; ``publish`` gives it newer parameters.
+
+    Rollout i (counting from 0) is learned by update i + 1. Owned by the learner's thread.
+    """
+
+    actor: Actor
+
+    def start(self) -> None: ...
+
+    def next(self, index: int, stop: threading.Event) -> Rollout:
+        """Rollout ``index``; raises ``Stopped`` as soon as ``stop`` is set."""
+        ...
+
+    def publish(self, params: Any, version: int) -> None:
+        """The parameters made by ``version`` updates."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SyncSource:
+    """Acting and learning alternate: each rollout acts with the latest parameters (exact
+    on-policy)."""
+
+    def __init__(self, actor: Actor, params: Any, version: int) -> None:
+        self.actor = actor
+        self._params, self._version = params, version
+
+    def start(self) -> None:
+        pass
+
+    def next(self, index: int, stop: threading.Event) -> Rollout:
+        return self.actor.collect(self._params, index, self._version, stop)
+
+    def publish(self, params: Any, version: int) -> None:
+        self._params, self._version = params, version
+
+    def close(self) -> None:
+        pass
+
+
+class ParamsBox:
+    """The latest parameters for the actor thread, with the number of updates that made them."""
+
+    def __init__(self, params: Any, version: int) -> None:
+        self._cond = threading.Condition()
+        self._params = params
+        self.version = version
+
+    def set(self, params: Any, version: int) -> None:
+        with self._cond:
+            self._params, self.version = params, version
+            self._cond.notify_all()
+
+    def get(self, at_least: int, stop: threading.Event) -> tuple[Any, int] | None:
+        """The parameters once their version reaches ``at_least``; None if stopped first."""
+        with self._cond:
+            while self.version < at_least:
+                if stop.is_set():
+                    return None
+                self._cond.wait(timeout=0.1)
+            return self._params, self.version
+
+
+STOP = object()  # the actor thread's last item when it ends on a stop (not an error)
+
+
+class ThreadedSource:
+    """An actor thread collects into a queue of one while the learner updates (Cleanba)."""
+
+    def __init__(self, actor: Actor, params: Any, version: int) -> None:
+        self.actor = actor
+        self.box = ParamsBox(params, version)
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.stop = threading.Event()
+        self.index = version  # the next rollout's number
+        self.thread = threading.Thread(target=self._run, name="actor", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def publish(self, params: Any, version: int) -> None:
+        self.box.set(params, version)
+
+    def _run(self) -> None:
+        # Time blocked handing the previous rollout over: known only once it is in the queue
+        # (and the learner's), so it is reported with the next rollout.
+        put_wait = 0.0
+        try:
+            while not self.stop.is_set():
+                # Rollout i is learned by update i + 1; acting with the parameters of update
+                # i - 1 keeps the actor exactly one version behind (Cleanba), however fast it is.
+                t0 = time.perf_counter()
+                got = self.box.get(self.index - 1, self.stop)
+                if got is None:
+                    break
+                params, version = got
+                wait = time.perf_counter() - t0
+                rollout = self.actor.collect(params, self.index, version, self.stop)
+                rollout.metrics[m.ACTOR_WAIT_S] = wait + put_wait
+                t0 = time.perf_counter()
+                while not self.stop.is_set():
+                    try:
+                        self.queue.put(rollout, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                put_wait = time.perf_counter() - t0
+                self.index += 1
+        except Stopped:
+            pass
+        except BaseException as err:  # handed to the learner, which raises it
+            self._last(err)
+            return
+        self._last(STOP)
+
+    def _last(self, item: Any) -> None:
+        """The thread's last item, in place of a rollout nobody will learn from."""
+        with contextlib.suppress(queue.Empty):
+            self.queue.get_nowait()
+        self.queue.put_nowait(item)
+
+    def next(self, index: int, stop: threading.Event) -> Rollout:
+        while True:
+            if stop.is_set():
+                raise Stopped
+            try:
+                item = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                if not self.thread.is_alive():
+                    raise RuntimeError("the actor thread ended without a rollout") from None
+                continue
+            if item is STOP:
+                raise Stopped
+            if isinstance(item, BaseException):
+                raise item
+            assert item.policy_version >= index - 1, (item.policy_version, index)
+            return item
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+
+
+def make_source(actor: Actor, params: Any, version: int, overlap: bool) -> RolloutSource:
+    """The threaded source with ``overlap``, else the synchronous one."""
+    return (ThreadedSource if overlap else SyncSource)(actor, params, version)

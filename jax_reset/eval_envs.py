@@ -1,0 +1,53 @@
+"""The evaluation environments: the four protocols over EnvPool with the training
+preprocessing, and what a policy must offer to play them (``evaluate`` and ``video`` use them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+import numpy as np
+
+from jax_reset.envs.config import EnvConfig
+
+PROTOCOLS = ("plain", "noop", "sticky", "epsilon")
+STICKY_PROBABILITY = 0.25
+NOOP_MAX = 30
+EPSILON = 0.01
+
+
+class EvalError(RuntimeError):
+    """Evaluation cannot run as asked; the message is one line."""
+
+
+class BatchPolicy(Protocol):
+    """Acts for a batch of environments and keeps their recurrent state between calls."""
+
+    def reset(self, num_envs: int, seed: int) -> None: ...
+
+    def act(self, obs: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
+        """obs: uint8 [B, C, H, W]; episode_start: bool [B] -> actions int32 [B]."""
+        ...
+
+
+def protocol_env_config(env: EnvConfig, protocol: str) -> EnvConfig:
+    """The training preprocessing, turned into a full-game evaluation environment."""
+    if protocol not in PROTOCOLS:
+        raise EvalError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    return dataclasses.replace(
+        env,
+        reward_clip=False,  # scores are reported unclipped
+        episodic_life=False,  # a full game, every life
+        noop_max=NOOP_MAX if protocol == "noop" else 1,
+        repeat_action_probability=STICKY_PROBABILITY if protocol == "sticky" else 0.0,
+    )
+
+
+def make_envpool(game: str, env: EnvConfig, num_envs: int, seed: int, num_threads: int = 0):
+    """An EnvPool Atari env (gymnasium API) with the preprocessing of ``env``."""
+    import envpool  # imported here: slow to import, and only evaluation needs it
+
+    return envpool.make(f"{game}-v5", env_type="gymnasium", num_envs=num_envs, seed=seed,
+                        num_threads=num_threads or min(num_envs, 8),
+                        **env.envpool_kwargs(game))

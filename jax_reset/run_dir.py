@@ -1,0 +1,325 @@
+"""A run directory: its layout, the run's config (resolved for a new run or a resume), and the
+restorable run state, saved and loaded in this one place.
+
+    RUN_DIR/config.json      the resolved config, rewritten at every (re)start
+    RUN_DIR/checkpoints/     Orbax: the run state every N updates (the last K plus the best)
+    RUN_DIR/metrics.jsonl    RUN_DIR/tb/    metrics (``jax_reset.metrics``)
+    RUN_DIR/processes/       per-process agreement digests (several processes only)
+    RUN_DIR/profile/         a ``jax.profiler`` trace (``--profile-steps``)
+
+On a resume the config comes from, in order of precedence: the command line's overrides, then
+the runtime values the trainer itself changed (``RunState.runtime``, stored in each checkpoint;
+none yet), then the newest checkpoint's config (``config.json`` when there is no checkpoint, or
+the ``--config`` file when one is given). So an override given at a resume is saved with the
+next checkpoint and persists to the next plain ``--resume``.
+
+``TrainConfig``, the ``[train]`` section, lives here: the run's sizes and schedule.
+``jax_reset.config`` composes it, so this module imports ``config`` (and JAX) only inside the
+functions that need them: a bad command line fails before JAX is imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from jax_reset.checkpoint import Checkpoints
+    from jax_reset.config import Config
+    from jax_reset.curriculum import CurriculumState
+
+CONFIG_NAME = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+PROCESSES_DIR = "processes"
+PROFILE_DIR = "profile"
+RUNTIME_KEY = "runtime"  # the meta item's dotted config values the trainer changed at run time
+COUNTERS = ("update", "agent_steps", "frames")  # the checkpoint's host counters, int64
+
+
+class UsageError(ValueError):
+    """Bad input found before anything is written; the message is one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The run: sizes, schedule of checkpoints and logs."""
+
+    # Environments in total (all processes; ``jax_reset.sizes.derive`` splits them) and CPU
+    # worker processes on each host.
+    num_envs: int = 32
+    workers: int = 2
+    # PPO updates to run in total (a resumed run continues to this number).
+    total_updates: int = 1000
+    seed: int = 0
+    # Collect the next rollout with the previous parameters while the learner updates
+    # (Cleanba-style, one policy version behind; the stored log-probabilities keep the PPO
+    # ratio right). False: exact on-policy, acting and learning alternate.
+    overlap: bool = True
+    # Save a checkpoint every this many updates (and always on SIGTERM/SIGINT and at the end).
+    checkpoint_every: int = 50
+    # Keep the last K checkpoints, plus the best one (lowest maximum starting point).
+    keep_last: int = 3
+    # Write metrics every this many updates.
+    log_every: int = 1
+    # Live terminal display (turned off automatically when stdout is not a terminal).
+    progress: bool = True
+    # Agent steps of the demo before each episode's start that warm the recurrent state up
+    # (a scan over stored demo observations; no environment steps). 0: start from zeros.
+    warmup_steps: int = 128
+
+    def __post_init__(self) -> None:
+        for ok, message in (
+                (self.num_envs >= 1, "num_envs must be at least 1"),
+                (self.workers >= 1, "workers must be at least 1"),
+                (self.total_updates >= 0, "total_updates must be non-negative"),
+                (self.checkpoint_every >= 1, "checkpoint_every must be at least 1"),
+                (self.keep_last >= 1, "keep_last must be at least 1"),
+                (self.log_every >= 1, "log_every must be at least 1"),
+                (self.warmup_steps >= 0, "warmup_steps must be non-negative"),
+                (self.workers <= self.num_envs,
+                 f"workers ({self.workers}) must not exceed num_envs ({self.num_envs})")):
+            if not ok:
+                raise ValueError(message)
+
+
+# --------------------------------------------------------------------------------------------
+# The config of a new run or a resume.
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What the command line asks of the run directory."""
+
+    run_dir: Path
+    resume: bool
+    config_path: str | None  # a config file (required for a new run)
+    overrides: tuple[str, ...] = ()
+
+
+def check_request(req: Request) -> None:
+    """Refuses what cannot run, before JAX starts or anything is written. A resume is checked
+    against ``config.json`` here, and against the newest checkpoint by ``resume_config`` once
+    JAX is up."""
+    from jax_reset import config as config_lib
+
+    saved_path = req.run_dir / CONFIG_NAME
+    if req.resume:
+        if not saved_path.is_file():
+            raise UsageError(f"{req.run_dir}: no run to resume (no {CONFIG_NAME})")
+        if req.config_path:  # its [on_cpu] table depends on the platform: checked with JAX
+            config_lib.load(req.config_path, req.overrides)
+        else:
+            resume_config(config_lib.read_file(saved_path), req)
+        return
+    if not req.config_path:
+        raise UsageError("--config is required for a new run")
+    if saved_path.exists() or (req.run_dir / CHECKPOINT_DIR).exists():
+        raise UsageError(f"{req.run_dir} already holds a run: pass --resume, or choose a new "
+                         "--run-dir")
+    config_lib.load(req.config_path, req.overrides)  # bad input fails before JAX starts
+
+
+def new_config(req: Request, on_cpu: bool) -> Config:
+    """A new run's config: the file, its ``[on_cpu]`` table when asked, the overrides."""
+    from jax_reset import config as config_lib
+
+    return config_lib.load(req.config_path, req.overrides, on_cpu=on_cpu)
+
+
+def cpu_notes(req: Request, on_cpu: bool) -> list[str]:
+    from jax_reset import config as config_lib
+
+    if on_cpu and req.config_path and (
+            config_lib.CPU_TABLE in config_lib.read_file(req.config_path)):
+        return ["no GPU found: using the CPU-sized settings ([on_cpu]) of "
+                f"{req.config_path}; --full-size keeps the full-size ones"]
+    return []
+
+
+def resume_config(saved: Mapping[str, Any], req: Request,
+                  runtime: Mapping[str, Any] | None = None, on_cpu: bool = False,
+                  ) -> tuple[Config, list[str]]:
+    """The config a resume trains with, and the notes to print.
+
+    ``saved``: the config the run last saved (the newest checkpoint's, else ``config.json``);
+    ``runtime``: dotted values the trainer changed at run time (the checkpoint's). Precedence:
+    the command line's overrides, then ``runtime``, then ``saved``. A ``--config`` file given
+    on a resume replaces ``saved`` as the base (with its ``[on_cpu]`` table when ``on_cpu``).
+    Refuses changes of ``config.RESUME_FROZEN`` keys (``UsageError``).
+    """
+    from jax_reset import config as config_lib
+
+    if req.config_path:
+        base, where = config_lib.read_file(req.config_path), str(req.config_path)
+        if on_cpu:
+            base = config_lib.merge(base, base.get(config_lib.CPU_TABLE, {}))
+    else:
+        base, where = dict(saved), str(req.run_dir / CONFIG_NAME)
+    base = {k: v for k, v in base.items() if k != config_lib.CPU_TABLE}
+    try:
+        data = config_lib.apply_overrides(config_lib.apply_overrides(base, runtime or {}),
+                                          req.overrides)
+        config = config_lib.from_dict(config_lib.Config, data)
+    except config_lib.ConfigError as err:
+        raise config_lib.ConfigError(f"{where}: {err}") from None
+    changed = config_lib.diff(dict(saved), config_lib.to_dict(config))
+    frozen = [k for k in changed if any(k == f or k.startswith(f + ".")
+                                        for f in config_lib.RESUME_FROZEN)]
+    if frozen:
+        raise UsageError(f"{req.run_dir}: a resume cannot change {', '.join(frozen[:4])}; start "
+                         "a new run directory for that")
+    notes = [f"resuming with changed settings: {', '.join(changed)}"] if changed else []
+    return config, notes
+
+
+def write_config(config: Config, run_dir: Path) -> None:
+    """``config.json``: written at every (re)start (the Makefile and a restart without
+    checkpoints read it), atomically."""
+    from jax_reset import config as config_lib
+
+    config_lib.save_json(config, run_dir / CONFIG_NAME)
+
+
+# --------------------------------------------------------------------------------------------
+# The run state.
+
+
+@dataclasses.dataclass(frozen=True)
+class RunState:
+    """Everything a resume continues from: the learner's state with the host counters, the
+    curriculum, and the resolved config (with the values the trainer changed at run time)."""
+
+    train_state: Any  # ppo.update.TrainState (parameters, optimizer state, RNG)
+    update: int  # updates done
+    agent_steps: int  # agent steps of every environment of the job
+    frames: int  # emulator frames stepped
+    curriculum: CurriculumState
+    config: Config
+    runtime: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def open_checkpoints(run_dir: Path, keep_last: int) -> Checkpoints:
+    from jax_reset.checkpoint import Checkpoints
+
+    return Checkpoints(run_dir / CHECKPOINT_DIR, keep_last=keep_last)
+
+
+def saved_config(checkpoints: Checkpoints) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(config, runtime values) of the newest checkpoint; None without a checkpoint."""
+    from jax_reset.checkpoint import CheckpointError
+
+    if checkpoints.latest_step() is None:
+        return None
+    try:
+        meta = checkpoints.read_meta()
+    except CheckpointError as err:
+        raise UsageError(str(err)) from None
+    return dict(meta.get("config", {})), dict(meta.get(RUNTIME_KEY, {}))
+
+
+def save_state(checkpoints: Checkpoints, state: RunState, meta: Mapping[str, Any]) -> bool:
+    """Saves ``state`` as checkpoint ``state.update`` (main thread; every process calls it)."""
+    from jax_reset import config as config_lib
+    from jax_reset import curriculum as cur
+
+    counters = {k: np.asarray(getattr(state, k), np.int64) for k in COUNTERS}
+    meta = {**meta, "config": config_lib.to_dict(state.config),
+            RUNTIME_KEY: dict(state.runtime)}
+    return checkpoints.save(state.update, {"train_state": state.train_state,
+                                           "counters": counters},
+                            cur.to_json(state.curriculum), meta,
+                            {"curriculum/max_starting_point":
+                             state.curriculum.max_starting_point})
+
+
+def restore_state(checkpoints: Checkpoints, target: RunState, meta: Mapping[str, Any],
+                  where: str) -> tuple[RunState, list[str]]:
+    """The newest checkpoint as a ``RunState`` whose config is ``target.config``, and the
+    settings that changed since it; ``target.train_state`` gives the arrays' shapes and
+    shardings. Raises ``UsageError`` for a checkpoint of another network or environment."""
+    from jax_reset import checkpoint as ckpt_lib
+    from jax_reset import config as config_lib
+    from jax_reset import curriculum as cur
+
+    counters = {k: np.asarray(0, np.int64) for k in COUNTERS}
+    try:
+        changed = ckpt_lib.check_compatible(checkpoints.read_meta(), meta,
+                                            config_lib.RESUME_FROZEN, where=where)
+        step, restored, cur_json, saved_meta = checkpoints.restore(
+            {"train_state": target.train_state, "counters": counters})
+    except ckpt_lib.CheckpointError as err:
+        raise UsageError(str(err)) from None
+    got = {k: int(restored["counters"][k]) for k in COUNTERS}
+    assert got["update"] == step, (got, step)
+    return dataclasses.replace(target, train_state=restored["train_state"],
+                               curriculum=cur.from_json(cur_json),
+                               runtime=dict(saved_meta.get(RUNTIME_KEY, {})), **got), changed
+
+
+def load_params(run_dir: Path, checkpoint: str = "latest",
+                ) -> tuple[int, dict[str, Any], Config, Any]:
+    """(step, meta, config, parameters) of a checkpoint ("latest", "best" or an update number):
+    what evaluation needs, from the run directory alone. Raises ``UsageError`` (one line)."""
+    import jax
+
+    from jax_reset import checkpoint as ckpt_lib
+    from jax_reset import config as config_lib
+    from jax_reset.ppo.update import create_train_state
+
+    folder = run_dir / CHECKPOINT_DIR
+    if not folder.is_dir():
+        raise UsageError(f"{run_dir}: not a run directory (no {CHECKPOINT_DIR}/ folder)")
+    checkpoints = ckpt_lib.Checkpoints(folder)
+    try:
+        if checkpoint in ("latest", "best"):
+            step = (checkpoints.latest_step() if checkpoint == "latest"
+                    else checkpoints.best_step())
+        else:
+            try:
+                step = int(checkpoint)
+            except ValueError:
+                raise UsageError(f"--checkpoint must be latest, best or an update number, "
+                                 f"not {checkpoint!r}") from None
+        if step is None:
+            raise UsageError(f"{run_dir}: no checkpoint saved yet")
+        try:
+            meta = checkpoints.read_meta(step)
+            config = config_lib.from_dict(config_lib.Config, meta["config"])
+            _, state = create_train_state(config.network, config.ppo, config.env.obs_shape,
+                                          int(meta["num_actions"]), jax.random.PRNGKey(0))
+            # The whole state restores (the tree must match); only the parameters are kept.
+            counters = {k: np.asarray(0, np.int64) for k in COUNTERS}
+            _, restored, _, _ = checkpoints.restore(
+                {"train_state": state, "counters": counters}, step)
+        except (ckpt_lib.CheckpointError, config_lib.ConfigError, KeyError) as err:
+            raise UsageError(f"{run_dir}: cannot load checkpoint {step}: {err}") from None
+    finally:
+        checkpoints.close()
+    return step, meta, config, restored["train_state"].params
+
+
+def profile_window(spec: str | None) -> tuple[int, int] | None:
+    """``--profile-steps A:B`` as (A, B); None without it."""
+    if spec is None:
+        return None
+    try:
+        a, b = (int(x) for x in spec.split(":"))
+    except ValueError:
+        raise UsageError(f"--profile-steps {spec!r}: expected A:B, two update numbers") from None
+    if not 1 <= a <= b:
+        raise UsageError(f"--profile-steps {spec!r}: need 1 <= A <= B (updates count from 1)")
+    return a, b
+
+
+def check_paths(config: Config) -> None:
+    """The demo (and the user's ROM) exist: one line naming the key otherwise."""
+    demo_path = Path(config.demo.demo_path)
+    if not demo_path.is_file():
+        raise UsageError(f"demo.demo_path: {demo_path} does not exist (convert the originals "
+                         "with `python -m jax_reset.demo convert`)")
+    if config.demo.rom_path is not None and not Path(config.demo.rom_path).is_file():
+        raise UsageError(f"demo.rom_path: {config.demo.rom_path} does not exist")

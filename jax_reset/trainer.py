@@ -1,0 +1,385 @@
+"""The training loop: a ``Trainer`` whose steps (collect, exchange, curriculum, learn, publish,
+log, save) are methods, each callable on its own (tests drive them with a real small pool).
+
+One update, on every process alike (one process is the degenerate group, not a branch):
+
+1. ``collect``: the next rollout from the rollout source (``jax_reset.actor``: synchronous, or
+   an actor thread one policy version behind with ``train.overlap``);
+2. ``exchange``: every process's episode records, the summed frames and valid steps, the
+   actor's metrics averaged, and an agreed stop (``jax_reset.process_group``);
+3. ``advance_curriculum``: the 20% rule on the gathered records; moved starting points go to
+   the actor (``jax_reset.curriculum``);
+4. ``learn``: the rollout behind the carried-over burn-in, this process's block of the global
+   batch, one data-parallel PPO update (``jax_reset.ppo``);
+5. ``publish``: the new parameters to the rollout source;
+6. ``log``: every ``train.log_every`` updates, the window's means (process 0 writes them);
+7. ``save``: the run state every ``train.checkpoint_every`` updates, at the end and on a stop
+   (``jax_reset.run_dir``).
+
+Everything touching Orbax, signals and the curriculum stays on the main thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jax_reset import curriculum as cur
+from jax_reset import metrics as m
+from jax_reset import run_dir as rd
+from jax_reset.actor import Actor, Rollout, RolloutSource, make_source
+from jax_reset.envs.demo_history import DemoHistory
+from jax_reset.process_group import Exchanged, ProcessGroup
+from jax_reset.sizes import Sizes
+
+
+def episode_metrics(records: cur.EpisodeRecords, max_sp: int) -> dict[str, float]:
+    """``env/`` means of the episodes that ended, and the success of those that started at or
+    before the maximum starting point (the reference's "as_good_as_demo_start")."""
+    if len(records) == 0:
+        return {m.EPISODES: 0.0}
+    at_sp = records.start <= max_sp
+    return {
+        m.EPISODES: float(len(records)),
+        m.EPISODE_SCORE: float(records.score.mean()),
+        m.EPISODE_FRAMES: float((records.final_frame - records.start).mean()),
+        m.AS_GOOD_AS_DEMO: float(records.as_good_as_demo.mean()),
+        m.SUCCESS_AT_SP: (float(records.as_good_as_demo[at_sp].mean())
+                          if at_sp.any() else float("nan")),
+    }
+
+
+@dataclasses.dataclass
+class LogWindow:
+    """What the updates since the last log line add up to."""
+
+    records: list[cur.EpisodeRecords] = dataclasses.field(default_factory=list)
+    sums: dict[str, float] = dataclasses.field(default_factory=dict)  # per-update values
+    agent_steps: int = 0
+    t0: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def add(self, records: cur.EpisodeRecords, agent_steps: int,
+            values: dict[str, float]) -> None:
+        self.records.append(records)
+        self.agent_steps += agent_steps
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+
+    def means(self) -> dict[str, float]:
+        """Each value's mean per update, and the agent steps per second."""
+        n = max(len(self.records), 1)
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        return {m.AGENT_STEPS_PER_S: self.agent_steps / elapsed,
+                **{k: v / n for k, v in self.sums.items()}}
+
+
+class Trainer:
+    """One process's trainer over an open pool, from a run state (new or restored).
+
+    Args:
+      config: the resolved ``jax_reset.config.Config``.
+      sizes: this process's sizes (``jax_reset.sizes.derive``).
+      group: the job's processes (one process: every exchange is the identity).
+      pool: an open ``AtariPool`` of ``sizes.num_envs_local`` environments in demo mode.
+      network: from ``ppo.update.create_train_state``.
+      state: where the run stands (``run_dir.RunState``).
+      run_dir: the run directory; ``checkpoints`` its open ``Checkpoints``; ``meta`` the
+        checkpoint metadata besides the config (game, network shape, ...).
+      writer, display: process 0's metrics writer and progress display (None: not logged).
+    """
+
+    def __init__(self, config: Any, sizes: Sizes, group: ProcessGroup, pool: Any, network: Any,
+                 state: rd.RunState, run_dir: Path, checkpoints: Any, meta: dict[str, Any],
+                 writer: m.MetricsWriter | None = None,
+                 display: m.ProgressDisplay | None = None) -> None:
+        from jax_reset.ppo.acting import make_act_fn
+        from jax_reset.ppo.data import initial_burn_in, zeros_transition
+        from jax_reset.ppo.update import make_update
+        from jax_reset.ppo.warmup import make_warmup_fn
+
+        self.config, self.sizes, self.group = config, sizes, group
+        self.run_dir, self.checkpoints, self.meta = run_dir, checkpoints, meta
+        self.writer, self.display = writer, display
+        train, ppo = config.train, config.ppo
+        self.update_fn = make_update(network, ppo, group.mesh)
+        # Each process's environments draw their own actions.
+        act_key = jax.random.fold_in(jax.random.PRNGKey(train.seed), 0x5EED)
+        if group.multi:  # (one process keeps the key of single-process runs)
+            act_key = jax.random.fold_in(act_key, group.index)
+        pool.set_starting_points(None, self.local_points(state.curriculum))  # before the reset
+        self.history = self._demo_history(state.curriculum)
+        self.actor = Actor(pool, make_act_fn(network), config.network, ppo.rollout_steps,
+                           ppo.burn_in_steps, act_key, self.history, make_warmup_fn(network),
+                           train.warmup_steps)
+        example = zeros_transition(1, sizes.num_envs_local, config.env.obs_shape,
+                                   carry=self.actor.carry if self.actor.warm else None)
+        self.burn_in = initial_burn_in(example, self.actor.carry, ppo.burn_in_steps)
+        # Replicated over the mesh from the start, as the update returns it: acting then
+        # compiles once, not again when the first updated parameters arrive.
+        self.state = dataclasses.replace(state, train_state=group.replicate(state.train_state))
+        self.source: RolloutSource = make_source(
+            self.actor, group.local_params(self.state.train_state.params), state.update,
+            train.overlap)
+        self.window = LogWindow()
+
+    def _demo_history(self, curriculum: cur.CurriculumState) -> DemoHistory | None:
+        config = self.config
+        if config.train.warmup_steps <= 0 or config.network.core == "none":
+            return None
+        env = config.env
+        lo = curriculum.min_starting_point - env.frame_skip * (
+            config.train.warmup_steps + env.stack_num - 1)
+        history = DemoHistory(config.demo.demo_path, env, config.demo.rom_path, lo=lo)
+        print(f"demo observations for the warm-up: frames {history.lo:,} to "
+              f"{history.num_frames:,} in {history.build_s:.1f} s", flush=True)
+        return history
+
+    def local_points(self, curriculum: cur.CurriculumState) -> np.ndarray:
+        """This process's environments' starting points."""
+        return curriculum.starting_points[self.sizes.env_lo:self.sizes.env_hi]
+
+    # ---- the steps of one update ---------------------------------------------------------
+
+    def collect(self, interrupt: threading.Event) -> tuple[Rollout, float]:
+        """(the next rollout, seconds the learner waited for it); raises ``actor.Stopped``
+        as soon as ``interrupt`` is set."""
+        t0 = time.perf_counter()
+        rollout = self.source.next(self.state.update, interrupt)
+        return rollout, time.perf_counter() - t0
+
+    def exchange(self, rollout: Rollout, stop_requested: bool) -> Exchanged:
+        """Every process's records, the job's frames and valid steps, the actor's metrics
+        averaged over processes, and whether any process was asked to stop."""
+        return self.group.exchange(
+            rollout.records,
+            sums={"frames": rollout.frames, "valid": float(rollout.transition.valid.sum())},
+            means=rollout.metrics, stop=stop_requested)
+
+    def advance_curriculum(self, records: cur.EpisodeRecords) -> cur.Decision:
+        """The curriculum after the job's ``records``; moved starting points go to the actor
+        (applied at the start of its next rollout)."""
+        curriculum, decision = cur.update(self.state.curriculum, records,
+                                          self.config.ppo.rollout_steps, self.config.curriculum)
+        self.state = dataclasses.replace(self.state, curriculum=curriculum)
+        if decision.decided and decision.new_max != decision.old_max:
+            self.actor.set_starting_points(self.local_points(curriculum))
+        return decision
+
+    def learn(self, rollout: Rollout, frames: int) -> dict[str, float]:
+        """One PPO update on ``rollout`` (this process's block of the job's batch); advances
+        the counters by the job's agent steps and ``frames``. Returns the update's metrics."""
+        from jax_reset.ppo.data import assemble_batch
+
+        batch, self.burn_in = assemble_batch(self.burn_in, rollout.transition,
+                                             rollout.bootstrap_value, rollout.tail_carry)
+        train_state, train_metrics = self.update_fn(self.state.train_state,
+                                                    self.group.global_batch(batch))
+        s = self.state
+        self.state = dataclasses.replace(
+            s, train_state=train_state, update=s.update + 1, frames=s.frames + frames,
+            agent_steps=s.agent_steps + self.sizes.agent_steps_per_update)
+        return {k: float(v) for k, v in jax.device_get(train_metrics).items()}
+
+    def publish(self) -> None:
+        """The new parameters to the actor."""
+        self.source.publish(self.group.local_params(self.state.train_state.params),
+                            self.state.update)
+
+    def log(self, update_metrics: dict[str, float], valid_share: float) -> dict[str, float] | None:
+        """Every ``train.log_every`` updates and at the last: the window's metrics, written by
+        process 0; None between log lines."""
+        s, total = self.state, self.config.train.total_updates
+        if s.update % self.config.train.log_every and s.update != total:
+            return None
+        metrics = {
+            **update_metrics,
+            m.UPDATE: float(s.update), m.AGENT_STEPS: float(s.agent_steps),
+            m.FRAMES: float(s.frames), m.VALID_SHARE: valid_share,
+            **cur.summary(s.curriculum),
+            **episode_metrics(cur.EpisodeRecords.concatenate(self.window.records),
+                              s.curriculum.max_starting_point),
+            **self.window.means(),
+        }
+        if self.writer is not None:
+            self.writer.write(s.update, metrics)
+        if self.display is not None:
+            self.display.update(s.update, metrics)
+        self.window = LogWindow()
+        return metrics
+
+    def save(self) -> bool:
+        """The run state as checkpoint ``update`` (False if that one is saved already)."""
+        return rd.save_state(self.checkpoints, self.state, self.meta)
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def step(self, stop: threading.Event, interrupt: threading.Event) -> bool:
+        """One update: False if it was stopped (no update made) or the processes agreed to stop
+        after it."""
+        from jax_reset.actor import Stopped
+
+        try:
+            rollout, wait_s = self.collect(interrupt)
+        except Stopped:
+            return False
+        got = self.exchange(rollout, stop.is_set())
+        decision = self.advance_curriculum(got.records)
+        with m.timed(timing := {}, m.LEARNER_S):
+            update_metrics = self.learn(rollout, int(got.sums["frames"]))
+            self.publish()
+        timing[m.LEARNER_WAIT_S] = wait_s
+        # Updates between the acting parameters and the ones this update started from.
+        timing[m.POLICY_LAG] = self.state.update - 1 - rollout.policy_version
+        self.window.add(got.records, self.sizes.agent_steps_per_update,
+                        {**got.means, **timing})
+        update, train = self.state.update, self.config.train
+        if (decision.decided or got.stop or update % train.checkpoint_every == 0
+                or update == train.total_updates):
+            self.group.check_agreement(update, self.state.train_state.params,
+                                       cur.to_json(self.state.curriculum),
+                                       self.run_dir / rd.PROCESSES_DIR)
+        self.log(update_metrics, got.sums["valid"] / (self.sizes.rollout_steps
+                                                      * self.sizes.num_envs_global))
+        if update % train.checkpoint_every == 0:
+            self.save()
+        return not got.stop
+
+    def run(self, stop: threading.Event, profile: tuple[int, int] | None = None) -> None:
+        """Updates until ``train.total_updates`` or a stop, then saves (main thread only).
+        ``stop``: a stop request (SIGTERM/SIGINT); ``profile``: updates A..B to trace."""
+        interrupt = self.group.interrupt_event(stop)
+        profiling = False
+        self.source.start()
+        try:
+            while self.state.update < self.config.train.total_updates and not interrupt.is_set():
+                if profile and self.state.update + 1 == profile[0] and not profiling:
+                    jax.profiler.start_trace(str(self.run_dir / rd.PROFILE_DIR))
+                    profiling = True
+                going = self.step(stop, interrupt)
+                if profiling and self.state.update >= profile[1]:
+                    jax.profiler.stop_trace()
+                    profiling = False
+                if not going:
+                    break
+            self.source.close()
+            # At the end, or on a stop: the state after the last finished update.
+            self.save()
+            self.checkpoints.wait()
+        finally:
+            if profiling:
+                jax.profiler.stop_trace()
+            self.source.close()
+
+
+# --------------------------------------------------------------------------------------------
+# A run, from the command line's request to the last checkpoint.
+
+
+def detect_platform() -> tuple[bool, str]:
+    """(on_cpu, description): whether no accelerator was found, and what was."""
+    devices = jax.local_devices()
+    kinds = sorted({d.device_kind for d in devices})
+    on_cpu = jax.default_backend() == "cpu"
+    return on_cpu, f"{len(devices)} x {', '.join(kinds)} ({jax.default_backend()})"
+
+
+def resolve(req: rd.Request, full_size: bool) -> tuple[Any, list[str]]:
+    """The config this run trains with (``run_dir``'s precedence) and the notes to print."""
+    on_cpu = not full_size and detect_platform()[0]
+    if not req.resume:
+        return rd.new_config(req, on_cpu), rd.cpu_notes(req, on_cpu)
+    saved = runtime = None
+    if (req.run_dir / rd.CHECKPOINT_DIR).is_dir():
+        with rd.open_checkpoints(req.run_dir, keep_last=1) as checkpoints:
+            found = rd.saved_config(checkpoints)
+        if found is not None:
+            saved, runtime = found
+    if saved is None:  # a restart before the first checkpoint: from update 0
+        from jax_reset import config as config_lib
+
+        saved = config_lib.read_file(req.run_dir / rd.CONFIG_NAME)
+    return rd.resume_config(saved, req, runtime, on_cpu=on_cpu)
+
+
+def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | None = None,
+        ) -> int:
+    """Trains as ``req`` asks; 0 when done or stopped by a signal (a checkpoint was written).
+    Raises ``run_dir.UsageError`` (and the config's, demo's and pool's errors) for the caller
+    to map to exit codes."""
+    from jax_reset import checkpoint as ckpt_lib
+    from jax_reset.envs import AtariPool
+    from jax_reset.mesh import make_data_mesh
+    from jax_reset.ppo.update import create_train_state
+    from jax_reset.sizes import SizeError, derive
+
+    config, notes = resolve(req, full_size)
+    rd.check_paths(config)
+    mesh = make_data_mesh()
+    try:
+        sizes = derive(config, jax.process_count(), mesh.devices.size, jax.process_index())
+    except SizeError as err:
+        raise rd.UsageError(str(err)) from None
+    group = ProcessGroup(mesh, sizes)
+    group.barrier("jax_reset.train: run directory checked")  # before any process writes to it
+    if group.is_main:
+        print(f"devices: {detect_platform()[1]}" + (
+            f" per process; {sizes.num_processes} processes, {sizes.num_devices} devices in all"
+            if group.multi else ""), flush=True)
+        for note in notes:
+            print(note, flush=True)
+    if group.multi:
+        print(f"process {group.index} of {sizes.num_processes}: environments {sizes.env_lo} to "
+              f"{sizes.env_hi - 1} of {sizes.num_envs_global}", flush=True)
+    train = config.train
+    with ckpt_lib.StopFlag() as stop, AtariPool(
+            None, sizes.num_envs_local, train.workers, config=config.env, demo=config.demo,
+            seed=train.seed + sizes.env_lo) as pool, rd.open_checkpoints(
+            req.run_dir, train.keep_last) as checkpoints:
+        network, train_state = create_train_state(config.network, config.ppo,
+                                                  config.env.obs_shape, pool.num_actions,
+                                                  jax.random.PRNGKey(train.seed))
+        meta = ckpt_lib.make_meta(config, train_state.params, game=pool.game,
+                                  num_actions=int(pool.num_actions),
+                                  num_frames=pool.demo_num_frames)
+        state = rd.RunState(train_state=group.replicate(train_state),  # Orbax restores into
+                            update=0, agent_steps=0, frames=0,  # the target's shardings
+                            curriculum=cur.init(sizes.num_envs_global, pool.demo_num_frames,
+                                                config.curriculum), config=config)
+        if req.resume and checkpoints.latest_step() is not None:
+            state, _ = rd.restore_state(checkpoints, state, meta, where=str(req.run_dir))
+            if group.is_main:
+                print(f"resumed from update {state.update} at starting point "
+                      f"{state.curriculum.max_starting_point}", flush=True)
+        if group.is_main:
+            rd.write_config(config, req.run_dir)
+        writer = display = None
+        if group.is_main:
+            writer = m.MetricsWriter(req.run_dir,
+                                     resume_update=state.update if req.resume else None)
+            display = m.ProgressDisplay(train.total_updates, pool.demo_num_frames,
+                                        start_update=state.update,
+                                        enabled=None if train.progress else False)
+        trainer = Trainer(config, sizes, group, pool, network, state, req.run_dir,
+                          checkpoints, meta, writer, display)
+        try:
+            with display or contextlib.nullcontext():
+                trainer.run(stop.event, profile if group.is_main else None)
+        finally:
+            if writer is not None:
+                writer.close()
+    if group.is_main:
+        s = trainer.state
+        if stop.requested or s.update < train.total_updates:
+            print(f"stopped by {stop.signal_name or 'another process'} after update {s.update}: "
+                  f"checkpoint saved; continue with --resume --run-dir {req.run_dir}", flush=True)
+        else:
+            print(f"done: {s.update} updates, starting point "
+                  f"{s.curriculum.max_starting_point}", flush=True)
+    return 0
