@@ -1,0 +1,50 @@
+"""``sizes.derive``: every size of a run, and the only divisibility check of train.num_envs."""
+
+from __future__ import annotations
+
+import pytest
+
+from jax_reset.config import load
+from jax_reset.sizes import SizeError, derive
+
+SMOKE = "configs/smoke.toml"
+
+
+def config(num_envs: int, minibatches: int = 1, rollout_steps: int = 16):
+    return load(SMOKE, [f"train.num_envs={num_envs}", f"ppo.minibatches={minibatches}",
+                        f"ppo.rollout_steps={rollout_steps}", "ppo.burn_in_steps=8",
+                        "train.workers=1"])
+
+
+def test_one_process_holds_every_environment() -> None:
+    s = derive(config(8, minibatches=2), num_devices=2)
+    assert (s.num_envs_global, s.num_envs_local, s.env_lo, s.env_hi) == (8, 8, 0, 8)
+    assert s.agent_steps_per_update == 16 * 8
+    assert (s.minibatch_envs, s.minibatch_envs_per_device) == (4, 2)
+
+
+def test_processes_hold_contiguous_blocks() -> None:
+    blocks = [derive(config(12, minibatches=3), num_processes=2, num_devices=2, process_index=p)
+              for p in range(2)]
+    assert [(s.env_lo, s.env_hi, s.num_envs_local) for s in blocks] == [(0, 6, 6), (6, 12, 6)]
+    # The job's batch, not the process's, sets the steps per update and the minibatches.
+    assert {s.agent_steps_per_update for s in blocks} == {16 * 12}
+    assert {(s.minibatch_envs, s.minibatch_envs_per_device) for s in blocks} == {(4, 2)}
+
+
+@pytest.mark.parametrize("num_envs,minibatches,processes,devices,message", [
+    (3, 1, 2, 2, "train.num_envs=3 does not split over 2 processes"),
+    (6, 4, 1, 1, r"train.num_envs=6 must be divisible by devices \(1\) x ppo.minibatches \(4\)"),
+    (8, 2, 1, 8, r"devices \(8\) x ppo.minibatches \(2\) = 16"),
+])
+def test_indivisible_sizes_are_one_line_naming_the_key(num_envs: int, minibatches: int,
+                                                       processes: int, devices: int,
+                                                       message: str) -> None:
+    with pytest.raises(SizeError, match=message) as err:
+        derive(config(num_envs, minibatches), processes, devices)
+    assert "\n" not in str(err.value)
+
+
+def test_the_config_alone_no_longer_refuses_sizes() -> None:
+    """Whether sizes divide depends on the job's devices: only ``derive`` knows them."""
+    assert config(6, minibatches=4).train.num_envs == 6

@@ -1,0 +1,180 @@
+"""The trainer's steps in-process, with a real pool, real emulators and real Orbax files: no
+subprocess. Plus the resume-override sequence end to end (``python -m jax_reset.train``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jax_reset import checkpoint as ckpt_lib
+from jax_reset import curriculum as cur
+from jax_reset import metrics as m
+from jax_reset import run_dir as rd
+from jax_reset.actor import SyncSource, ThreadedSource
+from jax_reset.config import load
+from jax_reset.envs import AtariPool
+from jax_reset.mesh import make_data_mesh
+from jax_reset.ppo.update import create_train_state
+from jax_reset.process_group import ProcessGroup
+from jax_reset.sizes import derive
+from jax_reset.trainer import Trainer, resolve
+from tests.conftest import train_cmd
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE = REPO / "configs" / "smoke.toml"
+
+
+def fresh(config, run_dir: Path, pool: AtariPool, writer: m.MetricsWriter | None = None,
+          ) -> tuple[Trainer, ckpt_lib.Checkpoints]:
+    """A trainer at update 0 over ``pool``, as ``trainer.run`` builds it."""
+    sizes = derive(config)
+    group = ProcessGroup(make_data_mesh(), sizes)
+    network, train_state = create_train_state(config.network, config.ppo, config.env.obs_shape,
+                                              pool.num_actions, jax.random.PRNGKey(0))
+    state = rd.RunState(train_state=train_state, update=0, agent_steps=0, frames=0,
+                        curriculum=cur.init(sizes.num_envs_global, pool.demo_num_frames,
+                                            config.curriculum), config=config)
+    meta = ckpt_lib.make_meta(config, train_state.params, game=pool.game,
+                              num_actions=int(pool.num_actions),
+                              num_frames=pool.demo_num_frames)
+    checkpoints = rd.open_checkpoints(run_dir, keep_last=2)
+    return Trainer(config, sizes, group, pool, network, state, run_dir, checkpoints, meta,
+                   writer=writer), checkpoints
+
+
+def leaves_equal(a, b) -> bool:
+    return all(np.array_equal(np.asarray(x), np.asarray(y))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def test_steps_collect_curriculum_learn_save_restore(tmp_path: Path) -> None:
+    config = load(SMOKE, ["train.overlap=false"])
+    with AtariPool(None, 4, 2, config=config.env, demo=config.demo, seed=0) as pool:
+        trainer, checkpoints = fresh(config, tmp_path, pool)
+        assert isinstance(trainer.source, SyncSource)
+        before = trainer.state.train_state.params
+        rollout, _ = trainer.collect(threading.Event())
+        t, n = config.ppo.rollout_steps, config.train.num_envs
+        assert rollout.transition.obs.shape == (t, n, *config.env.obs_shape)
+        assert rollout.transition.valid.all() and rollout.policy_version == 0
+        # Every emulator frame of the rollout: frame_skip per agent step, less where an
+        # episode ended inside a skip.
+        assert 0 < rollout.frames <= t * n * config.env.frame_skip
+        assert set(rollout.metrics) == {m.ACTOR_INFERENCE_S, m.ACTOR_WARMUP_S,
+                                        m.ACTOR_ENV_STEP_S}
+        got = trainer.exchange(rollout, stop_requested=False)
+        assert got.sums["frames"] == rollout.frames and not got.stop
+        assert got.means == rollout.metrics and len(got.records) == len(rollout.records)
+        trainer.advance_curriculum(got.records)
+        assert trainer.state.curriculum.agent_steps == t
+        update_metrics = trainer.learn(rollout, int(got.sums["frames"]))
+        assert np.isfinite(update_metrics["train/loss"])
+        assert (trainer.state.update, trainer.state.agent_steps, trainer.state.frames) == (
+            1, t * n, rollout.frames)
+        assert not leaves_equal(before, trainer.state.train_state.params)
+        trainer.publish()
+        # The next rollout acts with the new parameters (exact on-policy).
+        second, _ = trainer.collect(threading.Event())
+        assert second.policy_version == 1
+        trainer.window.add(got.records, t * n, {m.LEARNER_S: 2.0})
+        logged = trainer.log(update_metrics, 1.0)
+        assert logged[m.UPDATE] == 1 and logged[m.AGENT_STEPS] == t * n
+        assert logged[m.LEARNER_S] == 2.0 and m.MAX_STARTING_POINT in logged
+        assert trainer.save()
+        checkpoints.wait()
+        saved = trainer.state
+
+        # A new trainer restores exactly that run state.
+        other, _ = fresh(config, tmp_path / "other", pool)
+        restored, changed = rd.restore_state(checkpoints, other.state, trainer.meta, "here")
+        checkpoints.close()
+    assert changed == []
+    assert (restored.update, restored.agent_steps, restored.frames) == (
+        saved.update, saved.agent_steps, saved.frames)
+    assert leaves_equal(restored.train_state, saved.train_state)
+    assert cur.equal(restored.curriculum, saved.curriculum)
+    assert restored.config == config
+
+
+def test_overlapped_run_stays_one_version_behind_and_stops(tmp_path: Path) -> None:
+    config = load(SMOKE, ["train.overlap=true", "train.total_updates=100",
+                          "train.checkpoint_every=1000"])
+    stop = threading.Event()
+    with AtariPool(None, 4, 2, config=config.env, demo=config.demo, seed=0) as pool, \
+            m.MetricsWriter(tmp_path, tensorboard=False) as writer:
+        trainer, checkpoints = fresh(config, tmp_path, pool, writer)
+        assert isinstance(trainer.source, ThreadedSource)
+        real_log = trainer.log
+
+        def log_then_stop(*args, **kwargs):  # a SIGTERM after the third update
+            out = real_log(*args, **kwargs)
+            if trainer.state.update == 3:
+                stop.set()
+            return out
+
+        trainer.log = log_then_stop
+        trainer.run(stop)
+        assert not trainer.source.thread.is_alive()
+        steps = checkpoints.steps()
+        checkpoints.close()
+    rows = m.read_jsonl(tmp_path / m.JSONL_NAME)
+    assert [r["update"] for r in rows] == [1, 2, 3] and steps == [3]
+    lags = [r[m.POLICY_LAG] for r in rows]
+    assert lags[0] == 0 and set(lags) <= {0.0, 1.0}
+    assert all(m.ACTOR_WAIT_S in r and m.LEARNER_WAIT_S in r for r in rows)
+
+
+def test_resume_overrides_persist_to_the_next_plain_resume(tmp_path: Path) -> None:
+    """New run; ``--resume ppo.learning_rate=5e-5``; plain ``--resume``: the rate stays 5e-5
+    in config.json, in the config the run trains with, and in the checkpoints it writes."""
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO),
+           "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+    def train(*args: str) -> str:
+        proc = subprocess.run(train_cmd("--run-dir", str(run_dir), *args), cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=400)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    def rates() -> tuple[float, float]:
+        with ckpt_lib.Checkpoints(run_dir / rd.CHECKPOINT_DIR) as ckpt:
+            meta = ckpt.read_meta()
+        saved = json.loads((run_dir / rd.CONFIG_NAME).read_text())
+        return saved["ppo"]["learning_rate"], meta["config"]["ppo"]["learning_rate"]
+
+    train("--config", str(SMOKE), "train.total_updates=1", "train.overlap=false")
+    assert rates() == (1e-4, 1e-4)
+    out = train("--resume", "ppo.learning_rate=5e-5", "train.total_updates=2")
+    assert "ppo.learning_rate" in out and rates() == (5e-5, 5e-5)
+    config, notes = resolve(rd.Request(run_dir, True, None, ()), full_size=False)
+    assert config.ppo.learning_rate == 5e-5 and config.train.total_updates == 2 and not notes
+    out = train("--resume")  # plain: what `make train` does
+    assert "done: 2 updates" in out and "changed settings" not in out
+    assert rates() == (5e-5, 5e-5)
+    # And a resume that trains, with another override, keeps it too.
+    train("--resume", "train.total_updates=3")
+    assert rates() == (5e-5, 5e-5)
+
+
+def test_a_restart_before_the_first_checkpoint_starts_over(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    config = load(SMOKE, ["train.total_updates=0"])
+    rd.write_config(config, run_dir)
+    req = rd.Request(run_dir, True, None, ("ppo.learning_rate=3e-5",))
+    rd.check_request(req)
+    got, notes = resolve(req, full_size=False)
+    assert got == dataclasses.replace(config, ppo=dataclasses.replace(config.ppo,
+                                                                     learning_rate=3e-5))
+    assert notes == ["resuming with changed settings: ppo.learning_rate"]
+    with pytest.raises(rd.UsageError, match="cannot change network.core_size"):
+        rd.check_request(rd.Request(run_dir, True, None, ("network.core_size=32",)))
