@@ -41,7 +41,7 @@ def make_data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 def process_env_slice(mesh: Mesh, num_envs: int) -> tuple[int, int]:
     """``(lo, hi)``: the environments (global indices) this process's devices hold.
 
-    ``num_envs`` must split evenly over the mesh's devices (``PPOConfig.check_num_envs``).
+    ``num_envs`` must split evenly over the mesh's devices (``jax_reset.sizes.derive``).
     Raises ``ValueError`` if this process's devices are not one contiguous block of the axis.
     """
     sharding = NamedSharding(mesh, P(DATA_AXIS))

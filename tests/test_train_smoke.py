@@ -76,7 +76,7 @@ def test_run_resume_and_sigterm(tmp_path: Path, env: dict[str, str]) -> None:
     assert rows[-1]["train/agent_steps"] == 4 * STEPS_PER_UPDATE
     for key in ("train/loss", "train/approx_kl", "train/clip_fraction",
                 "train/explained_variance", "train/agent_steps_per_s", "env/valid_share",
-                "curriculum/max_starting_point", "timing/learner_s", "timing/env_step_s"):
+                "curriculum/max_starting_point", "timing/learner_s", "actor/env_step_s"):
         assert key in rows[-1], key
     assert json.loads((run_dir / "config.json").read_text())["train"]["num_envs"] == 4
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))

@@ -21,12 +21,10 @@ def test_stacks_equal_the_pools_restores(env) -> None:
     full = DemoHistory(DEMO, env, lo=0)
     t = full.num_frames
     rng = np.random.default_rng(0)
-    # Not just after the first checkpoint (frame 100): there the pool restores a state from
-    # before it and replays across it without restoring it, so for up to stride + skip *
-    # (stack - 1) frames its screens follow today's reset rather than the recorded game; ours
-    # restore the checkpoint (reported to the pool's owner).
-    frames = np.concatenate([[0, 1, 3, 99, 100, 200, t - 1, t],
-                             rng.integers(200, t + 1, size=8)])
+    # Every region: before the first checkpoint (frame 100), just after it, where a stack
+    # reaches back across it (101-199), and anywhere after.
+    frames = np.concatenate([[0, 1, 3, 99, 100, 101, 104, 113, 150, 199, 200, t - 1, t],
+                             rng.integers(101, 200, size=4), rng.integers(200, t + 1, size=8)])
     with AtariPool(None, len(frames), 2, config=env, demo=DemoResetConfig(DEMO)) as pool:
         restored = pool.restore(None, frames).obs
     mine = full.stacked(frames)
