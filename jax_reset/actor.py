@@ -339,7 +339,8 @@ class ThreadedSource:
 
     def close(self) -> None:
         self.stop.set()
-        self.thread.join(timeout=60)
+        if self.thread.ident is not None:  # started
+            self.thread.join(timeout=60)
 
 
 def make_source(actor: Actor, params: Any, version: int, overlap: bool) -> RolloutSource:

@@ -84,6 +84,11 @@ class ProcessGroup:
 
         return local_copy(params) if self.multi else params
 
+    def own_key(self, key: jax.Array) -> jax.Array:
+        """This process's key from the job's (each process's environments draw their own
+        actions; one process keeps the job's key, as before several were possible)."""
+        return jax.random.fold_in(key, self.index) if self.multi else key
+
     def global_batch(self, batch: Any) -> Any:
         """This process's environments as its block of the job's batch (one process: as is;
         the update places it)."""

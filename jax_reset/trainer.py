@@ -109,10 +109,7 @@ class Trainer:
         self.writer, self.display = writer, display
         train, ppo = config.train, config.ppo
         self.update_fn = make_update(network, ppo, group.mesh)
-        # Each process's environments draw their own actions.
-        act_key = jax.random.fold_in(jax.random.PRNGKey(train.seed), 0x5EED)
-        if group.multi:  # (one process keeps the key of single-process runs)
-            act_key = jax.random.fold_in(act_key, group.index)
+        act_key = group.own_key(jax.random.fold_in(jax.random.PRNGKey(train.seed), 0x5EED))
         pool.set_starting_points(None, self.local_points(state.curriculum))  # before the reset
         self.history = self._demo_history(state.curriculum)
         self.actor = Actor(pool, make_act_fn(network), config.network, ppo.rollout_steps,
@@ -231,14 +228,15 @@ class Trainer:
             return False
         got = self.exchange(rollout, stop.is_set())
         decision = self.advance_curriculum(got.records)
-        with m.timed(timing := {}, m.LEARNER_S):
+        # The learner's seconds, and the updates between the acting parameters and the ones
+        # this update started from.
+        learner = {m.LEARNER_WAIT_S: wait_s,
+                   m.POLICY_LAG: float(self.state.update - rollout.policy_version)}
+        with m.timed(learner, m.LEARNER_S):
             update_metrics = self.learn(rollout, int(got.sums["frames"]))
             self.publish()
-        timing[m.LEARNER_WAIT_S] = wait_s
-        # Updates between the acting parameters and the ones this update started from.
-        timing[m.POLICY_LAG] = self.state.update - 1 - rollout.policy_version
         self.window.add(got.records, self.sizes.agent_steps_per_update,
-                        {**got.means, **timing})
+                        {**got.means, **learner})
         update, train = self.state.update, self.config.train
         if (decision.decided or got.stop or update % train.checkpoint_every == 0
                 or update == train.total_updates):

@@ -176,5 +176,5 @@ def test_a_restart_before_the_first_checkpoint_starts_over(tmp_path: Path) -> No
     assert got == dataclasses.replace(config, ppo=dataclasses.replace(config.ppo,
                                                                      learning_rate=3e-5))
     assert notes == ["resuming with changed settings: ppo.learning_rate"]
-    with pytest.raises(rd.UsageError, match="cannot change network.core_size"):
+    with pytest.raises(rd.UsageError, match=r"cannot change network\.core_size"):
         rd.check_request(rd.Request(run_dir, True, None, ("network.core_size=32",)))
