@@ -37,6 +37,7 @@ CHECKPOINT_DIR = "checkpoints"
 PROCESSES_DIR = "processes"
 PROFILE_DIR = "profile"
 RUNTIME_KEY = "runtime"  # the meta item's dotted config values the trainer changed at run time
+STATE_VERSION_KEY = "train_state_version"  # the meta item's ppo.update.TRAIN_STATE_VERSION
 COUNTERS = ("update", "agent_steps", "frames")  # the checkpoint's host counters, int64
 
 
@@ -240,24 +241,56 @@ def restore_state(checkpoints: Checkpoints, target: RunState, meta: Mapping[str,
                   where: str) -> tuple[RunState, list[str]]:
     """The newest checkpoint as a ``RunState`` whose config is ``target.config``, and the
     settings that changed since it; ``target.train_state`` gives the arrays' shapes and
-    shardings. Raises ``UsageError`` for a checkpoint of another network or environment."""
+    shardings. The learning rate and entropy coefficient in force are the config's (its
+    precedence already chose between the command line, the runtime values and the checkpoint).
+    Raises ``UsageError`` for a checkpoint of another network or environment."""
     from jax_reset import checkpoint as ckpt_lib
     from jax_reset import config as config_lib
     from jax_reset import curriculum as cur
+    from jax_reset.ppo import update as ppo_update
 
-    counters = {k: np.asarray(0, np.int64) for k in COUNTERS}
     try:
-        changed = ckpt_lib.check_compatible(checkpoints.read_meta(), meta,
-                                            config_lib.RESUME_FROZEN, where=where)
-        step, restored, cur_json, saved_meta = checkpoints.restore(
-            {"train_state": target.train_state, "counters": counters})
+        saved_meta = checkpoints.read_meta()
+        changed = ckpt_lib.check_compatible(saved_meta, meta, config_lib.RESUME_FROZEN,
+                                            where=where)
+        step, restored, cur_json = _restore_train_state(checkpoints, target.train_state,
+                                                        saved_meta.get(STATE_VERSION_KEY),
+                                                        target.config.ppo)
     except ckpt_lib.CheckpointError as err:
         raise UsageError(str(err)) from None
     got = {k: int(restored["counters"][k]) for k in COUNTERS}
     assert got["update"] == step, (got, step)
-    return dataclasses.replace(target, train_state=restored["train_state"],
+    ppo = target.config.ppo
+    train_state = ppo_update.with_hyperparams(restored["train_state"], ppo.learning_rate,
+                                              ppo.ent_coef)
+    return dataclasses.replace(target, train_state=train_state,
                                curriculum=cur.from_json(cur_json),
                                runtime=dict(saved_meta.get(RUNTIME_KEY, {})), **got), changed
+
+
+def _restore_train_state(checkpoints: Checkpoints, train_state: Any, version: int | None,
+                         ppo: Any, step: int | None = None,
+                         ) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    """(step, {"train_state", "counters"}, curriculum JSON) of checkpoint ``step`` (default: the
+    newest), whatever the ``TrainState`` layout it was written with
+    (``ppo.update.TRAIN_STATE_VERSION``; one that does not say is tried as today's, then as
+    version 1)."""
+    from jax_reset.checkpoint import CheckpointError
+    from jax_reset.ppo import update as ppo_update
+
+    counters = {k: np.asarray(0, np.int64) for k in COUNTERS}
+    if version in (None, ppo_update.TRAIN_STATE_VERSION):
+        try:
+            step, restored, cur_json, _ = checkpoints.restore(
+                {"train_state": train_state, "counters": counters}, step)
+            return step, restored, cur_json
+        except CheckpointError:
+            if version is not None:
+                raise
+    step, restored, cur_json, _ = checkpoints.restore(
+        {"train_state": ppo_update.v1_target(train_state), "counters": counters}, step)
+    restored["train_state"] = ppo_update.lift_train_state(restored["train_state"], ppo)
+    return step, restored, cur_json
 
 
 def load_params(run_dir: Path, checkpoint: str = "latest",
@@ -292,9 +325,8 @@ def load_params(run_dir: Path, checkpoint: str = "latest",
             _, state = create_train_state(config.network, config.ppo, config.env.obs_shape,
                                           int(meta["num_actions"]), jax.random.PRNGKey(0))
             # The whole state restores (the tree must match); only the parameters are kept.
-            counters = {k: np.asarray(0, np.int64) for k in COUNTERS}
-            _, restored, _, _ = checkpoints.restore(
-                {"train_state": state, "counters": counters}, step)
+            _, restored, _ = _restore_train_state(checkpoints, state,
+                                                  meta.get(STATE_VERSION_KEY), config.ppo, step)
         except (ckpt_lib.CheckpointError, config_lib.ConfigError, KeyError) as err:
             raise UsageError(f"{run_dir}: cannot load checkpoint {step}: {err}") from None
     finally:

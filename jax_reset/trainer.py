@@ -173,6 +173,7 @@ class Trainer:
         """One PPO update on ``rollout`` (this process's block of the job's batch); advances
         the counters by the job's agent steps and ``frames``. Returns the update's metrics."""
         from jax_reset.ppo.data import assemble_batch
+        from jax_reset.ppo.update import current_hyperparams
 
         batch, self.burn_in = assemble_batch(self.burn_in, rollout.transition,
                                              rollout.bootstrap_value, rollout.tail_carry)
@@ -182,7 +183,8 @@ class Trainer:
         self.state = dataclasses.replace(
             s, train_state=train_state, update=s.update + 1, frames=s.frames + frames,
             agent_steps=s.agent_steps + self.sizes.agent_steps_per_update)
-        return {k: float(v) for k, v in jax.device_get(train_metrics).items()}
+        return {**{k: float(v) for k, v in jax.device_get(train_metrics).items()},
+                **current_hyperparams(train_state)}  # the values in force
 
     def publish(self) -> None:
         """The new parameters to the actor."""
@@ -314,7 +316,7 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
     from jax_reset import checkpoint as ckpt_lib
     from jax_reset.envs import AtariPool
     from jax_reset.mesh import make_data_mesh
-    from jax_reset.ppo.update import create_train_state
+    from jax_reset.ppo.update import TRAIN_STATE_VERSION, create_train_state
     from jax_reset.sizes import SizeError, derive
 
     config, notes = resolve(req, full_size)
@@ -345,7 +347,8 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
                                                   jax.random.PRNGKey(train.seed))
         meta = ckpt_lib.make_meta(config, train_state.params, game=pool.game,
                                   num_actions=int(pool.num_actions),
-                                  num_frames=pool.demo_num_frames)
+                                  num_frames=pool.demo_num_frames,
+                                  **{rd.STATE_VERSION_KEY: TRAIN_STATE_VERSION})
         state = rd.RunState(train_state=group.replicate(train_state),  # Orbax restores into
                             update=0, agent_steps=0, frames=0,  # the target's shardings
                             curriculum=cur.init(sizes.num_envs_global, pool.demo_num_frames,

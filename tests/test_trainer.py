@@ -161,9 +161,13 @@ def test_resume_overrides_persist_to_the_next_plain_resume(tmp_path: Path) -> No
     out = train("--resume")  # plain: what `make train` does
     assert "done: 2 updates" in out and "changed settings" not in out
     assert rates() == (5e-5, 5e-5)
-    # And a resume that trains, with another override, keeps it too.
+    # And a resume that trains, with another override, keeps it too, and updates with it.
     train("--resume", "train.total_updates=3")
     assert rates() == (5e-5, 5e-5)
+    rows = m.read_jsonl(run_dir / m.JSONL_NAME)
+    assert [r["update"] for r in rows] == [1, 2, 3]
+    in_force = [r["train/learning_rate"] for r in rows]
+    assert in_force == pytest.approx([1e-4, 5e-5, 5e-5])
 
 
 def test_a_restart_before_the_first_checkpoint_starts_over(tmp_path: Path) -> None:
@@ -178,3 +182,30 @@ def test_a_restart_before_the_first_checkpoint_starts_over(tmp_path: Path) -> No
     assert notes == ["resuming with changed settings: ppo.learning_rate"]
     with pytest.raises(rd.UsageError, match=r"cannot change network\.core_size"):
         rd.check_request(rd.Request(run_dir, True, None, ("network.core_size=32",)))
+
+
+def test_a_checkpoint_from_before_the_runtime_hyperparameters_restores(tmp_path: Path) -> None:
+    """A version-1 train state (no hyperparameters, no version in the metadata) restores into
+    today's, with the learning rate the resumed config chose."""
+    from jax_reset.ppo.update import current_hyperparams, v1_target
+
+    config = load(SMOKE)
+    _, train_state = create_train_state(config.network, config.ppo, config.env.obs_shape, 6,
+                                        jax.random.PRNGKey(3))
+    old = rd.RunState(train_state=v1_target(train_state), update=5, agent_steps=320, frames=999,
+                      curriculum=cur.init(4, 1000, config.curriculum), config=config)
+    meta = ckpt_lib.make_meta(config, train_state.params, game="Pong", num_actions=6)
+    with rd.open_checkpoints(tmp_path, keep_last=2) as checkpoints:
+        assert rd.save_state(checkpoints, old, meta)
+    resumed = load(SMOKE, ["ppo.learning_rate=5e-5"])
+    _, fresh_state = create_train_state(config.network, config.ppo, config.env.obs_shape, 6,
+                                        jax.random.PRNGKey(0))
+    target = dataclasses.replace(old, train_state=fresh_state, update=0, agent_steps=0,
+                                 frames=0, config=resumed)
+    with rd.open_checkpoints(tmp_path, keep_last=2) as checkpoints:
+        got, changed = rd.restore_state(checkpoints, target,
+                                        ckpt_lib.make_meta(resumed, fresh_state.params), "here")
+    assert changed == ["ppo.learning_rate"]
+    assert (got.update, got.agent_steps, got.frames) == (5, 320, 999)
+    assert leaves_equal(got.train_state.params, train_state.params)
+    assert current_hyperparams(got.train_state)["train/learning_rate"] == pytest.approx(5e-5)
