@@ -60,8 +60,20 @@ class CorruptCheckpoint(CheckpointError):
     """A checkpoint's files cannot be read back (truncated, garbled, missing); one line."""
 
 
+class _QuietReadOnly(logging.Filter):
+    """Drops Orbax's warnings that a read-only manager (evaluation) is read-only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not ("orbax" in record.pathname and record.levelno == logging.WARNING
+                    and ("read_only=True" in text or "is read only" in text))
+
+
+logging.getLogger("absl").addFilter(_QuietReadOnly())
+
+
 def _first_line(err: BaseException, limit: int = 160) -> str:
-    text = (str(err).strip().splitlines() or [""])[0]
+    text = (str(err).strip().splitlines() or [""])[0].split(". See full TensorStore")[0]
     text = f"{type(err).__name__}: {text}" if text else type(err).__name__
     return text if len(text) <= limit else text[:limit - 3] + "..."
 

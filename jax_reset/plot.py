@@ -56,7 +56,8 @@ def _series(rows: list[dict], x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
 
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Writes the PNGs and returns their paths (a metric never logged is skipped). Raises
-    ``PlotError`` (one line) when there is nothing to plot or ``out_dir`` takes no file."""
+    ``PlotError`` (one line) when there is nothing to plot, ``disk.WriteError`` when
+    ``out_dir`` takes no file."""
     run_dir = Path(run_dir)
     rows = read_metrics(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "plots"
@@ -101,8 +102,8 @@ def _check_writable(out: Path) -> None:
         probe.write_bytes(b"")
     except OSError as err:
         kind = disk.problem(err) or err.strerror or type(err).__name__
-        raise PlotError(f"cannot write the plots: {kind} writing {err.filename or out} "
-                        "(choose another folder with --out)") from None
+        raise disk.WriteError(f"{kind} writing {err.filename or out} (choose another folder "
+                              "for the plots with --out)") from None
     finally:
         with contextlib.suppress(OSError):
             probe.unlink(missing_ok=True)
@@ -119,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     except PlotError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except disk.WriteError as err:  # the run directory is read-only, full, not ours
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
