@@ -50,6 +50,7 @@ SET_ASIDE_SUFFIX = "-set-aside"  # checkpoints/ -> checkpoints-set-aside/<step>
 
 # Orbax logs each failed background write with a traceback; the failure is reported once.
 logging.getLogger("absl").addFilter(disk.QuietWriteFailures())
+logging.getLogger("asyncio").addFilter(disk.QuietWriteFailures(only_from=None))
 
 
 class CheckpointError(RuntimeError):

@@ -132,11 +132,19 @@ def check_writable(run_dir: Path, resume: bool) -> None:
 
 
 class QuietWriteFailures(logging.Filter):
-    """Drops Orbax's own ERROR records (each a traceback, logged from its background threads)
-    of a write that failed for a file-system reason: the caller reports that failure once."""
+    """Drops Orbax's own ERROR records (each a traceback, logged from its background threads,
+    and asyncio's "Task exception was never retrieved" for its write tasks at exit) of a write
+    that failed for a file-system reason: the caller reports that failure once.
+
+    ``only_from``: a word the record's source file path must contain (None: any source)."""
+
+    def __init__(self, only_from: str | None = "orbax") -> None:
+        super().__init__()
+        self.only_from = only_from
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR or "orbax" not in record.pathname:
+        if record.levelno < logging.ERROR or (
+                self.only_from is not None and self.only_from not in record.pathname):
             return True
         text = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
