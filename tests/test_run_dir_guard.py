@@ -91,7 +91,7 @@ def test_resume_falls_back_past_a_corrupted_checkpoint(base_run: Path, tmp_path:
     assert (run_dir / "checkpoints-set-aside" / "4").is_dir()
     assert [r["update"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 3, 4, 5]
     with Checkpoints(run_dir / "checkpoints", read_only=True) as ckpt:
-        assert ckpt.steps() == [2, 5]  # retention: the last 2 (keep_last=2) incl. the best
+        assert ckpt.steps() == [4, 5]  # the last 2 (keep_last=2), the best among them
 
 
 def test_evaluate_falls_back_and_an_explicit_corrupt_one_is_one_line(
@@ -105,7 +105,7 @@ def test_evaluate_falls_back_and_an_explicit_corrupt_one_is_one_line(
     assert '"checkpoint": 2' in done.stdout.splitlines()[-1]
     named = [ln for ln in done.stderr.splitlines() if "checkpoint 4" in ln]
     assert len(named) == 1 and "trying checkpoint 2" in named[0]
-    done = run([*cmd[:4], "--checkpoint", "4"], env)
+    done = run([*cmd[:5], "--checkpoint", "4"], env)
     assert done.returncode == 2 and "checkpoint 4" in one_error_line(done)
 
 
