@@ -11,18 +11,28 @@ A checkpoint step (the update counter) holds three items:
 
 Orbax writes each step into a temporary folder and renames it when complete, so a crash or a
 kill during a save leaves the previous checkpoint intact. Retention keeps the last K steps plus
-the best one by a metric (``CheckpointManagerOptions(max_to_keep=K, best_fn=...)`` would keep
-the best K instead, not the last K: the preservation policies say what is meant). Orbax is not
-thread-safe: every call here must come from the main thread.
+the best one by a metric, and is this class's own (Orbax is told to keep everything): a step is
+deleted only once the newer ones it makes redundant have been read back after their save (the
+``meta`` and ``curriculum`` items and the state's array index; see ``_read_back``), so a save
+that went wrong (a full disk, a file system that failed) never costs the last good checkpoint.
+
+A checkpoint that cannot be read (truncated or garbled files) raises ``CorruptCheckpoint``,
+naming it in one line, so that callers can fall back to an older one; a save that fails for a
+reason of the file system raises ``jax_reset.disk.WriteError`` (``disk full writing <path>;
+last checkpoint: <N>``) instead of Orbax's cascade of tracebacks. Orbax is not thread-safe:
+every call here must come from the main thread.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import shutil
 import signal
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -33,12 +43,40 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jax_reset import config as config_lib
+from jax_reset import disk
 
 META_FORMAT = 1
+SET_ASIDE_SUFFIX = "-set-aside"  # checkpoints/ -> checkpoints-set-aside/<step>
+
+# Orbax logs each failed background write with a traceback; the failure is reported once.
+logging.getLogger("absl").addFilter(disk.QuietWriteFailures())
+logging.getLogger("asyncio").addFilter(disk.QuietWriteFailures(only_from=None))
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing or cannot be used for this run; the message is one line."""
+
+
+class CorruptCheckpoint(CheckpointError):
+    """A checkpoint's files cannot be read back (truncated, garbled, missing); one line."""
+
+
+class _QuietReadOnly(logging.Filter):
+    """Drops Orbax's warnings that a read-only manager (evaluation) is read-only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not ("orbax" in record.pathname and record.levelno == logging.WARNING
+                    and ("read_only=True" in text or "is read only" in text))
+
+
+logging.getLogger("absl").addFilter(_QuietReadOnly())
+
+
+def _first_line(err: BaseException, limit: int = 160) -> str:
+    text = (str(err).strip().splitlines() or [""])[0].split(". See full TensorStore")[0]
+    text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def network_shape(params: Any) -> dict[str, list[Any]]:
@@ -127,29 +165,30 @@ class Checkpoints:
 
     def __init__(self, directory: str | Path, keep_last: int = 3,
                  best_metric: str | None = "curriculum/max_starting_point",
-                 best_mode: str = "min", async_save: bool = True) -> None:
+                 best_mode: str = "min", async_save: bool = True,
+                 read_only: bool = False) -> None:
         _require_main_thread("__init__")
         if keep_last < 1:
             raise ValueError(f"keep_last must be at least 1, got {keep_last}")
         if best_mode not in ("min", "max"):
             raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
         self.directory = Path(directory).absolute()
+        self.keep_last = keep_last
         self.best_metric = best_metric
-        _remove_interrupted_saves(self.directory)
-        keep: list[policies.PreservationPolicy] = [policies.LatestN(n=keep_last)]
-        if best_metric is not None:
-            keep.append(policies.BestN(
-                get_metric_fn=lambda m: float(m[best_metric]),
-                reverse=(best_mode == "min"),  # BestN keeps the end of the sorted list
-                n=1, keep_checkpoints_without_metrics=False))
+        self.best_mode = best_mode
+        self.read_only = read_only
+        self._async = async_save
+        if not read_only:
+            _remove_interrupted_saves(self.directory)
         options = ocp.CheckpointManagerOptions(
             # best_fn makes Orbax write the metrics beside each step, so the best is still
-            # known after a restart; which steps are kept is the preservation policy's call.
+            # known after a restart; which steps are kept is decided here (``_retain``).
             best_fn=(None if best_metric is None else lambda m: float(m[best_metric])),
             best_mode=best_mode,
-            preservation_policy=policies.AnyPreservationPolicy(keep),
+            preservation_policy=policies.LatestN(n=None),  # everything: see ``_retain``
             enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True,  # an interrupted save leaves only a tmp folder
+            cleanup_tmp_directories=not read_only,  # an interrupted save leaves a tmp folder
+            read_only=read_only,
         )
         # Named handlers let a fresh manager (after a restart) read any single item's metadata.
         handlers = {"state": ocp.StandardCheckpointHandler(),
@@ -157,6 +196,12 @@ class Checkpoints:
                     "meta": ocp.JsonCheckpointHandler()}
         self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               item_handlers=handlers)
+        # Steps found on opening count as read back (they were when written); a new save
+        # counts once ``_settle`` has read it back.
+        self._checked = set(self._manager.all_steps())
+        self._pending: int | None = None  # saved, not yet read back
+        self._failed = False  # a save failed: nothing more is written
+        self.read_back_s = 0.0  # seconds the last read-back took
 
     # ---- queries -----------------------------------------------------------------------------
 
@@ -167,14 +212,28 @@ class Checkpoints:
         return self._manager.latest_step()
 
     def best_step(self) -> int | None:
-        """The kept step with the best metric (None without a best metric or any step)."""
-        return self._manager.best_step() if self.best_metric is not None else None
+        """The kept step with the best metric (None without a best metric or any step); of
+        equal ones, the newest."""
+        if self.best_metric is None:
+            return None
+        return self._best_of(self.steps())
+
+    def _best_of(self, steps: Iterable[int]) -> int | None:
+        ranked = []
+        for step in steps:
+            metrics = self._manager.metrics(step) or {}
+            value = metrics.get(self.best_metric) if isinstance(metrics, Mapping) else None
+            if value is not None:
+                ranked.append((float(value) if self.best_mode == "max" else -float(value), step))
+        return max(ranked)[1] if ranked else None
 
     # ---- saving ------------------------------------------------------------------------------
 
     def save(self, step: int, state: Any, curriculum: Mapping[str, Any], meta: Mapping[str, Any],
              metrics: Mapping[str, float] | None = None) -> bool:
-        """Saves one step; False if that step is already saved (e.g. a stop right after one)."""
+        """Saves one step; False if that step is already saved (e.g. a stop right after one).
+        Raises ``disk.WriteError`` when the file system refuses it (the previous checkpoints
+        stay as they were)."""
         _require_main_thread("save")
         metrics = {k: float(v) for k, v in (metrics or {}).items()}
         if self.best_metric is not None:
@@ -182,6 +241,7 @@ class Checkpoints:
             if value is None or not math.isfinite(value):
                 raise ValueError(f"save needs a finite metrics['{self.best_metric}'] to rank "
                                  "checkpoints")
+        self._settle()
         if step in self._manager.all_steps():
             return False
         state = jax.tree.map(_savable, state)
@@ -190,21 +250,126 @@ class Checkpoints:
             curriculum=ocp.args.JsonSave(dict(curriculum)),
             meta=ocp.args.JsonSave(dict(meta)),
         )
-        return bool(self._manager.save(int(step), args=args, metrics=metrics, force=True))
+        try:
+            saved = bool(self._manager.save(int(step), args=args, metrics=metrics, force=True))
+        except Exception as err:
+            raise self._write_failure(int(step), err) from None
+        if saved:
+            self._pending = int(step)
+            if not self._async:
+                self._settle()  # a synchronous save: read back and retain now
+        return saved
 
     def wait(self) -> None:
-        """Blocks until every started save is on disk."""
-        self._manager.wait_until_finished()
+        """Blocks until every started save is on disk and read back (then applies retention)."""
+        self._settle()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            if not self._failed:
+                self._settle()
+        finally:
+            with _quiet_if(self._failed):
+                self._manager.close()
 
     def __enter__(self) -> Checkpoints:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _settle(self) -> None:
+        """Waits for the save in flight, reads it back, then applies retention."""
+        if self._failed:
+            raise disk.WriteError(f"{self.directory}: an earlier save failed; nothing more "
+                                  "is written")
+        try:
+            self._manager.wait_until_finished()
+        except Exception as err:
+            raise self._write_failure(self._pending, err) from None
+        step, self._pending = self._pending, None
+        if step is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            self._read_back(step)
+        except CorruptCheckpoint as err:
+            self._failed = True
+            raise disk.WriteError(f"checkpoint {step} does not read back after its save "
+                                  f"({err}); last checkpoint: {self._last_checked()}") from None
+        self.read_back_s = time.perf_counter() - t0
+        self._checked.add(step)
+        self._retain()
+
+    def _read_back(self, step: int) -> None:
+        """The cheap check of a just-written step: its JSON items parse and the state's array
+        index (tree metadata) reads; ``CorruptCheckpoint`` otherwise. (The arrays themselves
+        are not re-read: Orbax has just written them, and a restore checks them.)"""
+        try:
+            tree = self._manager.item_metadata(step)["state"]
+            if not jax.tree_util.tree_leaves(getattr(tree, "tree", tree)):
+                raise ValueError("the state's array index is empty")
+            self._manager.restore(step, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore(), curriculum=ocp.args.JsonRestore()))
+        except Exception as err:
+            raise CorruptCheckpoint(f"{self.directory}/{step}: {_first_line(err)}") from None
+
+    def _retain(self) -> None:
+        """Deletes read-back steps older than the newest ``keep_last`` read-back ones, except
+        the best; a step not read back is never deleted and never counts."""
+        checked = [s for s in self.steps() if s in self._checked]
+        if len(checked) <= self.keep_last or self.read_only:
+            return
+        best = self._best_of(checked) if self.best_metric is not None else None
+        for step in checked[:-self.keep_last]:
+            if step != best:
+                self._manager.delete(step)
+                self._checked.discard(step)
+
+    def _last_checked(self) -> int | str:
+        checked = [s for s in self.steps() if s in self._checked]
+        return checked[-1] if checked else "none"
+
+    def _write_failure(self, step: int | None, err: Exception) -> Exception:
+        """The error to raise for a failed save: one line for a file-system failure (its
+        temporary folder removed, so the space is free again), else ``err`` itself."""
+        self._failed = True
+        self._pending = None
+        kind = disk.problem(err)
+        if kind is None:
+            return err
+        if jax.process_index() == 0:
+            for stale in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        where = self.directory / str(step) if step is not None else self.directory
+        return disk.WriteError(f"{kind} writing {where}; last checkpoint: {self._last_checked()}")
+
+    # ---- moving aside ------------------------------------------------------------------------
+
+    def set_aside(self, after: int) -> list[Path]:
+        """Moves every step newer than ``after`` into ``<directory>-set-aside/`` (kept, not
+        deleted), so that a run continues from ``after``; returns the new paths. Process 0
+        moves; every process calls ``reload`` after a barrier."""
+        moved = []
+        if jax.process_index() != 0:
+            return moved
+        aside = self.directory.with_name(self.directory.name + SET_ASIDE_SUFFIX)
+        for step in self.steps():
+            if step <= after:
+                continue
+            aside.mkdir(exist_ok=True)
+            dest, n = aside / str(step), 1
+            while dest.exists():  # set aside twice: keep both
+                dest, n = aside / f"{step}.{n}", n + 1
+            shutil.move(str(self.directory / str(step)), dest)
+            moved.append(dest)
+        self.reload()
+        return moved
+
+    def reload(self) -> None:
+        """Re-reads the folder's steps (after ``set_aside`` moved some)."""
+        self._manager.reload()
+        self._checked &= set(self._manager.all_steps())
 
     # ---- restoring ---------------------------------------------------------------------------
 
@@ -221,8 +386,9 @@ class Checkpoints:
         """The ``meta`` item of a step (the latest by default)."""
         _require_main_thread("read_meta")
         step = self._step_or_latest(step)
-        return self._manager.restore(step, args=ocp.args.Composite(
-            meta=ocp.args.JsonRestore()))["meta"]
+        with self._reading(step):
+            return self._manager.restore(step, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore()))["meta"]
 
     def restore(self, target: Any, step: int | None = None,
                 ) -> tuple[int, Any, dict[str, Any], dict[str, Any]]:
@@ -235,13 +401,26 @@ class Checkpoints:
         _require_main_thread("restore")
         step = self._step_or_latest(step)
         abstract = jax.tree.map(_abstract, target)
-        self._check_tree(step, abstract)
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract),
-            curriculum=ocp.args.JsonRestore(),
-            meta=ocp.args.JsonRestore(),
-        ))
+        with self._reading(step):
+            self._check_tree(step, abstract)
+            restored = self._manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract),
+                curriculum=ocp.args.JsonRestore(),
+                meta=ocp.args.JsonRestore(),
+            ))
         return step, restored["state"], restored["curriculum"], restored["meta"]
+
+    @contextlib.contextmanager
+    def _reading(self, step: int) -> Iterator[None]:
+        """Any failure to read a step's files becomes ``CorruptCheckpoint`` naming it (a
+        refusal of ours, ``CheckpointError``, passes as it is)."""
+        try:
+            yield
+        except CheckpointError:
+            raise
+        except Exception as err:
+            raise CorruptCheckpoint(f"checkpoint {step} in {self.directory} cannot be read "
+                                    f"({_first_line(err)})") from None
 
     def _check_tree(self, step: int, abstract: Any) -> None:
         stored_tree = self._manager.item_metadata(step)["state"]
@@ -274,6 +453,16 @@ def _remove_interrupted_saves(directory: Path) -> None:
         return
     for stale in directory.glob("*.orbax-checkpoint-tmp*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _quiet_if(failed: bool) -> Iterator[None]:
+    """After a failed save, closing must not raise the same failure again."""
+    try:
+        yield
+    except Exception:
+        if not failed:
+            raise
 
 
 def _savable(x: Any) -> Any:

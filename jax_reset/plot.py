@@ -8,12 +8,14 @@ agent steps per second.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from jax_reset import metrics
+from jax_reset import disk, metrics
 
 # (file name, y key, y label); x is agent steps, and also wall time for the curriculum.
 PLOTS = (
@@ -53,16 +55,18 @@ def _series(rows: list[dict], x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
-    """Writes the PNGs and returns their paths (a metric never logged is skipped)."""
+    """Writes the PNGs and returns their paths (a metric never logged is skipped). Raises
+    ``PlotError`` (one line) when there is nothing to plot, ``disk.WriteError`` when
+    ``out_dir`` takes no file."""
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / "plots"
+    _check_writable(out)  # before matplotlib's seconds of start-up
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    run_dir = Path(run_dir)
-    rows = read_metrics(run_dir)
-    out = Path(out_dir) if out_dir is not None else run_dir / "plots"
-    out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, key, label in PLOTS:
         xs = [(X_STEPS, "agent steps")]
@@ -91,6 +95,20 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     return written
 
 
+def _check_writable(out: Path) -> None:
+    probe = out / f".write-check-{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+    except OSError as err:
+        kind = disk.problem(err) or err.strerror or type(err).__name__
+        raise disk.WriteError(f"{kind} writing {err.filename or out} (choose another folder "
+                              "for the plots with --out)") from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jax_reset.plot", description=__doc__)
     parser.add_argument("--run-dir", required=True, help="a training run directory")
@@ -102,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     except PlotError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except disk.WriteError as err:  # the run directory is read-only, full, not ours
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

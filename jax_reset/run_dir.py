@@ -2,7 +2,9 @@
 restorable run state, saved and loaded in this one place.
 
     RUN_DIR/config.json      the resolved config, rewritten at every (re)start
+    RUN_DIR/train.lock       held by the one trainer of the directory (``jax_reset.lock``)
     RUN_DIR/checkpoints/     Orbax: the run state every N updates (the last K plus the best)
+    RUN_DIR/checkpoints-set-aside/   newer checkpoints moved away by a resume from an older one
     RUN_DIR/metrics.jsonl    RUN_DIR/tb/    metrics (``jax_reset.metrics``)
     RUN_DIR/processes/       per-process agreement digests (several processes only)
     RUN_DIR/profile/         a ``jax.profiler`` trace (``--profile-steps``)
@@ -13,6 +15,10 @@ none yet), then the newest checkpoint's config (``config.json`` when there is no
 the ``--config`` file when one is given). So an override given at a resume is saved with the
 next checkpoint and persists to the next plain ``--resume``.
 
+A resume continues from the newest checkpoint that restores (one that does not is named in one
+line, and the next older is tried), or from ``--checkpoint N``; checkpoints newer than the one
+it continues from are moved to ``checkpoints-set-aside/`` (kept) before anything is saved.
+
 ``TrainConfig``, the ``[train]`` section, lives here: the run's sizes and schedule.
 ``jax_reset.config`` composes it, so this module imports ``config`` (and JAX) only inside the
 functions that need them: a bad command line fails before JAX is imported.
@@ -21,7 +27,7 @@ functions that need them: a bad command line fails before JAX is imported.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +105,7 @@ class Request:
     resume: bool
     config_path: str | None  # a config file (required for a new run)
     overrides: tuple[str, ...] = ()
+    checkpoint: int | None = None  # --checkpoint N: resume from N (default: the newest)
 
 
 def check_request(req: Request) -> None:
@@ -108,6 +115,8 @@ def check_request(req: Request) -> None:
     from jax_reset import config as config_lib
 
     saved_path = req.run_dir / CONFIG_NAME
+    if req.checkpoint is not None and not req.resume:
+        raise UsageError("--checkpoint N continues a run: it needs --resume")
     if req.resume:
         if not saved_path.is_file():
             raise UsageError(f"{req.run_dir}: no run to resume (no {CONFIG_NAME})")
@@ -118,10 +127,18 @@ def check_request(req: Request) -> None:
         return
     if not req.config_path:
         raise UsageError("--config is required for a new run")
-    if saved_path.exists() or (req.run_dir / CHECKPOINT_DIR).exists():
+    # A run stopped before its first checkpoint and before config.json holds no run yet (an
+    # empty checkpoints/ folder, a lock file): a new start there is fine.
+    if saved_path.exists() or has_checkpoints(req.run_dir):
         raise UsageError(f"{req.run_dir} already holds a run: pass --resume, or choose a new "
                          "--run-dir")
     config_lib.load(req.config_path, req.overrides)  # bad input fails before JAX starts
+
+
+def has_checkpoints(run_dir: Path) -> bool:
+    """Whether ``run_dir/checkpoints/`` holds a complete checkpoint (a step folder)."""
+    folder = run_dir / CHECKPOINT_DIR
+    return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
 
 
 def new_config(req: Request, on_cpu: bool) -> Config:
@@ -209,17 +226,25 @@ def open_checkpoints(run_dir: Path, keep_last: int) -> Checkpoints:
     return Checkpoints(run_dir / CHECKPOINT_DIR, keep_last=keep_last)
 
 
-def saved_config(checkpoints: Checkpoints) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(config, runtime values) of the newest checkpoint; None without a checkpoint."""
-    from jax_reset.checkpoint import CheckpointError
+def saved_config(checkpoints: Checkpoints, step: int | None = None,
+                 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(config, runtime values) of checkpoint ``step``, by default of the newest one whose
+    ``meta`` reads (``restore_state`` names any it passes over); None without a checkpoint."""
+    from jax_reset.checkpoint import CheckpointError, CorruptCheckpoint
 
-    if checkpoints.latest_step() is None:
-        return None
-    try:
-        meta = checkpoints.read_meta()
-    except CheckpointError as err:
-        raise UsageError(str(err)) from None
-    return dict(meta.get("config", {})), dict(meta.get(RUNTIME_KEY, {}))
+    steps = [step] if step is not None else checkpoints.steps()[::-1]
+    for i, s in enumerate(steps):
+        try:
+            meta = checkpoints.read_meta(s)
+        except CorruptCheckpoint:
+            if step is not None or i == len(steps) - 1:
+                raise UsageError(f"{checkpoints.directory}: no checkpoint whose config reads "
+                                 f"(tried {', '.join(map(str, steps))})") from None
+            continue
+        except CheckpointError as err:
+            raise UsageError(str(err)) from None
+        return dict(meta.get("config", {})), dict(meta.get(RUNTIME_KEY, {}))
+    return None
 
 
 def save_state(checkpoints: Checkpoints, state: RunState, meta: Mapping[str, Any]) -> bool:
@@ -238,26 +263,69 @@ def save_state(checkpoints: Checkpoints, state: RunState, meta: Mapping[str, Any
 
 
 def restore_state(checkpoints: Checkpoints, target: RunState, meta: Mapping[str, Any],
-                  where: str) -> tuple[RunState, list[str]]:
-    """The newest checkpoint as a ``RunState`` whose config is ``target.config``, and the
+                  where: str, step: int | None = None,
+                  reconfigure: Callable[[Mapping[str, Any]], Config] | None = None,
+                  report: Callable[[str], None] = print) -> tuple[RunState, list[str]]:
+    """Checkpoint ``step`` as a ``RunState`` whose config is ``target.config``, and the
     settings that changed since it; ``target.train_state`` gives the arrays' shapes and
     shardings. The learning rate and entropy coefficient in force are the config's (its
     precedence already chose between the command line, the runtime values and the checkpoint).
-    Raises ``UsageError`` for a checkpoint of another network or environment."""
+
+    Without ``step``: the newest checkpoint that restores; each one that does not (truncated or
+    garbled files) is named by ``report`` in one line and the next older is tried. When that
+    is not the newest, ``reconfigure(its meta)`` gives the config instead of ``target.config``
+    (the newest's config was resolved before). Raises ``UsageError`` for a checkpoint of
+    another network or environment, an explicit ``step`` that does not restore, or none that
+    restores."""
+    from jax_reset import checkpoint as ckpt_lib
+
+    steps = [step] if step is not None else checkpoints.steps()[::-1]
+    for i, s in enumerate(steps):
+        try:
+            saved_meta, changed, restored, cur_json = _restore_step(checkpoints, target, meta,
+                                                                    where, s)
+        except ckpt_lib.CorruptCheckpoint as err:
+            if step is not None:
+                raise UsageError(f"{err}; choose another with --checkpoint") from None
+            if i == len(steps) - 1:
+                raise UsageError(f"{where}: no checkpoint restores (tried "
+                                 f"{', '.join(map(str, steps))}; the last: {err})") from None
+            report(f"{err}: trying checkpoint {steps[i + 1]}")
+            continue
+        if i > 0 and reconfigure is not None:
+            target = dataclasses.replace(target, config=reconfigure(saved_meta))
+        return _run_state(target, saved_meta, restored, cur_json, s), changed
+    raise UsageError(f"{where}: no checkpoint to resume from")
+
+
+def _restore_step(checkpoints: Checkpoints, target: RunState, meta: Mapping[str, Any],
+                  where: str, step: int,
+                  ) -> tuple[dict[str, Any], list[str], dict[str, Any], dict[str, Any]]:
+    """(saved meta, changed settings, restored {"train_state", "counters"}, curriculum JSON)
+    of one step; ``CorruptCheckpoint`` passes through, other refusals become ``UsageError``."""
     from jax_reset import checkpoint as ckpt_lib
     from jax_reset import config as config_lib
+
+    try:
+        saved_meta = checkpoints.read_meta(step)
+        changed = ckpt_lib.check_compatible(saved_meta, meta, config_lib.RESUME_FROZEN,
+                                            where=where)
+        got, restored, cur_json = _restore_train_state(checkpoints, target.train_state,
+                                                       saved_meta.get(STATE_VERSION_KEY),
+                                                       target.config.ppo, step)
+    except ckpt_lib.CorruptCheckpoint:
+        raise
+    except ckpt_lib.CheckpointError as err:
+        raise UsageError(str(err)) from None
+    assert got == step, (got, step)
+    return saved_meta, changed, restored, cur_json
+
+
+def _run_state(target: RunState, saved_meta: Mapping[str, Any], restored: Mapping[str, Any],
+               cur_json: Mapping[str, Any], step: int) -> RunState:
     from jax_reset import curriculum as cur
     from jax_reset.ppo import update as ppo_update
 
-    try:
-        saved_meta = checkpoints.read_meta()
-        changed = ckpt_lib.check_compatible(saved_meta, meta, config_lib.RESUME_FROZEN,
-                                            where=where)
-        step, restored, cur_json = _restore_train_state(checkpoints, target.train_state,
-                                                        saved_meta.get(STATE_VERSION_KEY),
-                                                        target.config.ppo)
-    except ckpt_lib.CheckpointError as err:
-        raise UsageError(str(err)) from None
     got = {k: int(restored["counters"][k]) for k in COUNTERS}
     assert got["update"] == step, (got, step)
     ppo = target.config.ppo
@@ -265,7 +333,7 @@ def restore_state(checkpoints: Checkpoints, target: RunState, meta: Mapping[str,
                                               ppo.ent_coef)
     return dataclasses.replace(target, train_state=train_state,
                                curriculum=cur.from_json(cur_json),
-                               runtime=dict(saved_meta.get(RUNTIME_KEY, {})), **got), changed
+                               runtime=dict(saved_meta.get(RUNTIME_KEY, {})), **got)
 
 
 def _restore_train_state(checkpoints: Checkpoints, train_state: Any, version: int | None,
@@ -275,7 +343,7 @@ def _restore_train_state(checkpoints: Checkpoints, train_state: Any, version: in
     newest), whatever the ``TrainState`` layout it was written with
     (``ppo.update.TRAIN_STATE_VERSION``; one that does not say is tried as today's, then as
     version 1)."""
-    from jax_reset.checkpoint import CheckpointError
+    from jax_reset.checkpoint import CheckpointError, CorruptCheckpoint
     from jax_reset.ppo import update as ppo_update
 
     counters = {k: np.asarray(0, np.int64) for k in COUNTERS}
@@ -284,6 +352,8 @@ def _restore_train_state(checkpoints: Checkpoints, train_state: Any, version: in
             step, restored, cur_json, _ = checkpoints.restore(
                 {"train_state": train_state, "counters": counters}, step)
             return step, restored, cur_json
+        except CorruptCheckpoint:
+            raise  # damaged files, not another layout
         except CheckpointError:
             if version is not None:
                 raise
@@ -294,19 +364,23 @@ def _restore_train_state(checkpoints: Checkpoints, train_state: Any, version: in
 
 
 def load_params(run_dir: Path, checkpoint: str = "latest",
+                report: Callable[[str], None] | None = None,
                 ) -> tuple[int, dict[str, Any], Config, Any]:
     """(step, meta, config, parameters) of a checkpoint ("latest", "best" or an update number):
-    what evaluation needs, from the run directory alone. Raises ``UsageError`` (one line)."""
-    import jax
+    what evaluation needs, from the run directory alone (read only: nothing is written).
+    "latest" is the newest that restores; each newer one that does not is named by ``report``
+    (default: stderr) in one line. Raises ``UsageError`` (one line)."""
+    import sys
 
     from jax_reset import checkpoint as ckpt_lib
-    from jax_reset import config as config_lib
-    from jax_reset.ppo.update import create_train_state
 
     folder = run_dir / CHECKPOINT_DIR
     if not folder.is_dir():
         raise UsageError(f"{run_dir}: not a run directory (no {CHECKPOINT_DIR}/ folder)")
-    checkpoints = ckpt_lib.Checkpoints(folder)
+    if report is None:
+        def report(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+    checkpoints = ckpt_lib.Checkpoints(folder, read_only=True)
     try:
         if checkpoint in ("latest", "best"):
             step = (checkpoints.latest_step() if checkpoint == "latest"
@@ -319,18 +393,46 @@ def load_params(run_dir: Path, checkpoint: str = "latest",
                                  f"not {checkpoint!r}") from None
         if step is None:
             raise UsageError(f"{run_dir}: no checkpoint saved yet")
-        try:
-            meta = checkpoints.read_meta(step)
-            config = config_lib.from_dict(config_lib.Config, meta["config"])
-            _, state = create_train_state(config.network, config.ppo, config.env.obs_shape,
-                                          int(meta["num_actions"]), jax.random.PRNGKey(0))
-            # The whole state restores (the tree must match); only the parameters are kept.
-            _, restored, _ = _restore_train_state(checkpoints, state,
-                                                  meta.get(STATE_VERSION_KEY), config.ppo, step)
-        except (ckpt_lib.CheckpointError, config_lib.ConfigError, KeyError) as err:
-            raise UsageError(f"{run_dir}: cannot load checkpoint {step}: {err}") from None
+        if checkpoint != "latest":
+            try:
+                return _load_params_at(checkpoints, run_dir, step)
+            except ckpt_lib.CorruptCheckpoint as err:
+                raise UsageError(str(err)) from None
+        steps = checkpoints.steps()[::-1]
+        for i, s in enumerate(steps):
+            try:
+                return _load_params_at(checkpoints, run_dir, s)
+            except ckpt_lib.CorruptCheckpoint as err:
+                if i == len(steps) - 1:
+                    raise UsageError(f"{run_dir}: no checkpoint restores (tried "
+                                     f"{', '.join(map(str, steps))}; the last: {err})") from None
+                report(f"{err}: trying checkpoint {steps[i + 1]}")
+        raise UsageError(f"{run_dir}: no checkpoint saved yet")
     finally:
         checkpoints.close()
+
+
+def _load_params_at(checkpoints: Checkpoints, run_dir: Path, step: int,
+                    ) -> tuple[int, dict[str, Any], Config, Any]:
+    """``load_params`` of one step; ``CorruptCheckpoint`` passes through."""
+    import jax
+
+    from jax_reset import checkpoint as ckpt_lib
+    from jax_reset import config as config_lib
+    from jax_reset.ppo.update import create_train_state
+
+    try:
+        meta = checkpoints.read_meta(step)
+        config = config_lib.from_dict(config_lib.Config, meta["config"])
+        _, state = create_train_state(config.network, config.ppo, config.env.obs_shape,
+                                      int(meta["num_actions"]), jax.random.PRNGKey(0))
+        # The whole state restores (the tree must match); only the parameters are kept.
+        _, restored, _ = _restore_train_state(checkpoints, state, meta.get(STATE_VERSION_KEY),
+                                              config.ppo, step)
+    except ckpt_lib.CorruptCheckpoint:
+        raise
+    except (ckpt_lib.CheckpointError, config_lib.ConfigError, KeyError) as err:
+        raise UsageError(f"{run_dir}: cannot load checkpoint {step}: {err}") from None
     return step, meta, config, restored["train_state"].params
 
 

@@ -4,6 +4,7 @@
     python -m jax_reset.train --config configs/pong.toml --run-dir runs/pong ppo.learning_rate=3e-5
     python -m jax_reset.train --run-dir runs/pong --resume          # continues exactly there
     python -m jax_reset.train --run-dir runs/pong --resume ppo.learning_rate=5e-5  # persists
+    python -m jax_reset.train --run-dir runs/pong --resume --checkpoint 400   # back to 400
     python -m jax_reset.train --config configs/smoke.toml --run-dir /tmp/s --profile-steps 3:5
     python -m jax_reset.train --config configs/smoke.toml --run-dir /tmp/s --local-processes 2
 
@@ -22,20 +23,31 @@ Several processes (hosts): ``--local-processes N`` starts N on this machine; ``-
 (or the ``JAX_RESET_*`` variables) join a job, one process per host. A process that fails
 prints one line and leaves at once; the others fail on the missing peer.
 
+A resume continues from the newest checkpoint that restores (one that does not is named in
+one line), or from ``--checkpoint N``; newer ones are moved to ``checkpoints-set-aside/``.
+
+One trainer per run directory: ``RUN_DIR/train.lock`` (``jax_reset.lock``) is held for the
+run's life; a second trainer says who holds it and exits 2. Before JAX starts, the run directory
+must take a file and, on a resume, have room for one more checkpoint (``jax_reset.disk``).
+
 Exit codes: 0 done or stopped cleanly by SIGTERM/SIGINT (a checkpoint was written), 2 bad
-input (one line on stderr, nothing written), 1 a failure during the run (the last checkpoint
-stays).
+input or a run directory in use (one line on stderr, nothing written), 1 a failure during the
+run, e.g. ``error: disk full writing <path>; last checkpoint: <N>`` (the last checkpoint
+stays), 130 a second Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from jax_reset import config as config_lib
+from jax_reset import disk
 from jax_reset import run_dir as rd
+from jax_reset.lock import LockHeld, RunLock
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -44,6 +56,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--config", help="configs/<game>.toml (default on --resume: the run's own)")
     p.add_argument("--run-dir", required=True, help="where checkpoints, config and logs go")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.add_argument("--checkpoint", type=int, metavar="N",
+                   help="with --resume: continue from checkpoint N (newer ones are moved to "
+                        "checkpoints-set-aside/, kept); default: the newest that restores")
     p.add_argument("--profile-steps", metavar="A:B",
                    help="write a jax.profiler trace of updates A..B into the run directory")
     p.add_argument("--full-size", action="store_true",
@@ -62,14 +77,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Checks the request before JAX starts, then trains."""
-    req = rd.Request(Path(args.run_dir), args.resume, args.config, tuple(args.overrides))
+def run(args: argparse.Namespace, take_lock: bool = True) -> int:
+    """Checks the request before JAX starts, takes the run directory's lock (``take_lock``:
+    process 0), checks it takes files, then trains."""
+    req = rd.Request(Path(args.run_dir), args.resume, args.config, tuple(args.overrides),
+                     args.checkpoint)
     profile = rd.profile_window(args.profile_steps)
-    rd.check_request(req)
-    from jax_reset import trainer
+    rd.check_request(req)  # bad input: nothing written, not even the lock file
+    with RunLock(req.run_dir) if take_lock else contextlib.nullcontext():
+        if take_lock:
+            # Again under the lock: a trainer that just ended may have created the run.
+            rd.check_request(req)
+            disk.check_writable(req.run_dir, req.resume)
+        from jax_reset import trainer
 
-    return trainer.run(req, full_size=args.full_size, profile=profile)
+        return trainer.run(req, full_size=args.full_size, profile=profile)
 
 
 def _launch_local(args: argparse.Namespace, argv: list[str]) -> int:
@@ -124,11 +146,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not spec.wanted:
         try:
             return run(args)
-        except bad_input as err:
+        except (*bad_input, LockHeld) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         except PoolError as err:  # a worker died or raised: its message says which and why
             print(f"error: environment pool: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:  # a second Ctrl-C: the last checkpoint stays
+            last = disk.last_checkpoint(Path(args.run_dir))
+            print(f"error: interrupted; last checkpoint: {'none' if last is None else last}",
+                  file=sys.stderr)
+            return 130
+        except Exception as err:
+            line = disk.one_line(err, Path(args.run_dir))
+            if line is None:
+                raise
+            print(f"error: {line}", file=sys.stderr)
             return 1
     # Several processes: JAX's runtime first (before any use of a device); every failure is one
     # line naming the process, and the process leaves at once: a normal exit would wait at
@@ -141,14 +174,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     who = f"error (process {jax.process_index()} of {jax.process_count()})"
     try:
-        return run(args)
-    except bad_input as err:
+        return run(args, take_lock=jax.process_index() == 0)
+    except (*bad_input, LockHeld) as err:
         dist.exit_now(2, f"{who}: {err}")
     except PoolError as err:
         dist.exit_now(1, f"{who}: environment pool: {err}")
     except KeyboardInterrupt:
         dist.exit_now(130, f"{who}: interrupted")
     except Exception as err:
+        line = disk.one_line(err, Path(args.run_dir))
+        if line is not None:
+            dist.exit_now(1, f"{who}: {line}")
         lost = dist.peer_failure(err)
         if lost is None:
             import traceback

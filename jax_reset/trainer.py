@@ -296,16 +296,20 @@ def resolve(req: rd.Request, full_size: bool) -> tuple[Any, list[str]]:
     if not req.resume:
         return rd.new_config(req, on_cpu), rd.cpu_notes(req, on_cpu)
     saved = runtime = None
-    if (req.run_dir / rd.CHECKPOINT_DIR).is_dir():
+    if rd.has_checkpoints(req.run_dir):
         with rd.open_checkpoints(req.run_dir, keep_last=1) as checkpoints:
-            found = rd.saved_config(checkpoints)
+            found = rd.saved_config(checkpoints, req.checkpoint)
         if found is not None:
             saved, runtime = found
+    notes = []
     if saved is None:  # a restart before the first checkpoint: from update 0
         from jax_reset import config as config_lib
 
         saved = config_lib.read_file(req.run_dir / rd.CONFIG_NAME)
-    return rd.resume_config(saved, req, runtime, on_cpu=on_cpu)
+        notes.append(f"no checkpoint in {req.run_dir} yet: starting from update 0 with its "
+                     f"{rd.CONFIG_NAME}")
+    config, more = rd.resume_config(saved, req, runtime, on_cpu=on_cpu)
+    return config, notes + more
 
 
 def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | None = None,
@@ -354,8 +358,23 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
                             curriculum=cur.init(sizes.num_envs_global, pool.demo_num_frames,
                                                 config.curriculum), config=config)
         if req.resume and checkpoints.latest_step() is not None:
-            state, _ = rd.restore_state(checkpoints, state, meta, where=str(req.run_dir))
+            state, _ = rd.restore_state(
+                checkpoints, state, meta, where=str(req.run_dir), step=req.checkpoint,
+                reconfigure=lambda saved: rd.resume_config(
+                    saved.get("config", {}), req, saved.get(rd.RUNTIME_KEY, {}),
+                    on_cpu=not full_size and detect_platform()[0])[0],
+                report=(lambda line: print(line, flush=True)) if group.is_main else (
+                    lambda line: None))
+            config = state.config
+            # Newer checkpoints (a --checkpoint N, or ones that did not restore) are moved
+            # aside before anything is saved: the run continues from this one.
+            moved = checkpoints.set_aside(state.update)
+            group.barrier("jax_reset.train: newer checkpoints set aside")
+            checkpoints.reload()
             if group.is_main:
+                if moved:
+                    print(f"moved the newer checkpoints to {moved[0].parent} (kept): "
+                          f"{', '.join(p.name for p in moved)}", flush=True)
                 print(f"resumed from update {state.update} at starting point "
                       f"{state.curriculum.max_starting_point}", flush=True)
         if group.is_main:

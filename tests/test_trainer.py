@@ -179,7 +179,8 @@ def test_a_restart_before_the_first_checkpoint_starts_over(tmp_path: Path) -> No
     got, notes = resolve(req, full_size=False)
     assert got == dataclasses.replace(config, ppo=dataclasses.replace(config.ppo,
                                                                      learning_rate=3e-5))
-    assert notes == ["resuming with changed settings: ppo.learning_rate"]
+    assert notes == [f"no checkpoint in {run_dir} yet: starting from update 0 with its config.json",
+                     "resuming with changed settings: ppo.learning_rate"]
     with pytest.raises(rd.UsageError, match=r"cannot change network\.core_size"):
         rd.check_request(rd.Request(run_dir, True, None, ("network.core_size=32",)))
 
