@@ -24,7 +24,8 @@ prints one line and leaves at once; the others fail on the missing peer.
 
 Exit codes: 0 done or stopped cleanly by SIGTERM/SIGINT (a checkpoint was written), 2 bad
 input (one line on stderr, nothing written), 1 a failure during the run (the last checkpoint
-stays).
+stays; a worker that hangs is one, reported within seconds), 130 a Ctrl-C before training
+could stop cleanly, or a second one (one line).
 """
 
 from __future__ import annotations
@@ -127,9 +128,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except bad_input as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        except PoolError as err:  # a worker died or raised: its message says which and why
+        except PoolError as err:  # a worker died, raised or hangs: its message says which
             print(f"error: environment pool: {err}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            # Ctrl-C before the stop handler is installed (importing, checking) or a second
+            # one that insists: nothing half-written, the last checkpoint (if any) stays.
+            print(f"interrupted: {args.run_dir} keeps its last checkpoint, if any",
+                  file=sys.stderr)
+            return 130
     # Several processes: JAX's runtime first (before any use of a device); every failure is one
     # line naming the process, and the process leaves at once: a normal exit would wait at
     # JAX's shutdown barrier for peers that may never arrive.
