@@ -186,6 +186,9 @@ def save(demo_arrays: dict[str, Any], header: dict[str, Any], states: list[bytes
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DemoError(f"{path}: no such demo file")
+    if not zipfile.is_zipfile(path):  # else numpy reads it as a pickle and advises unpickling
+        raise DemoError(f"{path}: not a demo file (a demo is an .npz archive written by "
+                        "`python -m jax_reset.demo convert`)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}
