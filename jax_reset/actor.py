@@ -215,7 +215,9 @@ class RolloutSource(Protocol):
         """The parameters made by ``version`` updates."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Stops acting; raises the failure that ended it, if ``next`` did not raise it."""
+        ...
 
 
 class SyncSource:
@@ -275,6 +277,7 @@ class ThreadedSource:
         self.stop = threading.Event()
         self.index = version  # the next rollout's number
         self.thread = threading.Thread(target=self._run, name="actor", daemon=True)
+        self.error: BaseException | None = None  # what ended the actor thread, if it failed
 
     def start(self) -> None:
         self.thread.start()
@@ -310,6 +313,7 @@ class ThreadedSource:
         except Stopped:
             pass
         except BaseException as err:  # handed to the learner, which raises it
+            self.error = err  # (also when the learner stopped first: see close)
             self._last(err)
             return
         self._last(STOP)
@@ -333,14 +337,20 @@ class ThreadedSource:
             if item is STOP:
                 raise Stopped
             if isinstance(item, BaseException):
+                self.error = None  # raised here: close() need not raise it again
                 raise item
             assert item.policy_version >= index - 1, (item.policy_version, index)
             return item
 
     def close(self) -> None:
+        """Stops the actor thread; raises what made it fail, if anything did (once): a stop
+        requested while the pool hangs must report the hang, not a clean stop."""
         self.stop.set()
         if self.thread.ident is not None:  # started
             self.thread.join(timeout=60)
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
 
 
 def make_source(actor: Actor, params: Any, version: int, overlap: bool) -> RolloutSource:

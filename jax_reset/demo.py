@@ -20,7 +20,8 @@ from rich.table import Table
 from jax_reset import demos
 from jax_reset.demos.roms import RomError, file_md5
 
-console = Console(stderr=False)
+# Piped or redirected, rich would cut tables at 80 columns: a wide console keeps every column.
+console = Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def _demo_files(path: Path, suffix: str) -> list[Path]:
@@ -70,7 +71,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                           header["rom_md5"][:8], "-", needs)
             continue
         with Progress(TextColumn(f"{path.name}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, transient=True) as progress:
+                      TimeElapsedColumn(), console=console, transient=True,
+                      disable=not console.is_terminal) as progress:
             task = progress.add_task("verify", total=len(demo.checkpoint_frames))
             results = demos.verify(demo, progress=lambda _, t=task: progress.advance(t))
         exact = sum(r.exact for r in results)

@@ -193,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _number(value: Any) -> str:
+    """A table cell: scores and lengths to two decimals at most (-20.97, not -20.9688)."""
+    if isinstance(value, float):
+        return f"{value:,.2f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -205,7 +212,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     summaries = []
     for protocol in protocols:
         with Progress(TextColumn(f"{protocol:>8}"), BarColumn(), MofNCompleteColumn(),
-                      console=console, transient=True) as progress:
+                      console=console, transient=True,
+                      disable=not console.is_terminal) as progress:  # piped: no blank lines
             task = progress.add_task(protocol, total=args.episodes)
             result = run_protocol(run.game, run.env, run.policy, protocol, args.episodes,
                                   num_envs=args.envs, seed=args.seed,
@@ -218,8 +226,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     for label in columns.values():
         table.add_column(label, justify="right")
     for s in summaries:
-        table.add_row(*(f"{s[c]:g}" if isinstance(s[c], float) else str(s[c]) for c in columns))
-    Console().print(table)
+        table.add_row(*(_number(s[c]) for c in columns))
+    (Console() if sys.stdout.isatty() else Console(width=200)).print(table)
     out: dict[str, Any] = {"run_dir": str(run.run_dir), "checkpoint": run.step,
                            "game": run.game, "protocols": summaries}
     if args.video:

@@ -21,7 +21,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -162,32 +162,51 @@ class MetricsWriter:
 
 
 class ProgressDisplay:
-    """Live terminal view: updates done, and the curriculum from the demo's end to its start.
+    """Live terminal view: update N of the total with the elapsed time and an ETA, and the
+    curriculum from the demo's end to its start with the frames it moved in this session and
+    its rate (frames per hour).
 
-    Without a terminal (CI, a log file) it prints one plain line per ``update`` call instead.
+    Without a terminal (CI, a log file) it prints one plain line per ``update`` call instead,
+    with the same facts. The ETA is the pace since the first update of this session (which
+    includes compiling) applied to the updates left; none until two updates are done.
+
+    Args:
+      total_updates: the run's last update; ``num_frames``: the demo's length T.
+      start_update, start_point: where this session started (a resume: the checkpoint's update
+        and maximum starting point; default 0 and the demo's end).
+      enabled: the live view (None: when the console is a terminal).
+      clock: seconds, monotonic (tests pass their own).
     """
 
     def __init__(self, total_updates: int, num_frames: int, start_update: int = 0,
-                 enabled: bool | None = None, console: Console | None = None) -> None:
+                 enabled: bool | None = None, console: Console | None = None,
+                 start_point: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.console = console or Console()
         self.live = self.console.is_terminal if enabled is None else enabled
         self.total_updates = total_updates
         self.end = max(num_frames - 1, 1)
+        self.start_update = start_update
+        self.start_point = self.end if start_point is None else start_point
+        self._clock = clock
+        self._t0 = clock()
+        self._first: tuple[int, float] | None = None  # (update, time) of the first update seen
         self._progress: Progress | None = None
         self._updates: TaskID | None = None
         self._curriculum: TaskID | None = None
         if self.live:
             self._progress = Progress(
                 TextColumn("{task.description:>10}"),
-                BarColumn(bar_width=None),
+                BarColumn(bar_width=40),
                 TextColumn("{task.fields[info]}"),
                 console=self.console, refresh_per_second=4,
             )
             self._updates = self._progress.add_task(
-                "updates", total=total_updates, completed=start_update, info="")
+                "updates", total=total_updates, completed=start_update,
+                info=f"update {start_update:,} of {total_updates:,}")
             self._curriculum = self._progress.add_task(
-                "curriculum", total=self.end, completed=0,
-                info=f"demo end (frame {self.end}) -> start (frame 0)")
+                "curriculum", total=self.end, completed=self.end - self.start_point,
+                info=f"demo end (frame {self.end:,}) -> start (frame 0)")
 
     def __enter__(self) -> ProgressDisplay:
         if self._progress is not None:
@@ -198,22 +217,47 @@ class ProgressDisplay:
         if self._progress is not None:
             self._progress.stop()
 
+    def times(self, update: int) -> tuple[float, float | None]:
+        """(seconds since the display started, seconds left by the pace of this session's
+        updates after its first; None before there is a pace)."""
+        now = self._clock()
+        if self._first is None:
+            self._first = (update, now)
+        done, since = update - self._first[0], now - self._first[1]
+        eta = since / done * (self.total_updates - update) if done > 0 else None
+        return now - self._t0, eta
+
     def update(self, update: int, metrics: Mapping[str, Any]) -> None:
+        elapsed_s, eta_s = self.times(update)
         sp = int(metrics.get(MAX_STARTING_POINT, self.end))
         success = metrics.get(SUCCESS_AT_SP)
         sps = metrics.get(AGENT_STEPS_PER_S)
         score = metrics.get(EPISODE_SCORE)
+        moved = self.start_point - sp
+        per_hour = moved / elapsed_s * 3600 if elapsed_s > 0 else 0.0
+        when = f"elapsed {_clock_time(elapsed_s)}  ETA " + (
+            _clock_time(eta_s) if eta_s is not None else "-")
         parts = [f"{sps:,.0f} steps/s" if _finite(sps) else "",
                  f"score {score:.1f}" if _finite(score) else ""]
         info = "  ".join(p for p in parts if p)
         cur_info = f"starting point {sp:,} of {self.end:,}" + (
             f"  success {success:.2f}" if _finite(success) else "")
+        moved_info = f"moved {moved:,} frames ({per_hour:,.0f} frames/h)"
         if self._progress is not None:
-            self._progress.update(self._updates, completed=update, info=info)
-            self._progress.update(self._curriculum, completed=self.end - sp, info=cur_info)
+            self._progress.update(
+                self._updates, completed=update,
+                info=f"update {update:,} of {self.total_updates:,}  {when}  {info}".rstrip())
+            self._progress.update(self._curriculum, completed=self.end - sp,
+                                  info=f"{cur_info}  {moved_info}")
         else:
-            print(f"update {update}/{self.total_updates}  {cur_info}  {info}".rstrip(),
-                  file=self.console.file, flush=True)
+            print(f"update {update}/{self.total_updates}  {cur_info}  {moved_info}  {when}  "
+                  f"{info}".rstrip(), file=self.console.file, flush=True)
+
+
+def _clock_time(seconds: float) -> str:
+    """``H:MM:SS`` (days as hours: a long run's ETA stays readable)."""
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def _finite(value: Any) -> bool:

@@ -82,7 +82,7 @@ class TrainConfig:
         for ok, message in (
                 (self.num_envs >= 1, "num_envs must be at least 1"),
                 (self.workers >= 1, "workers must be at least 1"),
-                (self.total_updates >= 0, "total_updates must be non-negative"),
+                (self.total_updates >= 1, "total_updates must be at least 1"),
                 (self.checkpoint_every >= 1, "checkpoint_every must be at least 1"),
                 (self.keep_last >= 1, "keep_last must be at least 1"),
                 (self.log_every >= 1, "log_every must be at least 1"),
@@ -449,11 +449,34 @@ def profile_window(spec: str | None) -> tuple[int, int] | None:
     return a, b
 
 
-def check_paths(config: Config) -> None:
-    """The demo (and the user's ROM) exist: one line naming the key otherwise."""
+def check_profile(window: tuple[int, int] | None, total_updates: int,
+                  start_update: int = 0) -> None:
+    """``--profile-steps`` must lie inside the updates this run makes, or it would trace
+    nothing, silently."""
+    if window is None:
+        return
+    spec = f"{window[0]}:{window[1]}"
+    if window[1] > total_updates:
+        raise UsageError(f"--profile-steps {spec}: the run ends at update {total_updates} "
+                         "(train.total_updates)")
+    if window[0] <= start_update:
+        raise UsageError(f"--profile-steps {spec}: the run resumes after update "
+                         f"{start_update}; the window must start after it")
+
+
+def check_paths(config: Config) -> dict[str, Any]:
+    """The demo (and the user's ROM) exist, and the demo is of ``demo.game`` when the config
+    pins it: one line naming the key otherwise. Returns the demo's header."""
+    from jax_reset import demos
+
     demo_path = Path(config.demo.demo_path)
     if not demo_path.is_file():
         raise UsageError(f"demo.demo_path: {demo_path} does not exist (convert the originals "
                          "with `python -m jax_reset.demo convert`)")
+    header = demos.load(demo_path, check=False).header
+    if config.demo.game is not None and header["game"] != config.demo.game:
+        raise UsageError(f"demo.demo_path: {demo_path} is a demo of {header['game']}, but "
+                         f"demo.game is {config.demo.game}")
     if config.demo.rom_path is not None and not Path(config.demo.rom_path).is_file():
         raise UsageError(f"demo.rom_path: {config.demo.rom_path} does not exist")
+    return header

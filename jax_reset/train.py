@@ -32,8 +32,9 @@ must take a file and, on a resume, have room for one more checkpoint (``jax_rese
 
 Exit codes: 0 done or stopped cleanly by SIGTERM/SIGINT (a checkpoint was written), 2 bad
 input or a run directory in use (one line on stderr, nothing written), 1 a failure during the
-run, e.g. ``error: disk full writing <path>; last checkpoint: <N>`` (the last checkpoint
-stays), 130 a second Ctrl-C.
+run, e.g. ``error: disk full writing <path>; last checkpoint: <N>`` (the last checkpoint stays;
+a worker that hangs is one, reported within seconds), 130 a Ctrl-C before training could stop
+cleanly, or a second one (one line).
 """
 
 from __future__ import annotations
@@ -149,10 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (*bad_input, LockHeld) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        except PoolError as err:  # a worker died or raised: its message says which and why
+        except PoolError as err:  # a worker died, raised or hangs: its message says which
             print(f"error: environment pool: {err}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:  # a second Ctrl-C: the last checkpoint stays
+        except KeyboardInterrupt:
+            # Ctrl-C before the stop handler is installed (importing, checking) or a second
+            # one that insists: nothing half-written, the last checkpoint (if any) stays.
             last = disk.last_checkpoint(Path(args.run_dir))
             print(f"error: interrupted; last checkpoint: {'none' if last is None else last}",
                   file=sys.stderr)

@@ -324,7 +324,8 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
     from jax_reset.sizes import SizeError, derive
 
     config, notes = resolve(req, full_size)
-    rd.check_paths(config)
+    header = rd.check_paths(config)
+    rd.check_profile(profile, config.train.total_updates)
     mesh = make_data_mesh()
     try:
         sizes = derive(config, jax.process_count(), mesh.devices.size, jax.process_index())
@@ -338,6 +339,8 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
             if group.multi else ""), flush=True)
         for note in notes:
             print(note, flush=True)
+        print(f"game: {header['game']}, demo {config.demo.demo_path} ({header['num_frames']:,} "
+              f"frames, score {header['score']:g})", flush=True)
     if group.multi:
         print(f"process {group.index} of {sizes.num_processes}: environments {sizes.env_lo} to "
               f"{sizes.env_hi - 1} of {sizes.num_envs_global}", flush=True)
@@ -377,6 +380,7 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
                           f"{', '.join(p.name for p in moved)}", flush=True)
                 print(f"resumed from update {state.update} at starting point "
                       f"{state.curriculum.max_starting_point}", flush=True)
+        rd.check_profile(profile, train.total_updates, state.update)
         if group.is_main:
             rd.write_config(config, req.run_dir)
         writer = display = None
@@ -385,7 +389,8 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
                                      resume_update=state.update if req.resume else None)
             display = m.ProgressDisplay(train.total_updates, pool.demo_num_frames,
                                         start_update=state.update,
-                                        enabled=None if train.progress else False)
+                                        enabled=None if train.progress else False,
+                                        start_point=state.curriculum.max_starting_point)
         trainer = Trainer(config, sizes, group, pool, network, state, req.run_dir,
                           checkpoints, meta, writer, display)
         try:

@@ -60,7 +60,8 @@ PONG_FULL: dict[str, Any] = {
                    "success_threshold": 0.2},
     "demo": {"allowed_lag_frames": 50, "demo_path": "demos/Pong.npz", "dense_stride": 16,
              "entropy_boost_frames": 100, "extra_frames_log_max": 7.0,
-             "p_start_at_starting_point": 0.8, "rom_path": None},
+             "p_start_at_starting_point": 0.8, "rom_path": None,
+             "game": "Pong"},  # (pinned later: the trainer checks it against the demo)
     "env": {"autoreset": "same_step", "episodic_life": False, "fire_reset": None, "frame_skip": 4,
             "gray_scale": False, "img_height": 105, "img_width": 80, "inter_area_resize": True,
             "max_episode_steps": 27000, "max_pool": True, "noop_max": 1,
@@ -100,7 +101,7 @@ def changed(data: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("on_cpu", [False, True])
 def test_presets_resolve_to_the_values_of_the_single_file_configs(stem: str, game: str,
                                                                   on_cpu: bool) -> None:
-    expected = changed(PONG_FULL, {"demo.demo_path": f"demos/{game}.npz"}
+    expected = changed(PONG_FULL, {"demo.demo_path": f"demos/{game}.npz", "demo.game": game}
                        | (CPU_CHANGES if on_cpu else {}))
     got = cfg.to_dict(cfg.load(REPO / "configs" / f"{stem}.toml", on_cpu=on_cpu))
     # As saved in config.json: the same text, so also the same types (64, not 64.0).
@@ -113,7 +114,8 @@ def test_game_files_hold_only_what_differs_from_base() -> None:
             continue
         raw = cfg._parse(path)
         assert raw["base"] == "base.toml", path
-        assert set(raw) <= {"base", "demo", "train"} and set(raw["demo"]) <= {"demo_path"}, path
+        assert set(raw) <= {"base", "demo", "train"}, path
+        assert set(raw["demo"]) <= {"demo_path", "game"}, path
         # The trainer prints its CPU note when the resolved file has an overlay.
         assert cfg.CPU_TABLE in cfg.read_file(path)
     assert cfg.CPU_TABLE not in cfg.read_file(REPO / "configs" / "smoke.toml")

@@ -75,3 +75,34 @@ def test_progress_display_shows_the_curriculum() -> None:
     display = ProgressDisplay(100, 20001, enabled=False, console=Console(file=plain))
     display.update(12, metrics)
     assert plain.getvalue().startswith("update 12/100  starting point 15,000 of 20,000")
+
+
+def test_progress_display_shows_times_and_the_curriculum_rate() -> None:
+    """Row 11: update N of total, elapsed, ETA (from this session's pace after its first
+    update), frames moved and frames per hour, live and in the line output alike."""
+    now = [100.0]
+    metrics = {"curriculum/max_starting_point": 19000, "train/agent_steps_per_s": 10.0}
+    plain = io.StringIO()
+    display = ProgressDisplay(1000, 20001, start_update=10, enabled=False,
+                              console=Console(file=plain), start_point=19600,
+                              clock=lambda: now[0])
+    now[0] = 160.0  # the first update ends 60 s in (compiling)
+    display.update(11, metrics)
+    now[0] = 460.0  # 10 more updates, 30 s each: 979 left take 29,370 s
+    display.update(21, metrics)
+    first, second = plain.getvalue().splitlines()
+    assert "ETA -" in first and "elapsed 0:01:00" in first
+    assert second.startswith("update 21/1000  starting point 19,000 of 20,000")
+    assert "moved 600 frames (6,000 frames/h)" in second  # 600 frames in 360 s
+    assert "elapsed 0:06:00  ETA 8:09:30" in second
+    live = io.StringIO()
+    console = Console(file=live, force_terminal=True, width=200)
+    now[0] = 100.0
+    with ProgressDisplay(1000, 20001, start_update=10, console=console, start_point=19600,
+                         clock=lambda: now[0]) as display:
+        display.update(11, metrics)
+        now[0] = 400.0
+        display.update(21, metrics)
+    out = live.getvalue()
+    assert "update 21 of 1,000" in out and "ETA 8:09:30" in out
+    assert "moved 600 frames (7,200 frames/h)" in out  # 600 frames in 300 s

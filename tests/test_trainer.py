@@ -172,7 +172,7 @@ def test_resume_overrides_persist_to_the_next_plain_resume(tmp_path: Path) -> No
 
 def test_a_restart_before_the_first_checkpoint_starts_over(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    config = load(SMOKE, ["train.total_updates=0"])
+    config = load(SMOKE, ["train.total_updates=1"])
     rd.write_config(config, run_dir)
     req = rd.Request(run_dir, True, None, ("ppo.learning_rate=3e-5",))
     rd.check_request(req)

@@ -186,6 +186,11 @@ def save(demo_arrays: dict[str, Any], header: dict[str, Any], states: list[bytes
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DemoError(f"{path}: no such demo file")
+    with path.open("rb") as f:  # an .npz is a zip: it starts with a local file header
+        is_zip = f.read(4) == b"PK\x03\x04"
+    if not is_zip:  # else numpy reads it as a pickle and advises unpickling it
+        raise DemoError(f"{path}: not a demo file (a demo is an .npz archive written by "
+                        "`python -m jax_reset.demo convert`)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}

@@ -117,6 +117,9 @@ class DemoResetConfig:
 
     demo_path: str
     """A `demos/<Game>.npz` file; every worker loads it itself."""
+    game: str | None = None
+    """The game this config is for ("Pong"): a demo file of another game is refused (the
+    header says its game). None: whatever game the demo is of."""
     rom_path: str | None = None
     """The user's own ROM file, for a demo recorded on a ROM ale-py does not ship (Gravitar);
     checked by md5. None: ale-py's ROM."""

@@ -34,7 +34,8 @@ class AtariPool:
     env may have at most one unanswered send.
 
     Always `close()` (or use `with`): it stops the workers and frees the shared memory. A worker
-    that dies or raises makes the next call raise `PoolError` (within `poll_s`).
+    that dies or raises makes the next call raise `PoolError` (within `poll_s`), and so does one
+    that hangs (no heartbeat for `heartbeat_s`: stopped, or stuck holding its GIL).
     """
 
     def __init__(
@@ -49,10 +50,12 @@ class AtariPool:
         start_method: str = "spawn",
         timeout_s: float = 120.0,
         poll_s: float = 0.25,
+        heartbeat_s: float = 5.0,
     ) -> None:
         """game: EnvPool-style name ("Pong", "MontezumaRevenge"); None to take the demo's.
         num_workers is capped at num_envs; envs are split into contiguous, near-equal slices.
         timeout_s: the longest a single command may take before the pool gives up on it.
+        heartbeat_s: how long a worker's heartbeat may stand still while the pool waits on it.
         """
         if start_method == "fork":
             raise ValueError("fork is unsafe with a threaded parent (JAX): use spawn/forkserver")
@@ -63,7 +66,7 @@ class AtariPool:
             raise ValueError("num_envs must be >= 1")
         self.num_workers = max(1, min(int(num_workers), self.num_envs))
         self._closed = False
-        self._workers = Workers(timeout_s, poll_s)
+        self._workers = Workers(timeout_s, poll_s, heartbeat_s)
         self._segments: list = []  # shared memory to free at close: the pool's, demo states
         self.demo = None
         if demo is not None:

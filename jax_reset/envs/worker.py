@@ -23,6 +23,7 @@ from jax_reset.envs.procs import (
     OP_RAM,
     OP_RESET,
     OP_STEP,
+    start_heartbeat,
 )
 from jax_reset.envs.rules import (
     IS_CUT,
@@ -382,9 +383,14 @@ class Worker:
         return frames
 
 
-def worker_main(conn: Connection, spec: WorkerSpec) -> None:
-    """Process entry point. Ctrl-C is the parent's business: it closes the pool."""
+def worker_main(conn: Connection, spec: WorkerSpec, beat=None) -> None:
+    """Process entry point. Ctrl-C is the parent's business: it closes the pool. The parent
+    started this process with SIGINT blocked (``procs.Workers.start``): ignoring it first
+    discards one that arrived meanwhile, then it is unblocked."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if beat is not None:
+        start_heartbeat(beat)
     worker = None
     try:
         worker = Worker(spec)

@@ -56,6 +56,12 @@ class PPOConfig:
             )
         if self.epochs <= 0 or self.minibatches <= 0:
             raise ValueError("epochs and minibatches must be positive")
+        if not self.learning_rate > 0:  # (also refuses NaN)
+            raise ValueError(f"learning_rate must be positive, not {self.learning_rate}")
+        if not self.ent_coef >= 0:
+            raise ValueError(f"ent_coef must be non-negative, not {self.ent_coef}")
+        if not self.clip > 0:
+            raise ValueError(f"clip must be positive, not {self.clip}")
 
     @property
     def sequence_steps(self) -> int:
