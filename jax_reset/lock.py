@@ -47,8 +47,12 @@ class RunLock:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_NAME
         self._fd: int | None = None
+        self._made_dir = False
 
     def acquire(self) -> RunLock:
+        # A run refused after the lock (e.g. sizes that do not split over the processes, known
+        # only once JAX has started) must leave nothing behind: remember whether we made it.
+        self._made_dir = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # O_CLOEXEC: a process this one starts (the pool's workers are spawned) must not hold
         # the lock on after this one dies.
@@ -86,6 +90,10 @@ class RunLock:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+            if self._made_dir and [p.name for p in self.run_dir.iterdir()] == [LOCK_NAME]:
+                with contextlib.suppress(OSError):  # nothing else was written: as it was
+                    self.path.unlink()
+                    self.run_dir.rmdir()
 
     def __enter__(self) -> RunLock:
         return self.acquire()
