@@ -6,6 +6,8 @@ A checkpoint step (the update counter) holds three items:
   ``ocp.args.StandardSave``. Counters must be arrays (``np.asarray(n, np.int64)``), RNG keys raw
   ``uint32`` arrays (``jax.random.PRNGKey`` or ``jax.random.key_data``).
 * ``curriculum``: the controller's state as JSON (``jax_reset.curriculum.to_json``).
+* ``EXTRA_JSON_ITEMS`` (``stall``: ``jax_reset.stall.to_json``): further JSON state items, each
+  optional (a checkpoint written before one existed lacks it: ``read_item`` returns None).
 * ``meta``: the resolved config and the network's shape (every parameter's path, shape and
   dtype), so a run directory alone says what it holds and a mismatched resume is refused.
 
@@ -44,9 +46,13 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from jax_reset import config as config_lib
 from jax_reset import disk
+from jax_reset.metrics import MAX_STARTING_POINT
 
 META_FORMAT = 1
 SET_ASIDE_SUFFIX = "-set-aside"  # checkpoints/ -> checkpoints-set-aside/<step>
+# JSON items a step may hold besides ``curriculum`` and ``meta`` (passed to ``save`` as
+# ``extra``); registered so that a fresh manager can read them back.
+EXTRA_JSON_ITEMS = ("stall",)
 
 # Orbax logs each failed background write with a traceback; the failure is reported once.
 logging.getLogger("absl").addFilter(disk.QuietWriteFailures())
@@ -164,7 +170,7 @@ class Checkpoints:
     """
 
     def __init__(self, directory: str | Path, keep_last: int = 3,
-                 best_metric: str | None = "curriculum/max_starting_point",
+                 best_metric: str | None = MAX_STARTING_POINT,
                  best_mode: str = "min", async_save: bool = True,
                  read_only: bool = False) -> None:
         _require_main_thread("__init__")
@@ -193,7 +199,8 @@ class Checkpoints:
         # Named handlers let a fresh manager (after a restart) read any single item's metadata.
         handlers = {"state": ocp.StandardCheckpointHandler(),
                     "curriculum": ocp.JsonCheckpointHandler(),
-                    "meta": ocp.JsonCheckpointHandler()}
+                    "meta": ocp.JsonCheckpointHandler(),
+                    **{name: ocp.JsonCheckpointHandler() for name in EXTRA_JSON_ITEMS}}
         self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               item_handlers=handlers)
         # Steps found on opening count as read back (they were when written); a new save
@@ -230,11 +237,18 @@ class Checkpoints:
     # ---- saving ------------------------------------------------------------------------------
 
     def save(self, step: int, state: Any, curriculum: Mapping[str, Any], meta: Mapping[str, Any],
-             metrics: Mapping[str, float] | None = None) -> bool:
+             metrics: Mapping[str, float] | None = None,
+             extra: Mapping[str, Mapping[str, Any]] | None = None) -> bool:
         """Saves one step; False if that step is already saved (e.g. a stop right after one).
-        Raises ``disk.WriteError`` when the file system refuses it (the previous checkpoints
-        stay as they were)."""
+        ``extra``: JSON items by name, each one of ``EXTRA_JSON_ITEMS``. Raises
+        ``disk.WriteError`` when the file system refuses it (the previous checkpoints stay as
+        they were)."""
         _require_main_thread("save")
+        extra = dict(extra or {})
+        unknown = sorted(set(extra) - set(EXTRA_JSON_ITEMS))
+        if unknown:
+            raise ValueError(f"save: unknown checkpoint items {unknown} (known: "
+                             f"{', '.join(EXTRA_JSON_ITEMS)})")
         metrics = {k: float(v) for k, v in (metrics or {}).items()}
         if self.best_metric is not None:
             value = metrics.get(self.best_metric)
@@ -249,6 +263,7 @@ class Checkpoints:
             state=ocp.args.StandardSave(state),
             curriculum=ocp.args.JsonSave(dict(curriculum)),
             meta=ocp.args.JsonSave(dict(meta)),
+            **{name: ocp.args.JsonSave(dict(item)) for name, item in extra.items()},
         )
         try:
             saved = bool(self._manager.save(int(step), args=args, metrics=metrics, force=True))
@@ -306,11 +321,13 @@ class Checkpoints:
         index (tree metadata) reads; ``CorruptCheckpoint`` otherwise. (The arrays themselves
         are not re-read: Orbax has just written them, and a restore checks them.)"""
         try:
-            tree = self._manager.item_metadata(step)["state"]
+            items = self._manager.item_metadata(step)
+            tree = items["state"]
             if not jax.tree_util.tree_leaves(getattr(tree, "tree", tree)):
                 raise ValueError("the state's array index is empty")
+            extra = {name: ocp.args.JsonRestore() for name in EXTRA_JSON_ITEMS if name in items}
             self._manager.restore(step, args=ocp.args.Composite(
-                meta=ocp.args.JsonRestore(), curriculum=ocp.args.JsonRestore()))
+                meta=ocp.args.JsonRestore(), curriculum=ocp.args.JsonRestore(), **extra))
         except Exception as err:
             raise CorruptCheckpoint(f"{self.directory}/{step}: {_first_line(err)}") from None
 
@@ -383,12 +400,36 @@ class Checkpoints:
         return step
 
     def read_meta(self, step: int | None = None) -> dict[str, Any]:
-        """The ``meta`` item of a step (the latest by default)."""
+        """The ``meta`` item of a step (the latest by default), its config without the keys
+        this code retired (``config.RETIRED_KEYS``)."""
         _require_main_thread("read_meta")
         step = self._step_or_latest(step)
         with self._reading(step):
-            return self._manager.restore(step, args=ocp.args.Composite(
+            meta = self._manager.restore(step, args=ocp.args.Composite(
                 meta=ocp.args.JsonRestore()))["meta"]
+        return self._readable_meta(step, meta)
+
+    def _readable_meta(self, step: int, meta: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(meta.get("config"), Mapping):
+            return meta
+        try:
+            return {**meta, "config": config_lib.drop_retired(meta["config"])}
+        except config_lib.ConfigError as err:
+            raise CheckpointError(f"{self.directory}/{step}: {err}") from None
+
+    def read_item(self, name: str, step: int | None = None) -> dict[str, Any] | None:
+        """The JSON item ``name`` (one of ``EXTRA_JSON_ITEMS``) of a step (the latest by
+        default); None when that step was written without it."""
+        _require_main_thread("read_item")
+        if name not in EXTRA_JSON_ITEMS:
+            raise ValueError(f"read_item: unknown checkpoint item {name!r} (known: "
+                             f"{', '.join(EXTRA_JSON_ITEMS)})")
+        step = self._step_or_latest(step)
+        with self._reading(step):
+            if name not in self._manager.item_metadata(step):
+                return None
+            return self._manager.restore(step, args=ocp.args.Composite(
+                **{name: ocp.args.JsonRestore()}))[name]
 
     def restore(self, target: Any, step: int | None = None,
                 ) -> tuple[int, Any, dict[str, Any], dict[str, Any]]:
@@ -408,7 +449,8 @@ class Checkpoints:
                 curriculum=ocp.args.JsonRestore(),
                 meta=ocp.args.JsonRestore(),
             ))
-        return step, restored["state"], restored["curriculum"], restored["meta"]
+        return (step, restored["state"], restored["curriculum"],
+                self._readable_meta(step, restored["meta"]))
 
     @contextlib.contextmanager
     def _reading(self, step: int) -> Iterator[None]:

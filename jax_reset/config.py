@@ -1,11 +1,13 @@
 """The run configuration: one typed, frozen schema, read from TOML, validated once.
 
 A config file is TOML with one table per section (``[env]``, ``[network]``, ``[ppo]``,
-``[curriculum]``, ``[train]``). Every key must exist in the schema and have the declared type,
-sizes that must divide are checked, and each problem is reported as one line naming the dotted
-key. Command-line overrides use the same dotted names (``ppo.lr=3e-4 train.num_envs=32``) and
-are parsed as TOML values, so ``x=3e-4`` is a float, ``x=true`` a bool, ``x=[16,32]`` a list and
-anything that is not a TOML value (``train.demo=demos/Pong.npz``) a string.
+``[curriculum]``, ``[stall]``, ``[train]``). Every key must exist in the schema and have the
+declared type, and each problem is reported as one line naming the dotted key (the sizes that
+must divide depend on the number of processes and devices: ``jax_reset.sizes.derive`` checks
+them when the run starts). Command-line overrides use the same dotted names
+(``ppo.lr=3e-4 train.num_envs=32``) and are parsed as TOML values, so ``x=3e-4`` is a float,
+``x=true`` a bool, ``x=[16,32]`` a list and anything that is not a TOML value
+(``train.demo=demos/Pong.npz``) a string.
 
 Presets (TOML has no include, so three reserved top-level keys link files):
 
@@ -26,11 +28,16 @@ The overlay is checked even when it is not applied, so a typo in it fails on a G
 too. Whatever its source, ``read_file`` returns it as the file's ``[on_cpu]`` table, so the rest
 of the loader sees one form; a run's resolved config (``RUN_DIR/config.json``) has no links.
 
+A saved config (``config.json``, a checkpoint's metadata) may hold keys that this code no longer
+has: ``RETIRED_KEYS`` lists them with the one value the code they were removed from behaved
+like today's, and ``drop_retired`` takes them out of a saved config (a user's TOML file must
+not name them).
+
 The generic part (``from_dict``, ``to_dict``, ``apply_overrides``) works for any tree of frozen
 dataclasses; each section is owned by the module that uses it (``EnvConfig`` and
 ``DemoResetConfig`` by the pool, ``NetworkConfig`` by the network, ``PPOConfig`` by the PPO
-update, ``CurriculumConfig`` by the curriculum) and they are composed here with
-``TrainConfig``, the run's own.
+update, ``CurriculumConfig`` by the curriculum, ``StallConfig`` by the stall controller) and
+they are composed here with ``TrainConfig``, the run's own.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from jax_reset.envs.config import DemoResetConfig, EnvConfig
 from jax_reset.networks import NetworkConfig
 from jax_reset.ppo.config import PPOConfig
 from jax_reset.run_dir import TrainConfig
+from jax_reset.stall import StallConfig
 
 # Reserved top-level keys of a config file: the file it extends, its CPU overlay (both paths
 # relative to the file naming them) and the inline form of the overlay.
@@ -61,6 +69,11 @@ CPU_TABLE = "on_cpu"
 # What a checkpoint's arrays and episodes depend on: a resume may not change these (a lower
 # learning rate or entropy coefficient, the authors' advice when progress stalls, is allowed).
 RESUME_FROZEN = ("env", "demo", "network", "train.num_envs")
+# Keys removed from the schema -> the only value a saved config may hold for them: the one the
+# code behaved like today's with (any other value trained something this code cannot restore).
+RETIRED_KEYS: dict[str, Any] = {
+    "network.obs_layout": "chw",  # the pool always emitted [stack * C, H, W]; "hwc" never ran
+}
 
 
 class ConfigError(ValueError):
@@ -225,12 +238,31 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str] | Mapping[
     return result
 
 
+def drop_retired(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved config (nested) without its ``RETIRED_KEYS`` (a copy); a retired key with another
+    value than the accepted one is a ``ConfigError``."""
+    result = _deep_copy(data)
+    for dotted, accepted in RETIRED_KEYS.items():
+        *sections, name = dotted.split(".")
+        node: Any = result
+        for part in sections:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if not isinstance(node, dict) or name not in node:
+            continue
+        if node[name] != accepted:
+            raise ConfigError(f"{dotted} = {node[name]!r}: this key was removed and only "
+                              f"{accepted!r} can be read (the saved run used another value)")
+        del node[name]
+    return result
+
+
 def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
 
 
 def _parse(path: Path) -> dict[str, Any]:
-    """One TOML (or, for a saved run config, JSON) file as it is written: a nested dict."""
+    """One TOML (or, for a saved run config, JSON) file as it is written: a nested dict (a
+    saved config without its ``RETIRED_KEYS``)."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
@@ -244,6 +276,11 @@ def _parse(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid {kind}: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a table at the top level")
+    if path.suffix == ".json":
+        try:
+            return drop_retired(data)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
     return data
 
 
@@ -336,6 +373,8 @@ class Config:
     network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)  # learner
     ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)  # learner
     curriculum: CurriculumConfig = dataclasses.field(default_factory=CurriculumConfig)
+    # Lowering the learning rate and entropy coefficient when the curriculum stalls (off).
+    stall: StallConfig = dataclasses.field(default_factory=StallConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:

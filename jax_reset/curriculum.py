@@ -465,23 +465,35 @@ def _update_episodes(state: CurriculumState,
                            found=found_max is not None)
 
 
+# The metric keys of ``summary`` (``jax_reset.metrics`` re-exports them: defined here so that
+# this module imports nothing but NumPy).
+MAX_STARTING_POINT = "curriculum/max_starting_point"
+MIN_STARTING_POINT = "curriculum/min_starting_point"
+PROGRESS = "curriculum/progress"
+SUCCESS_TABLE_AT_SP = "curriculum/success_table_at_sp"
+SHARE_AT_MAX = "curriculum/share_at_max"
+PENDING_EPISODES = "curriculum/pending_episodes"
+DECISIONS = "curriculum/decisions"
+SPREAD_FRAMES = "curriculum/spread_frames"
+
+
 def summary(state: CurriculumState) -> dict[str, float]:
     """``curriculum/`` metrics: position, progress, success near the starting points."""
     lo, hi = state.min_starting_point, state.max_starting_point
     end = max(state.num_frames - 1, 1)
     share = float(np.cumsum(state.success)[hi] / state.spread_frames)
     return {
-        "curriculum/max_starting_point": float(hi),
-        "curriculum/min_starting_point": float(lo),
+        MAX_STARTING_POINT: float(hi),
+        MIN_STARTING_POINT: float(lo),
         # 0 at the demo's end, 1 when the agent plays from the game's start.
-        "curriculum/progress": float((end - hi) / end),
+        PROGRESS: float((end - hi) / end),
         # The success table over the current starting points (as of the last decision).
-        "curriculum/success_table_at_sp": float(state.success[lo:hi + 1].mean()),
-        "curriculum/share_at_max": share,
-        "curriculum/pending_episodes": float(len(state.pending_start)),
-        "curriculum/decisions": float(state.decisions),
+        SUCCESS_TABLE_AT_SP: float(state.success[lo:hi + 1].mean()),
+        SHARE_AT_MAX: share,
+        PENDING_EPISODES: float(len(state.pending_start)),
+        DECISIONS: float(state.decisions),
         # Frames the layout covers (rule "episodes" adapts it; constant for the reference).
-        "curriculum/spread_frames": float(state.spread),
+        SPREAD_FRAMES: float(state.spread),
     }
 
 

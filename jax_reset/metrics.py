@@ -5,8 +5,8 @@ Keys are namespaced: ``train/`` (losses, KL, clip fraction, explained variance, 
 second), ``curriculum/`` (starting points, success), ``env/`` (scores, episode lengths, share of
 valid steps), ``timing/`` (the learner's seconds in and waiting on each stage), ``actor/`` (the
 actor's seconds per stage and its policy lag), ``eval/``. The keys the trainer writes are the
-constants below (the update's ``train/`` losses are ``ppo.update``'s, the ``curriculum/``
-summary ``curriculum.summary``'s). Each JSON line
+constants below (the ``curriculum/`` keys of ``curriculum.summary`` and ``stall.summary`` are
+defined in those pure modules and re-exported here). Each JSON line
 is ``{"update": n, "time": unix seconds, key: value, ...}``, non-finite values as ``null``.
 
 On resume the writer drops what was logged after the restored checkpoint (a crash can leave
@@ -29,6 +29,18 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from tensorboardX import SummaryWriter
 
+from jax_reset.curriculum import (  # noqa: F401  (re-exported: curriculum.summary's keys)
+    DECISIONS,
+    MAX_STARTING_POINT,
+    MIN_STARTING_POINT,
+    PENDING_EPISODES,
+    PROGRESS,
+    SHARE_AT_MAX,
+    SPREAD_FRAMES,
+    SUCCESS_TABLE_AT_SP,
+)
+from jax_reset.stall import STALL_DECISIONS, STALL_SCALE  # noqa: F401  (stall.summary's keys)
+
 NAMESPACES = ("train/", "curriculum/", "env/", "timing/", "actor/", "eval/")
 JSONL_NAME = "metrics.jsonl"
 TB_DIR = "tb"
@@ -46,8 +58,30 @@ EPISODE_SCORE = "env/episode_score"
 EPISODE_FRAMES = "env/episode_frames"
 AS_GOOD_AS_DEMO = "env/as_good_as_demo"
 # The curriculum (besides curriculum.summary's): the reference's "as_good_as_demo_start".
-MAX_STARTING_POINT = "curriculum/max_starting_point"
 SUCCESS_AT_SP = "curriculum/success_at_sp"
+# The PPO update's (``ppo.update``): means over its optimiser steps, then the batch's
+# statistics; keyed by the names the loss and ``ppo.update.prepare`` give them.
+LOSS = "train/loss"
+POLICY_LOSS = "train/policy_loss"
+VALUE_LOSS = "train/value_loss"
+ENTROPY = "train/entropy"
+L2_LOSS = "train/l2_loss"
+APPROX_KL = "train/approx_kl"
+KL = "train/kl"
+CLIP_FRACTION = "train/clip_fraction"
+GRAD_NORM = "train/grad_norm"
+EXPLAINED_VARIANCE = "train/explained_variance"
+ADVANTAGE_MEAN = "train/advantage_mean"
+VALID_FRACTION = "train/valid_fraction"
+UPDATE_METRICS = {
+    "loss": LOSS, "policy_loss": POLICY_LOSS, "value_loss": VALUE_LOSS, "entropy": ENTROPY,
+    "l2_loss": L2_LOSS, "approx_kl": APPROX_KL, "kl": KL, "clip_fraction": CLIP_FRACTION,
+    "grad_norm": GRAD_NORM, "explained_variance": EXPLAINED_VARIANCE,
+    "advantage_mean": ADVANTAGE_MEAN, "valid_fraction": VALID_FRACTION,
+}
+# The values in force (``TrainState.hyperparams``): the configured ones times the stall scale.
+LEARNING_RATE = "train/learning_rate"
+ENT_COEF = "train/ent_coef"
 # The learner's seconds per update: updating, and waiting for a rollout.
 LEARNER_S = "timing/learner_s"
 LEARNER_WAIT_S = "timing/learner_wait_s"

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from jax_reset import stall as stall_lib
+
 if TYPE_CHECKING:
     from jax_reset.checkpoint import Checkpoints
     from jax_reset.config import Config
@@ -44,6 +46,7 @@ PROCESSES_DIR = "processes"
 PROFILE_DIR = "profile"
 RUNTIME_KEY = "runtime"  # the meta item's dotted config values the trainer changed at run time
 STATE_VERSION_KEY = "train_state_version"  # the meta item's ppo.update.TRAIN_STATE_VERSION
+STALL_ITEM = "stall"  # the checkpoint's JSON item of the stall controller (stall.to_json)
 COUNTERS = ("update", "agent_steps", "frames")  # the checkpoint's host counters, int64
 
 
@@ -184,7 +187,7 @@ def resume_config(saved: Mapping[str, Any], req: Request,
         config = config_lib.from_dict(config_lib.Config, data)
     except config_lib.ConfigError as err:
         raise config_lib.ConfigError(f"{where}: {err}") from None
-    changed = config_lib.diff(dict(saved), config_lib.to_dict(config))
+    changed = config_lib.diff(_with_defaults(saved), config_lib.to_dict(config))
     frozen = [k for k in changed if any(k == f or k.startswith(f + ".")
                                         for f in config_lib.RESUME_FROZEN)]
     if frozen:
@@ -192,6 +195,17 @@ def resume_config(saved: Mapping[str, Any], req: Request,
                          "a new run directory for that")
     notes = [f"resuming with changed settings: {', '.join(changed)}"] if changed else []
     return config, notes
+
+
+def _with_defaults(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved config with the keys added to the schema since at their defaults (so a section
+    added later, like ``[stall]``, is not a changed setting); as saved if it no longer reads."""
+    from jax_reset import config as config_lib
+
+    try:
+        return config_lib.to_dict(config_lib.from_dict(config_lib.Config, saved))
+    except config_lib.ConfigError:
+        return dict(saved)
 
 
 def write_config(config: Config, run_dir: Path) -> None:
@@ -209,15 +223,24 @@ def write_config(config: Config, run_dir: Path) -> None:
 @dataclasses.dataclass(frozen=True)
 class RunState:
     """Everything a resume continues from: the learner's state with the host counters, the
-    curriculum, and the resolved config (with the values the trainer changed at run time)."""
+    curriculum and the stall controller, and the resolved config (with the values the trainer
+    changed at run time)."""
 
-    train_state: Any  # ppo.update.TrainState (parameters, optimizer state, RNG)
+    train_state: Any  # ppo.update.TrainState (parameters, optimizer state, RNG, hyperparams)
     update: int  # updates done
     agent_steps: int  # agent steps of every environment of the job
     frames: int  # emulator frames stepped
     curriculum: CurriculumState
     config: Config
     runtime: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # The stall controller; None when built: ``stall.init`` at the curriculum's maximum (a new
+    # run). ``train_state``'s hyperparameters are the config's times its scale.
+    stall: stall_lib.StallState | None = None
+
+    def __post_init__(self) -> None:
+        if self.stall is None:
+            object.__setattr__(self, "stall",
+                               stall_lib.init(self.curriculum.max_starting_point))
 
 
 def open_checkpoints(run_dir: Path, keep_last: int) -> Checkpoints:
@@ -258,8 +281,8 @@ def save_state(checkpoints: Checkpoints, state: RunState, meta: Mapping[str, Any
     return checkpoints.save(state.update, {"train_state": state.train_state,
                                            "counters": counters},
                             cur.to_json(state.curriculum), meta,
-                            {"curriculum/max_starting_point":
-                             state.curriculum.max_starting_point})
+                            {cur.MAX_STARTING_POINT: state.curriculum.max_starting_point},
+                            extra={STALL_ITEM: stall_lib.to_json(state.stall)})
 
 
 def restore_state(checkpoints: Checkpoints, target: RunState, meta: Mapping[str, Any],
@@ -269,7 +292,10 @@ def restore_state(checkpoints: Checkpoints, target: RunState, meta: Mapping[str,
     """Checkpoint ``step`` as a ``RunState`` whose config is ``target.config``, and the
     settings that changed since it; ``target.train_state`` gives the arrays' shapes and
     shardings. The learning rate and entropy coefficient in force are the config's (its
-    precedence already chose between the command line, the runtime values and the checkpoint).
+    precedence already chose between the command line, the runtime values and the checkpoint)
+    times the restored stall scale, so a stalled run keeps its lowered values. The stall state
+    restarts (``stall.init``) for a checkpoint written before it existed, and when the config
+    turns the stall handling off (the configured values then hold).
 
     Without ``step``: the newest checkpoint that restores; each one that does not (truncated or
     garbled files) is named by ``report`` in one line and the next older is tried. When that
@@ -282,8 +308,8 @@ def restore_state(checkpoints: Checkpoints, target: RunState, meta: Mapping[str,
     steps = [step] if step is not None else checkpoints.steps()[::-1]
     for i, s in enumerate(steps):
         try:
-            saved_meta, changed, restored, cur_json = _restore_step(checkpoints, target, meta,
-                                                                    where, s)
+            saved_meta, changed, restored, cur_json, stall_json = _restore_step(
+                checkpoints, target, meta, where, s)
         except ckpt_lib.CorruptCheckpoint as err:
             if step is not None:
                 raise UsageError(f"{err}; choose another with --checkpoint") from None
@@ -294,15 +320,18 @@ def restore_state(checkpoints: Checkpoints, target: RunState, meta: Mapping[str,
             continue
         if i > 0 and reconfigure is not None:
             target = dataclasses.replace(target, config=reconfigure(saved_meta))
-        return _run_state(target, saved_meta, restored, cur_json, s), changed
+        return _run_state(target, saved_meta, restored, cur_json, stall_json, s,
+                          where), changed
     raise UsageError(f"{where}: no checkpoint to resume from")
 
 
 def _restore_step(checkpoints: Checkpoints, target: RunState, meta: Mapping[str, Any],
                   where: str, step: int,
-                  ) -> tuple[dict[str, Any], list[str], dict[str, Any], dict[str, Any]]:
-    """(saved meta, changed settings, restored {"train_state", "counters"}, curriculum JSON)
-    of one step; ``CorruptCheckpoint`` passes through, other refusals become ``UsageError``."""
+                  ) -> tuple[dict[str, Any], list[str], dict[str, Any], dict[str, Any],
+                             dict[str, Any] | None]:
+    """(saved meta, changed settings, restored {"train_state", "counters"}, curriculum JSON,
+    stall JSON or None) of one step; ``CorruptCheckpoint`` passes through, other refusals
+    become ``UsageError``."""
     from jax_reset import checkpoint as ckpt_lib
     from jax_reset import config as config_lib
 
@@ -313,27 +342,36 @@ def _restore_step(checkpoints: Checkpoints, target: RunState, meta: Mapping[str,
         got, restored, cur_json = _restore_train_state(checkpoints, target.train_state,
                                                        saved_meta.get(STATE_VERSION_KEY),
                                                        target.config.ppo, step)
+        stall_json = checkpoints.read_item(STALL_ITEM, step)
     except ckpt_lib.CorruptCheckpoint:
         raise
     except ckpt_lib.CheckpointError as err:
         raise UsageError(str(err)) from None
     assert got == step, (got, step)
-    return saved_meta, changed, restored, cur_json
+    return saved_meta, changed, restored, cur_json, stall_json
 
 
 def _run_state(target: RunState, saved_meta: Mapping[str, Any], restored: Mapping[str, Any],
-               cur_json: Mapping[str, Any], step: int) -> RunState:
+               cur_json: Mapping[str, Any], stall_json: Mapping[str, Any] | None, step: int,
+               where: str) -> RunState:
     from jax_reset import curriculum as cur
     from jax_reset.ppo import update as ppo_update
 
     got = {k: int(restored["counters"][k]) for k in COUNTERS}
     assert got["update"] == step, (got, step)
+    curriculum = cur.from_json(cur_json)
+    stall = stall_lib.init(curriculum.max_starting_point)
+    if stall_json is not None and target.config.stall.enabled:
+        try:
+            stall = stall_lib.from_json(stall_json)
+        except (ValueError, KeyError, TypeError) as err:
+            raise UsageError(f"{where}: checkpoint {step}: {err}") from None
     ppo = target.config.ppo
-    train_state = ppo_update.with_hyperparams(restored["train_state"], ppo.learning_rate,
-                                              ppo.ent_coef)
-    return dataclasses.replace(target, train_state=train_state,
-                               curriculum=cur.from_json(cur_json),
-                               runtime=dict(saved_meta.get(RUNTIME_KEY, {})), **got)
+    lr, ent = stall_lib.hyperparams(ppo.learning_rate, ppo.ent_coef, stall)
+    train_state = ppo_update.with_hyperparams(restored["train_state"], lr, ent)
+    return dataclasses.replace(target, train_state=train_state, curriculum=curriculum,
+                               stall=stall, runtime=dict(saved_meta.get(RUNTIME_KEY, {})),
+                               **got)
 
 
 def _restore_train_state(checkpoints: Checkpoints, train_state: Any, version: int | None,

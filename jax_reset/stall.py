@@ -108,10 +108,16 @@ def hyperparams(base_lr: float, base_ent: float, state: StallState) -> tuple[flo
     return base_lr * state.scale, base_ent * state.scale
 
 
+# The metric keys of ``summary`` (``jax_reset.metrics`` re-exports them).
+STALL_SCALE = "curriculum/stall_scale"
+STALL_DECISIONS = "curriculum/stall_decisions"
+
+
 def summary(state: StallState) -> dict[str, float]:
-    """``curriculum/`` metrics of the controller."""
-    return {"curriculum/stall_scale": float(state.scale),
-            "curriculum/stall_decisions": float(state.decisions_without_move)}
+    """``curriculum/`` metrics of the controller: the scale in force, and the decisions since
+    the last move back or lowering."""
+    return {STALL_SCALE: float(state.scale),
+            STALL_DECISIONS: float(state.decisions_without_move)}
 
 
 def to_json(state: StallState) -> dict[str, Any]:

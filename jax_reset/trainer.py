@@ -8,7 +8,9 @@ One update, on every process alike (one process is the degenerate group, not a b
 2. ``exchange``: every process's episode records, the summed frames and valid steps, the
    actor's metrics averaged, and an agreed stop (``jax_reset.process_group``);
 3. ``advance_curriculum``: the 20% rule on the gathered records; moved starting points go to
-   the actor (``jax_reset.curriculum``);
+   the actor (``jax_reset.curriculum``); ``handle_stall``: the stall controller's outcome of
+   that decision, a lowered (or restored) learning rate and entropy coefficient
+   (``jax_reset.stall``; off by default);
 4. ``learn``: the rollout behind the carried-over burn-in, this process's block of the global
    batch, one data-parallel PPO update (``jax_reset.ppo``);
 5. ``publish``: the new parameters to the rollout source;
@@ -34,6 +36,7 @@ import numpy as np
 from jax_reset import curriculum as cur
 from jax_reset import metrics as m
 from jax_reset import run_dir as rd
+from jax_reset import stall as stall_lib
 from jax_reset.actor import Actor, Rollout, RolloutSource, make_source
 from jax_reset.envs.demo_history import DemoHistory
 from jax_reset.process_group import Exchanged, ProcessGroup
@@ -169,6 +172,29 @@ class Trainer:
             self.actor.set_starting_points(self.local_points(curriculum))
         return decision
 
+    def handle_stall(self, decision: cur.Decision) -> bool:
+        """The stall controller after the curriculum's ``decision``; when its scale changes,
+        the learning rate and entropy coefficient in force become the config's times the new
+        scale (runtime values: no recompile) and process 0 prints one line. Returns whether
+        they changed."""
+        from jax_reset.ppo.update import with_hyperparams
+
+        s = self.state
+        st, changed = stall_lib.stall_update(s.stall, decision.decided, decision.old_max,
+                                             decision.new_max, self.config.stall)
+        train_state = s.train_state
+        if changed:
+            ppo = self.config.ppo
+            lr, ent = stall_lib.hyperparams(ppo.learning_rate, ppo.ent_coef, st)
+            train_state = with_hyperparams(train_state, learning_rate=lr, ent_coef=ent)
+            if self.group.is_main:
+                why = "stalled" if st.scale < s.stall.scale else "moved back"
+                print(f"update {s.update + 1}: curriculum {why} at starting point "
+                      f"{decision.new_max:,}: learning rate {lr:.3g}, ent_coef {ent:.3g} "
+                      f"(stall scale {st.scale:g})", flush=True)
+        self.state = dataclasses.replace(s, stall=st, train_state=train_state)
+        return changed
+
     def learn(self, rollout: Rollout, frames: int) -> dict[str, float]:
         """One PPO update on ``rollout`` (this process's block of the job's batch); advances
         the counters by the job's agent steps and ``frames``. Returns the update's metrics."""
@@ -201,7 +227,7 @@ class Trainer:
             **update_metrics,
             m.UPDATE: float(s.update), m.AGENT_STEPS: float(s.agent_steps),
             m.FRAMES: float(s.frames), m.VALID_SHARE: valid_share,
-            **cur.summary(s.curriculum),
+            **cur.summary(s.curriculum), **stall_lib.summary(s.stall),
             **episode_metrics(cur.EpisodeRecords.concatenate(self.window.records),
                               s.curriculum.max_starting_point),
             **self.window.means(),
@@ -230,6 +256,7 @@ class Trainer:
             return False
         got = self.exchange(rollout, stop.is_set())
         decision = self.advance_curriculum(got.records)
+        self.handle_stall(decision)
         # The learner's seconds, and the updates between the acting parameters and the ones
         # this update started from.
         learner = {m.LEARNER_WAIT_S: wait_s,
@@ -242,8 +269,10 @@ class Trainer:
         update, train = self.state.update, self.config.train
         if (decision.decided or got.stop or update % train.checkpoint_every == 0
                 or update == train.total_updates):
+            # The stall state with the curriculum's: both follow from the same decisions.
             self.group.check_agreement(update, self.state.train_state.params,
-                                       cur.to_json(self.state.curriculum),
+                                       {**cur.to_json(self.state.curriculum),
+                                        "stall": stall_lib.to_json(self.state.stall)},
                                        self.run_dir / rd.PROCESSES_DIR)
         self.log(update_metrics, got.sums["valid"] / (self.sizes.rollout_steps
                                                       * self.sizes.num_envs_global))
@@ -378,8 +407,14 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
                 if moved:
                     print(f"moved the newer checkpoints to {moved[0].parent} (kept): "
                           f"{', '.join(p.name for p in moved)}", flush=True)
+                lowered = ""
+                if state.stall.scale != 1.0:  # a stalled run keeps its lowered values
+                    lr, ent = stall_lib.hyperparams(config.ppo.learning_rate,
+                                                    config.ppo.ent_coef, state.stall)
+                    lowered = (f" (stall scale {state.stall.scale:g}: learning rate {lr:.3g}, "
+                               f"ent_coef {ent:.3g})")
                 print(f"resumed from update {state.update} at starting point "
-                      f"{state.curriculum.max_starting_point}", flush=True)
+                      f"{state.curriculum.max_starting_point}{lowered}", flush=True)
         rd.check_profile(profile, train.total_updates, state.update)
         if group.is_main:
             rd.write_config(config, req.run_dir)

@@ -26,6 +26,7 @@ from jax_reset.checkpoint import (
     network_shape,
 )
 from jax_reset.curriculum import CurriculumConfig
+from jax_reset.metrics import MAX_STARTING_POINT
 
 FROZEN = ("network", "env", "train.num_envs", "train.demo")
 
@@ -76,6 +77,43 @@ def test_round_trip(tmp_path: Path) -> None:
     assert type(restored["opt_state"][0]).__name__ == "ScaleByAdamState"
     assert int(restored["agent_steps"]) == 2**40 + 7
     assert cur.equal(cur.from_json(cur_json), curriculum)
+
+
+def test_extra_json_items_are_optional_per_step(tmp_path: Path) -> None:
+    """The stall item is saved beside the curriculum's; a step written without it reads None."""
+    state = make_state()
+    meta = make_meta(config_dict(), state["params"])
+    stall_json = {"version": 1, "decisions_without_move": 2, "scale": 0.5, "best_max": 480}
+    with Checkpoints(tmp_path, keep_last=3, async_save=False) as ckpt:
+        ckpt.save(1, state, {}, meta, {MAX_STARTING_POINT: 5})  # as before the item existed
+        ckpt.save(2, state, {}, meta, {MAX_STARTING_POINT: 4}, extra={"stall": stall_json})
+        with pytest.raises(ValueError, match="unknown checkpoint items"):
+            ckpt.save(3, state, {}, meta, {MAX_STARTING_POINT: 3}, extra={"stal": {}})
+    with Checkpoints(tmp_path, keep_last=3) as ckpt:  # a fresh manager, as after a restart
+        assert ckpt.steps() == [1, 2]
+        assert ckpt.read_item("stall") == stall_json  # the latest
+        assert ckpt.read_item("stall", 1) is None
+        with pytest.raises(ValueError, match="unknown checkpoint item"):
+            ckpt.read_item("curriculum")
+
+
+def test_meta_drops_retired_config_keys(tmp_path: Path) -> None:
+    """A checkpoint written before ``network.obs_layout`` was removed: its config reads without
+    the key (its only value, "chw", is today's behaviour); another value is refused."""
+    state = make_state()
+    old = config_dict()
+    old["network"]["obs_layout"] = "chw"
+    with Checkpoints(tmp_path / "a") as ckpt:
+        ckpt.save(1, state, {}, make_meta(old, state["params"]), {MAX_STARTING_POINT: 1})
+    with Checkpoints(tmp_path / "a") as ckpt:
+        assert ckpt.read_meta()["config"] == config_dict()
+        assert ckpt.restore(make_state())[3]["config"] == config_dict()
+    old["network"]["obs_layout"] = "hwc"
+    with Checkpoints(tmp_path / "b") as ckpt:
+        ckpt.save(1, state, {}, make_meta(old, state["params"]), {MAX_STARTING_POINT: 1})
+    with Checkpoints(tmp_path / "b") as ckpt, pytest.raises(CheckpointError) as err:
+        ckpt.read_meta()
+    assert "network.obs_layout = 'hwc'" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_keeps_last_k_plus_best(tmp_path: Path) -> None:

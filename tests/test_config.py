@@ -72,6 +72,9 @@ PONG_FULL: dict[str, Any] = {
     "ppo": {"adam_eps": 1e-06, "burn_in_steps": 64, "clip": 0.1, "ent_coef": 0.0001, "epochs": 4,
             "gae_lambda": 0.95, "gamma": 0.999, "l2_coef": 1e-07, "learning_rate": 0.0001,
             "max_grad_norm": None, "minibatches": 1, "rollout_steps": 128, "vf_coef": 0.5},
+    # (the [stall] section came later; off, as here, it keeps the reference's constant values)
+    "stall": {"enabled": False, "factor": 0.5, "min_scale": 0.125, "on_move": "restore",
+              "patience_decisions": 20},
     "train": {"checkpoint_every": 100, "keep_last": 3, "log_every": 1, "num_envs": 128,
               "overlap": True, "progress": True, "seed": 0, "total_updates": 100000,
               "warmup_steps": 128, "workers": 16},
@@ -238,6 +241,10 @@ def test_cpu_table_applies_before_the_command_line(tmp_path: Path) -> None:
     (MINIMAL, ["env.img_height=20"], "leave nothing of a 20x80 frame"),
     (MINIMAL, ["ppo.burn_in_steps=200"], "burn_in_steps (200) must not exceed rollout_steps"),
     (MINIMAL, ["curriculum.success_threshold=0"], "success_threshold must be in (0, 1]"),
+    (MINIMAL, ["stall.factor=1.5"], "stall: factor must be in (0, 1)"),
+    (MINIMAL, ["stall.on_move=reset"], "stall.on_move: expected one of 'restore' | 'keep'"),
+    # A retired key is accepted only in a saved config, never in a user's file.
+    (MINIMAL + "[network]\nobs_layout = 'chw'\n", [], "unknown key 'network.obs_layout'"),
     (MINIMAL, ["ppo"], "override 'ppo': expected section.key=value"),
     (MINIMAL, ["ppo.clip.x=1"], "ppo.clip: expected float, got table"),
     (MINIMAL + "[ppo]\nclip = 0.1\n", ["ppo.clip.x=1"], "override 'ppo.clip.x': 'ppo.clip' is not"),
@@ -268,3 +275,25 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
     other = cfg.load(saved, ["ppo.learning_rate=1e-5", "network.core_size=64"])
     assert cfg.diff(cfg.to_dict(c), cfg.to_dict(other)) == [
         "network.core_size", "ppo.learning_rate"]
+
+
+def test_a_saved_config_drops_its_retired_keys(tmp_path: Path) -> None:
+    """A run's config.json written before ``network.obs_layout`` was removed still loads (its
+    one possible value, "chw", is today's behaviour); another value is a one-line error."""
+    c = cfg.load(REPO / "configs" / "pong.toml", on_cpu=True)
+    old = cfg.to_dict(c)
+    old["network"]["obs_layout"] = "chw"
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(old))
+    assert cfg.load(path) == c
+    assert "obs_layout" not in cfg.read_file(path)["network"]
+    old["network"]["obs_layout"] = "hwc"
+    path.write_text(json.dumps(old))
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.load(path)
+    text = str(err.value)
+    assert text.startswith(str(path)) and "network.obs_layout = 'hwc'" in text
+    assert "\n" not in text
+    # The table is generic: drop_retired leaves every other key, and a config without them alone.
+    assert cfg.drop_retired(cfg.to_dict(c)) == cfg.to_dict(c)
+    assert set(cfg.RETIRED_KEYS) == {"network.obs_layout"}

@@ -210,3 +210,116 @@ def test_a_checkpoint_from_before_the_runtime_hyperparameters_restores(tmp_path:
     assert (got.update, got.agent_steps, got.frames) == (5, 320, 999)
     assert leaves_equal(got.train_state.params, train_state.params)
     assert current_hyperparams(got.train_state)["train/learning_rate"] == pytest.approx(5e-5)
+
+
+# A curriculum that cannot move back: Pong at frame 13,840, where every action concedes the
+# point (docs/results.md), and a 100% threshold; a decision at every update (16-step rollouts),
+# each a failure that moves the starting point 100 frames later. No warm-up (not under test).
+STALLED = ["train.overlap=false", "stall.enabled=true", "stall.patience_decisions=1",
+           "curriculum.start_at=13840", "curriculum.success_threshold=1.0",
+           "curriculum.decision_interval=16", "train.warmup_steps=0"]
+
+
+def resumed(config, checkpoints: ckpt_lib.Checkpoints, run_dir: Path, pool: AtariPool,
+            writer: m.MetricsWriter | None = None) -> Trainer:
+    """A trainer from the newest checkpoint under ``config``, as ``trainer.run`` builds it."""
+    sizes = derive(config)
+    group = ProcessGroup(make_data_mesh(), sizes)
+    network, train_state = create_train_state(config.network, config.ppo, config.env.obs_shape,
+                                              pool.num_actions, jax.random.PRNGKey(0))
+    meta = ckpt_lib.make_meta(config, train_state.params, game=pool.game,
+                              num_actions=int(pool.num_actions),
+                              num_frames=pool.demo_num_frames)
+    target = rd.RunState(train_state=group.replicate(train_state), update=0, agent_steps=0,
+                         frames=0, curriculum=cur.init(sizes.num_envs_global,
+                                                       pool.demo_num_frames, config.curriculum),
+                         config=config)
+    state, _ = rd.restore_state(checkpoints, target, meta, "here")
+    return Trainer(config, sizes, group, pool, network, state, run_dir, checkpoints, meta,
+                   writer=writer)
+
+
+def test_a_stalled_curriculum_lowers_the_rate_in_force_and_a_resume_keeps_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from jax_reset import stall
+    from jax_reset.ppo.update import current_hyperparams
+
+    config = load(SMOKE, STALLED)
+    lr, ent = config.ppo.learning_rate, config.ppo.ent_coef
+    never = threading.Event()
+    with AtariPool(None, 4, 2, config=config.env, demo=config.demo, seed=0) as pool:
+        with m.MetricsWriter(tmp_path, tensorboard=False) as writer:
+            trainer, checkpoints = fresh(config, tmp_path, pool, writer)
+            assert trainer.state.stall == stall.init(13840)
+            for _ in range(2):
+                assert trainer.step(never, never)
+            # Halved at each stalled decision, and used by that update already.
+            assert trainer.state.curriculum.max_starting_point >= 13840  # never moved back
+            assert trainer.state.stall.scale == 0.25
+            assert current_hyperparams(trainer.state.train_state) == pytest.approx(
+                {m.LEARNING_RATE: lr / 4, m.ENT_COEF: ent / 4})
+            # Runtime values: the update compiled once for the three learning rates.
+            assert trainer.update_fn.jitted._cache_size() == 1
+            checkpoints.wait()  # step() saved update 2 (smoke's checkpoint_every = 2)
+            assert checkpoints.latest_step() == 2 and not trainer.save()
+        out = capsys.readouterr().out
+        assert "update 1: curriculum stalled at starting point" in out
+        assert "learning rate 5e-05, ent_coef 5e-05 (stall scale 0.5)" in out
+        assert "update 2: curriculum stalled" in out and "(stall scale 0.25)" in out
+        assert checkpoints.read_item(rd.STALL_ITEM)["scale"] == 0.25
+
+        # The resume continues with the lowered values, and lowers them once more.
+        with m.MetricsWriter(tmp_path, resume_update=2, tensorboard=False) as writer:
+            again = resumed(config, checkpoints, tmp_path, pool, writer)
+            assert again.state.stall == trainer.state.stall and again.state.update == 2
+            assert current_hyperparams(again.state.train_state) == pytest.approx(
+                {m.LEARNING_RATE: lr / 4, m.ENT_COEF: ent / 4})
+            assert again.step(never, never)
+            assert again.update_fn.jitted._cache_size() == 1
+        # An override of the configured rate changes the base the scale applies to; a resume
+        # with the stall handling off trains with the configured values.
+        higher = load(SMOKE, [*STALLED, "ppo.learning_rate=1e-3"])
+        with_base = resumed(higher, checkpoints, tmp_path / "b", pool)
+        assert current_hyperparams(with_base.state.train_state)[m.LEARNING_RATE] == (
+            pytest.approx(1e-3 / 4))
+        off = resumed(load(SMOKE, [*STALLED, "stall.enabled=false"]), checkpoints,
+                      tmp_path / "c", pool)
+        assert off.state.stall.scale == 1.0
+        assert current_hyperparams(off.state.train_state) == pytest.approx(
+            {m.LEARNING_RATE: lr, m.ENT_COEF: ent})
+        checkpoints.close()
+    rows = m.read_jsonl(tmp_path / m.JSONL_NAME)
+    assert [r["update"] for r in rows] == [1, 2, 3]
+    assert [r[m.LEARNING_RATE] for r in rows] == pytest.approx([lr / 2, lr / 4, lr / 8])
+    assert [r[m.ENT_COEF] for r in rows] == pytest.approx([ent / 2, ent / 4, ent / 8])
+    assert [r[m.STALL_SCALE] for r in rows] == [0.5, 0.25, 0.125]
+    assert all(r[m.STALL_DECISIONS] == 0 and r[m.DECISIONS] == r["update"] for r in rows)
+
+
+def test_a_checkpoint_without_the_stall_item_restores_with_a_fresh_controller(
+        tmp_path: Path) -> None:
+    """Checkpoints written before the stall state existed: ``stall.init`` at the restored
+    curriculum's maximum, the configured values in force."""
+    from jax_reset import stall
+    from jax_reset.ppo.update import current_hyperparams
+
+    config = load(SMOKE, STALLED)
+    _, train_state = create_train_state(config.network, config.ppo, config.env.obs_shape, 6,
+                                        jax.random.PRNGKey(3))
+    curriculum = cur.init(4, 22_869, dataclasses.replace(config.curriculum, start_at=20_000))
+    meta = ckpt_lib.make_meta(config, train_state.params, game="Pong", num_actions=6)
+    counters = {k: np.asarray(v, np.int64) for k, v in
+                {"update": 4, "agent_steps": 256, "frames": 900}.items()}
+    with rd.open_checkpoints(tmp_path, keep_last=2) as checkpoints:  # no "stall" item
+        assert checkpoints.save(4, {"train_state": train_state, "counters": counters},
+                                cur.to_json(curriculum), meta,
+                                {m.MAX_STARTING_POINT: curriculum.max_starting_point})
+    lowered = dataclasses.replace(stall.init(22_000), scale=0.5)
+    target = rd.RunState(train_state=train_state, update=0, agent_steps=0, frames=0,
+                         curriculum=cur.init(4, 22_869, config.curriculum), config=config,
+                         stall=lowered)
+    with rd.open_checkpoints(tmp_path, keep_last=2) as checkpoints:
+        got, _ = rd.restore_state(checkpoints, target, meta, "here")
+    assert got.update == 4 and got.stall == stall.init(20_000)
+    assert current_hyperparams(got.train_state)[m.LEARNING_RATE] == pytest.approx(
+        config.ppo.learning_rate)

@@ -36,6 +36,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jax_reset import metrics as metric_keys
 from jax_reset.networks import ActorCritic, NetworkConfig, init_params, make_network
 from jax_reset.ppo.config import PPOConfig
 from jax_reset.ppo.data import DATA_AXIS, TrainBatch, shard_batch
@@ -131,7 +132,8 @@ def with_hyperparams(
 def current_hyperparams(state: TrainState) -> dict[str, float]:
     """The values in force, as the metrics ``train/learning_rate`` and ``train/ent_coef``."""
     hp = jax.device_get(state.hyperparams)
-    return {"train/learning_rate": float(hp.learning_rate), "train/ent_coef": float(hp.ent_coef)}
+    return {metric_keys.LEARNING_RATE: float(hp.learning_rate),
+            metric_keys.ENT_COEF: float(hp.ent_coef)}
 
 
 def v1_target(state: TrainState) -> TrainStateV1:
@@ -337,7 +339,7 @@ def finish(
         rng=rng,
         hyperparams=state.hyperparams,
     )
-    return new_state, {f"train/{name}": value for name, value in metrics.items()}
+    return new_state, {metric_keys.UPDATE_METRICS[name]: value for name, value in metrics.items()}
 
 
 def local_update(
