@@ -57,6 +57,7 @@ EXTRA_JSON_ITEMS = ("stall",)
 # Orbax logs each failed background write with a traceback; the failure is reported once.
 logging.getLogger("absl").addFilter(disk.QuietWriteFailures())
 logging.getLogger("asyncio").addFilter(disk.QuietWriteFailures(only_from=None))
+disk.quiet_closed_loop_races()
 
 
 class CheckpointError(RuntimeError):

@@ -149,4 +149,33 @@ class QuietWriteFailures(logging.Filter):
         text = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             text += str(record.exc_info[1])
-        return not any(words in text for words, _ in _WORDS)
+        return not (any(words in text for words, _ in _WORDS) or LOOP_CLOSED in text)
+
+
+# Orbax runs each restore on an event loop of its own; when a restore fails (a corrupt
+# checkpoint, which the caller names in one line and passes over) a thread of that loop can
+# still call into it once it is closed. That race prints a traceback and changes nothing.
+LOOP_CLOSED = "Event loop is closed"
+
+
+def quiet_closed_loop_races() -> None:
+    """Leaves out the tracebacks of that race, from threads and from unraisable exceptions;
+    every other one is printed as before."""
+    import sys
+    import threading
+
+    def closed_loop(exc: BaseException | None) -> bool:
+        return isinstance(exc, RuntimeError) and str(exc) == LOOP_CLOSED
+
+    thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
+
+    def on_thread(args: threading.ExceptHookArgs) -> None:
+        if not closed_loop(args.exc_value):
+            thread_hook(args)
+
+    def on_unraisable(args: object) -> None:
+        if not closed_loop(getattr(args, "exc_value", None)):
+            unraisable_hook(args)
+
+    threading.excepthook = on_thread
+    sys.unraisablehook = on_unraisable

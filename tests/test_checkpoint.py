@@ -242,3 +242,29 @@ def test_interrupted_save_folders_are_removed_on_open(tmp_path: Path) -> None:
     with Checkpoints(tmp_path, keep_last=2) as ckpt:
         assert not stale.exists()
         assert ckpt.steps() == [1]
+
+
+def test_orbax_closed_loop_race_is_quiet_and_other_thread_errors_are_not() -> None:
+    """A failed restore's event-loop thread may call into its closed loop: that traceback is
+    left out (the failure was named in one line); any other thread error still goes through."""
+    import sys
+    import threading
+
+    from jax_reset import disk
+
+    seen: list[str] = []
+    saved = threading.excepthook, sys.unraisablehook
+    threading.excepthook = lambda args: seen.append(str(args.exc_value))
+    try:
+        disk.quiet_closed_loop_races()  # wraps whatever hook is in place
+
+        def boom(message: str) -> None:
+            raise RuntimeError(message)
+
+        for message in ("Event loop is closed", "something else"):
+            t = threading.Thread(target=boom, args=(message,))
+            t.start()
+            t.join()
+    finally:
+        threading.excepthook, sys.unraisablehook = saved
+    assert seen == ["something else"]
