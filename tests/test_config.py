@@ -53,9 +53,9 @@ def test_every_game_has_a_config_with_the_reference_values() -> None:
 # What configs/pong.toml resolved to at full size before the presets were split into base, game
 # and CPU overlay (captured from main at ce8e70c; network.obs_layout has been removed since).
 PONG_FULL: dict[str, Any] = {
-    # (the curriculum's rule keys came later, with the "episodes" rule; "reference" is today's)
+    # (the curriculum's rule keys came later, with the "episodes" rule, the presets' default)
     "curriculum": {"decision_interval": 1024, "fallback_frames": 100, "max_frames_per_step": 2.0,
-                   "min_decision_steps": 128, "min_episodes": 16, "rule": "reference",
+                   "min_decision_steps": 128, "min_episodes": 16, "rule": "episodes",
                    "spread": 320, "spread_factor": 2.0, "start_at": None,
                    "success_threshold": 0.2},
     "demo": {"allowed_lag_frames": 50, "demo_path": "demos/Pong.npz", "dense_stride": 16,
