@@ -90,9 +90,9 @@ def run(args: argparse.Namespace, take_lock: bool = True) -> int:
             # Again under the lock: a trainer that just ended may have created the run.
             rd.check_request(req)
             disk.check_writable(req.run_dir, req.resume)
-        from jax_reset import trainer
+        from jax_reset import train_setup
 
-        return trainer.run(req, full_size=args.full_size, profile=profile)
+        return train_setup.run(req, full_size=args.full_size, profile=profile)
 
 
 def _launch_local(args: argparse.Namespace, argv: list[str]) -> int:

@@ -18,12 +18,13 @@ One update, on every process alike (one process is the degenerate group, not a b
 7. ``save``: the run state every ``train.checkpoint_every`` updates, at the end and on a stop
    (``jax_reset.run_dir``).
 
-Everything touching Orbax, signals and the curriculum stays on the main thread.
+Everything touching Orbax, signals and the curriculum stays on the main thread. The run's set-up
+(pool, network, restore, then this ``Trainer``) is ``jax_reset.train_setup``; the config it
+trains with ``jax_reset.run_config`` (``resolve``, re-exported here).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import threading
 import time
@@ -40,6 +41,8 @@ from jax_reset import stall as stall_lib
 from jax_reset.actor import Actor, Rollout, RolloutSource, make_source
 from jax_reset.envs.demo_history import DemoHistory
 from jax_reset.process_group import Exchanged, ProcessGroup
+from jax_reset.run_config import detect_platform as detect_platform  # re-exported
+from jax_reset.run_config import resolve as resolve  # re-exported
 from jax_reset.sizes import Sizes
 
 
@@ -305,141 +308,3 @@ class Trainer:
             if profiling:
                 jax.profiler.stop_trace()
             self.source.close()
-
-
-# --------------------------------------------------------------------------------------------
-# A run, from the command line's request to the last checkpoint.
-
-
-def detect_platform() -> tuple[bool, str]:
-    """(on_cpu, description): whether no accelerator was found, and what was."""
-    devices = jax.local_devices()
-    kinds = sorted({d.device_kind for d in devices})
-    on_cpu = jax.default_backend() == "cpu"
-    return on_cpu, f"{len(devices)} x {', '.join(kinds)} ({jax.default_backend()})"
-
-
-def resolve(req: rd.Request, full_size: bool) -> tuple[Any, list[str]]:
-    """The config this run trains with (``run_dir``'s precedence) and the notes to print."""
-    on_cpu = not full_size and detect_platform()[0]
-    if not req.resume:
-        return rd.new_config(req, on_cpu), rd.cpu_notes(req, on_cpu)
-    saved = runtime = None
-    if rd.has_checkpoints(req.run_dir):
-        with rd.open_checkpoints(req.run_dir, keep_last=1) as checkpoints:
-            found = rd.saved_config(checkpoints, req.checkpoint)
-        if found is not None:
-            saved, runtime = found
-    notes = []
-    if saved is None:  # a restart before the first checkpoint: from update 0
-        from jax_reset import config as config_lib
-
-        saved = config_lib.read_file(req.run_dir / rd.CONFIG_NAME)
-        notes.append(f"no checkpoint in {req.run_dir} yet: starting from update 0 with its "
-                     f"{rd.CONFIG_NAME}")
-    config, more = rd.resume_config(saved, req, runtime, on_cpu=on_cpu)
-    return config, notes + more
-
-
-def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | None = None,
-        ) -> int:
-    """Trains as ``req`` asks; 0 when done or stopped by a signal (a checkpoint was written).
-    Raises ``run_dir.UsageError`` (and the config's, demo's and pool's errors) for the caller
-    to map to exit codes."""
-    from jax_reset import checkpoint as ckpt_lib
-    from jax_reset.envs import AtariPool
-    from jax_reset.mesh import make_data_mesh
-    from jax_reset.ppo.update import TRAIN_STATE_VERSION, create_train_state
-    from jax_reset.sizes import SizeError, derive
-
-    config, notes = resolve(req, full_size)
-    header = rd.check_paths(config)
-    rd.check_profile(profile, config.train.total_updates)
-    mesh = make_data_mesh()
-    try:
-        sizes = derive(config, jax.process_count(), mesh.devices.size, jax.process_index())
-    except SizeError as err:
-        raise rd.UsageError(str(err)) from None
-    group = ProcessGroup(mesh, sizes)
-    group.barrier("jax_reset.train: run directory checked")  # before any process writes to it
-    if group.is_main:
-        print(f"devices: {detect_platform()[1]}" + (
-            f" per process; {sizes.num_processes} processes, {sizes.num_devices} devices in all"
-            if group.multi else ""), flush=True)
-        for note in notes:
-            print(note, flush=True)
-        print(f"game: {header['game']}, demo {config.demo.demo_path} ({header['num_frames']:,} "
-              f"frames, score {header['score']:g})", flush=True)
-    if group.multi:
-        print(f"process {group.index} of {sizes.num_processes}: environments {sizes.env_lo} to "
-              f"{sizes.env_hi - 1} of {sizes.num_envs_global}", flush=True)
-    train = config.train
-    with ckpt_lib.StopFlag() as stop, AtariPool(
-            None, sizes.num_envs_local, train.workers, config=config.env, demo=config.demo,
-            seed=train.seed + sizes.env_lo) as pool, rd.open_checkpoints(
-            req.run_dir, train.keep_last) as checkpoints:
-        network, train_state = create_train_state(config.network, config.ppo,
-                                                  config.env.obs_shape, pool.num_actions,
-                                                  jax.random.PRNGKey(train.seed))
-        meta = ckpt_lib.make_meta(config, train_state.params, game=pool.game,
-                                  num_actions=int(pool.num_actions),
-                                  num_frames=pool.demo_num_frames,
-                                  **{rd.STATE_VERSION_KEY: TRAIN_STATE_VERSION})
-        state = rd.RunState(train_state=group.replicate(train_state),  # Orbax restores into
-                            update=0, agent_steps=0, frames=0,  # the target's shardings
-                            curriculum=cur.init(sizes.num_envs_global, pool.demo_num_frames,
-                                                config.curriculum), config=config)
-        if req.resume and checkpoints.latest_step() is not None:
-            state, _ = rd.restore_state(
-                checkpoints, state, meta, where=str(req.run_dir), step=req.checkpoint,
-                reconfigure=lambda saved: rd.resume_config(
-                    saved.get("config", {}), req, saved.get(rd.RUNTIME_KEY, {}),
-                    on_cpu=not full_size and detect_platform()[0])[0],
-                report=(lambda line: print(line, flush=True)) if group.is_main else (
-                    lambda line: None))
-            config = state.config
-            # Newer checkpoints (a --checkpoint N, or ones that did not restore) are moved
-            # aside before anything is saved: the run continues from this one.
-            moved = checkpoints.set_aside(state.update)
-            group.barrier("jax_reset.train: newer checkpoints set aside")
-            checkpoints.reload()
-            if group.is_main:
-                if moved:
-                    print(f"moved the newer checkpoints to {moved[0].parent} (kept): "
-                          f"{', '.join(p.name for p in moved)}", flush=True)
-                lowered = ""
-                if state.stall.scale != 1.0:  # a stalled run keeps its lowered values
-                    lr, ent = stall_lib.hyperparams(config.ppo.learning_rate,
-                                                    config.ppo.ent_coef, state.stall)
-                    lowered = (f" (stall scale {state.stall.scale:g}: learning rate {lr:.3g}, "
-                               f"ent_coef {ent:.3g})")
-                print(f"resumed from update {state.update} at starting point "
-                      f"{state.curriculum.max_starting_point}{lowered}", flush=True)
-        rd.check_profile(profile, train.total_updates, state.update)
-        if group.is_main:
-            rd.write_config(config, req.run_dir)
-        writer = display = None
-        if group.is_main:
-            writer = m.MetricsWriter(req.run_dir,
-                                     resume_update=state.update if req.resume else None)
-            display = m.ProgressDisplay(train.total_updates, pool.demo_num_frames,
-                                        start_update=state.update,
-                                        enabled=None if train.progress else False,
-                                        start_point=state.curriculum.max_starting_point)
-        trainer = Trainer(config, sizes, group, pool, network, state, req.run_dir,
-                          checkpoints, meta, writer, display)
-        try:
-            with display or contextlib.nullcontext():
-                trainer.run(stop.event, profile if group.is_main else None)
-        finally:
-            if writer is not None:
-                writer.close()
-    if group.is_main:
-        s = trainer.state
-        if stop.requested or s.update < train.total_updates:
-            print(f"stopped by {stop.signal_name or 'another process'} after update {s.update}: "
-                  f"checkpoint saved; continue with --resume --run-dir {req.run_dir}", flush=True)
-        else:
-            print(f"done: {s.update} updates, starting point "
-                  f"{s.curriculum.max_starting_point}", flush=True)
-    return 0
