@@ -34,7 +34,7 @@ SMOKE = REPO / "configs" / "smoke.toml"
 
 def fresh(config, run_dir: Path, pool: AtariPool, writer: m.MetricsWriter | None = None,
           ) -> tuple[Trainer, ckpt_lib.Checkpoints]:
-    """A trainer at update 0 over ``pool``, as ``trainer.run`` builds it."""
+    """A trainer at update 0 over ``pool``, as ``train_setup.run`` builds it."""
     sizes = derive(config)
     group = ProcessGroup(make_data_mesh(), sizes)
     network, train_state = create_train_state(config.network, config.ppo, config.env.obs_shape,
@@ -222,7 +222,7 @@ STALLED = ["train.overlap=false", "stall.enabled=true", "stall.patience_decision
 
 def resumed(config, checkpoints: ckpt_lib.Checkpoints, run_dir: Path, pool: AtariPool,
             writer: m.MetricsWriter | None = None) -> Trainer:
-    """A trainer from the newest checkpoint under ``config``, as ``trainer.run`` builds it."""
+    """A trainer from the newest checkpoint under ``config``, as ``train_setup.run`` builds it."""
     sizes = derive(config)
     group = ProcessGroup(make_data_mesh(), sizes)
     network, train_state = create_train_state(config.network, config.ppo, config.env.obs_shape,
