@@ -58,8 +58,8 @@ from jax_reset.curriculum import CurriculumConfig
 from jax_reset.envs.config import DemoResetConfig, EnvConfig
 from jax_reset.networks import NetworkConfig
 from jax_reset.ppo.config import PPOConfig
-from jax_reset.run_dir import TrainConfig
 from jax_reset.stall import StallConfig
+from jax_reset.train_config import TrainConfig
 
 # Reserved top-level keys of a config file: the file it extends, its CPU overlay (both paths
 # relative to the file naming them) and the inline form of the overlay.
