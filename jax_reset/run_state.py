@@ -54,12 +54,6 @@ class RunState:
                                stall_lib.init(self.curriculum.max_starting_point))
 
 
-def open_checkpoints(run_dir: Path, keep_last: int) -> Checkpoints:
-    from jax_reset.checkpoint import Checkpoints
-
-    return Checkpoints(run_dir / CHECKPOINT_DIR, keep_last=keep_last)
-
-
 def saved_config(checkpoints: Checkpoints, step: int | None = None,
                  ) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(config, runtime values) of checkpoint ``step``, by default of the newest one whose
