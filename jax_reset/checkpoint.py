@@ -1,4 +1,4 @@
-"""Orbax checkpoints of a run, and the SIGTERM/SIGINT flag the trainer checks between updates.
+"""Orbax checkpoints of a run (the signal flag ``StopFlag`` is ``jax_reset.stop``'s, re-exported).
 
 A checkpoint step (the update counter) holds three items:
 
@@ -30,26 +30,29 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import shutil
-import signal
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from jax_reset import checkpoint_files, disk
 from jax_reset import config as config_lib
-from jax_reset import disk
+from jax_reset.checkpoint_files import SET_ASIDE_SUFFIX as SET_ASIDE_SUFFIX
+from jax_reset.checkpoint_meta import META_FORMAT as META_FORMAT
+from jax_reset.checkpoint_meta import CheckpointError as CheckpointError
+from jax_reset.checkpoint_meta import CorruptCheckpoint as CorruptCheckpoint
+from jax_reset.checkpoint_meta import abstract_leaf, check_tree, first_line, savable_leaf
+from jax_reset.checkpoint_meta import check_compatible as check_compatible
+from jax_reset.checkpoint_meta import make_meta as make_meta
+from jax_reset.checkpoint_meta import network_shape as network_shape
 from jax_reset.metrics import MAX_STARTING_POINT
+from jax_reset.stop import StopFlag as StopFlag
 
-META_FORMAT = 1
-SET_ASIDE_SUFFIX = "-set-aside"  # checkpoints/ -> checkpoints-set-aside/<step>
 # JSON items a step may hold besides ``curriculum`` and ``meta`` (passed to ``save`` as
 # ``extra``); registered so that a fresh manager can read them back.
 EXTRA_JSON_ITEMS = ("stall",)
@@ -58,14 +61,6 @@ EXTRA_JSON_ITEMS = ("stall",)
 logging.getLogger("absl").addFilter(disk.QuietWriteFailures())
 logging.getLogger("asyncio").addFilter(disk.QuietWriteFailures(only_from=None))
 disk.quiet_closed_loop_races()
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing or cannot be used for this run; the message is one line."""
-
-
-class CorruptCheckpoint(CheckpointError):
-    """A checkpoint's files cannot be read back (truncated, garbled, missing); one line."""
 
 
 class _QuietReadOnly(logging.Filter):
@@ -78,78 +73,6 @@ class _QuietReadOnly(logging.Filter):
 
 
 logging.getLogger("absl").addFilter(_QuietReadOnly())
-
-
-def _first_line(err: BaseException, limit: int = 160) -> str:
-    text = (str(err).strip().splitlines() or [""])[0].split(". See full TensorStore")[0]
-    text = f"{type(err).__name__}: {text}" if text else type(err).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def network_shape(params: Any) -> dict[str, list[Any]]:
-    """{"path/to/param": [shape, dtype]} for every leaf of a parameter tree."""
-    return {path: [list(shape), dtype] for path, (shape, dtype) in _leaf_specs(params).items()}
-
-
-def _leaf_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
-    out = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        name = "/".join(_key_name(k) for k in path)
-        shape = leaf.shape if hasattr(leaf, "shape") else np.shape(leaf)  # arrays and metadata
-        dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
-        out[name] = (tuple(int(d) for d in shape), str(np.dtype(dtype)))
-    return out
-
-
-def _key_name(key: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
-
-
-def make_meta(config: Any, params: Any, **extra: Any) -> dict[str, Any]:
-    """The ``meta`` item: resolved config (dataclass or dict), network shape, anything else."""
-    cfg = config if isinstance(config, Mapping) else config_lib.to_dict(config)
-    return {"format": META_FORMAT, "config": cfg, "network_shape": network_shape(params),
-            **extra}
-
-
-def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any],
-                     frozen: Iterable[str], where: str = "checkpoint") -> list[str]:
-    """Refuses a checkpoint whose network shape or frozen config keys differ.
-
-    ``frozen`` names config keys or sections (dotted prefixes, e.g. ``"network"``,
-    ``"train.num_envs"``) that shape what the checkpoint holds. Returns the other config keys
-    that differ (allowed, e.g. a lower learning rate on resume, which the trainer reports).
-    """
-    if saved.get("format") != META_FORMAT:
-        raise CheckpointError(f"{where}: metadata format {saved.get('format')!r} is not "
-                              f"{META_FORMAT}, the one this code writes")
-    a, b = saved.get("network_shape", {}), current.get("network_shape", {})
-    if a != b:
-        changes = [f"{k}: {a.get(k, 'absent')} -> {b.get(k, 'absent')}"
-                   for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        raise CheckpointError(f"{where} was written for a different network shape "
-                              f"({len(changes)} parameters differ, e.g. {changes[0]})")
-    differ = config_lib.diff(saved.get("config", {}), current.get("config", {}))
-    frozen = tuple(frozen)
-    refused = [k for k in differ if any(k == f or k.startswith(f + ".") for f in frozen)]
-    if refused:
-        old, new = saved.get("config", {}), current.get("config", {})
-        shown = ", ".join(f"{k} ({_lookup(old, k)!r} -> {_lookup(new, k)!r})" for k in refused[:4])
-        raise CheckpointError(f"{where} was written with a different config: {shown}; start a "
-                              "new run directory to change these")
-    return differ
-
-
-def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = tree
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return "absent"
-        node = node[part]
-    return node
 
 
 def _require_main_thread(what: str) -> None:
@@ -186,7 +109,7 @@ class Checkpoints:
         self.read_only = read_only
         self._async = async_save
         if not read_only:
-            _remove_interrupted_saves(self.directory)
+            checkpoint_files.remove_interrupted_saves(self.directory)
         options = ocp.CheckpointManagerOptions(
             # best_fn makes Orbax write the metrics beside each step, so the best is still
             # known after a restart; which steps are kept is decided here (``_retain``).
@@ -259,7 +182,7 @@ class Checkpoints:
         self._settle()
         if step in self._manager.all_steps():
             return False
-        state = jax.tree.map(_savable, state)
+        state = jax.tree.map(savable_leaf, state)
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             curriculum=ocp.args.JsonSave(dict(curriculum)),
@@ -330,7 +253,7 @@ class Checkpoints:
             self._manager.restore(step, args=ocp.args.Composite(
                 meta=ocp.args.JsonRestore(), curriculum=ocp.args.JsonRestore(), **extra))
         except Exception as err:
-            raise CorruptCheckpoint(f"{self.directory}/{step}: {_first_line(err)}") from None
+            raise CorruptCheckpoint(f"{self.directory}/{step}: {first_line(err)}") from None
 
     def _retain(self) -> None:
         """Deletes read-back steps older than the newest ``keep_last`` read-back ones, except
@@ -357,8 +280,7 @@ class Checkpoints:
         if kind is None:
             return err
         if jax.process_index() == 0:
-            for stale in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
-                shutil.rmtree(stale, ignore_errors=True)
+            checkpoint_files.remove_failed_save(self.directory, step)
         where = self.directory / str(step) if step is not None else self.directory
         return disk.WriteError(f"{kind} writing {where}; last checkpoint: {self._last_checked()}")
 
@@ -371,16 +293,7 @@ class Checkpoints:
         moved = []
         if jax.process_index() != 0:
             return moved
-        aside = self.directory.with_name(self.directory.name + SET_ASIDE_SUFFIX)
-        for step in self.steps():
-            if step <= after:
-                continue
-            aside.mkdir(exist_ok=True)
-            dest, n = aside / str(step), 1
-            while dest.exists():  # set aside twice: keep both
-                dest, n = aside / f"{step}.{n}", n + 1
-            shutil.move(str(self.directory / str(step)), dest)
-            moved.append(dest)
+        moved = checkpoint_files.move_aside(self.directory, self.steps(), after)
         self.reload()
         return moved
 
@@ -442,7 +355,7 @@ class Checkpoints:
         """
         _require_main_thread("restore")
         step = self._step_or_latest(step)
-        abstract = jax.tree.map(_abstract, target)
+        abstract = jax.tree.map(abstract_leaf, target)
         with self._reading(step):
             self._check_tree(step, abstract)
             restored = self._manager.restore(step, args=ocp.args.Composite(
@@ -463,39 +376,11 @@ class Checkpoints:
             raise
         except Exception as err:
             raise CorruptCheckpoint(f"checkpoint {step} in {self.directory} cannot be read "
-                                    f"({_first_line(err)})") from None
+                                    f"({first_line(err)})") from None
 
     def _check_tree(self, step: int, abstract: Any) -> None:
         stored_tree = self._manager.item_metadata(step)["state"]
-        stored_tree = getattr(stored_tree, "tree", stored_tree)
-        stored = _leaf_specs(stored_tree)
-        wanted = _leaf_specs(abstract)
-        where = f"{self.directory}/{step}"
-        # Parameters first: their difference is the one worth naming.
-        for name in sorted(set(stored) | set(wanted), key=lambda n: ("params" not in n, n)):
-            if name not in stored:
-                raise CheckpointError(f"{where}: the checkpoint has no '{name}' (it was written "
-                                      "by a different network or optimizer)")
-            if name not in wanted:
-                raise CheckpointError(f"{where}: the checkpoint holds '{name}', which this run's "
-                                      "state does not (different network or optimizer)")
-            if stored[name][0] != wanted[name][0]:
-                raise CheckpointError(f"{where}: '{name}' has shape {stored[name][0]} in the "
-                                      f"checkpoint, {wanted[name][0]} in this run")
-
-
-def _remove_interrupted_saves(directory: Path) -> None:
-    """Deletes the temporary folders of saves that a crash or a kill interrupted.
-
-    Orbax writes a step into ``<step>.orbax-checkpoint-tmp*`` and renames it when complete, so
-    such a folder is never a checkpoint. Its own ``cleanup_tmp_directories`` did not always
-    remove one left by a killed process (seen under load); this runs when the folder is opened,
-    before any save of this job, by process 0 only (the folder is shared by every process).
-    """
-    if jax.process_index() != 0 or not directory.is_dir():
-        return
-    for stale in directory.glob("*.orbax-checkpoint-tmp*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        check_tree(getattr(stored_tree, "tree", stored_tree), abstract, f"{self.directory}/{step}")
 
 
 @contextlib.contextmanager
@@ -506,61 +391,3 @@ def _quiet_if(failed: bool) -> Iterator[None]:
     except Exception:
         if not failed:
             raise
-
-
-def _savable(x: Any) -> Any:
-    # Orbax saves arrays, not Python or NumPy scalars: counters become 0-d int64 arrays.
-    if isinstance(x, int | float | np.generic):
-        return np.asarray(x)
-    return x
-
-
-def _abstract(x: Any) -> Any:
-    if isinstance(x, jax.ShapeDtypeStruct):
-        return x
-    return ocp.utils.to_shape_dtype_struct(_savable(x))
-
-
-# --------------------------------------------------------------------------------------------
-
-
-class StopFlag:
-    """Set by SIGTERM or SIGINT; the trainer checks it between updates, then saves and exits.
-
-    A second SIGINT raises ``KeyboardInterrupt`` at once (the user insists; the last complete
-    checkpoint is still on disk). Use as a context manager in the main thread: the previous
-    handlers come back on exit. ``event`` can be shared with worker threads.
-    """
-
-    def __init__(self, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
-        self.signals = tuple(signals)
-        self.event = threading.Event()
-        self.signal_name: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopFlag:
-        if threading.current_thread() is not threading.main_thread():
-            raise RuntimeError("StopFlag must be installed from the main thread")
-        for sig in self.signals:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.event.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
-        self.event.set()
-
-    def request(self, reason: str = "requested") -> None:
-        """Asks for a stop without a signal (tests, the end of a profile window)."""
-        self.signal_name = reason
-        self.event.set()
-
-    @property
-    def requested(self) -> bool:
-        return self.event.is_set()

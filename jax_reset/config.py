@@ -68,8 +68,8 @@ from jax_reset.curriculum import CurriculumConfig
 from jax_reset.envs.config import DemoResetConfig, EnvConfig
 from jax_reset.networks import NetworkConfig
 from jax_reset.ppo.config import PPOConfig
-from jax_reset.run_dir import TrainConfig
 from jax_reset.stall import StallConfig
+from jax_reset.train_config import TrainConfig
 
 __all__ = [
     "BASE_KEY", "CPU_KEY", "CPU_TABLE", "RESUME_FROZEN", "RETIRED_KEYS", "Config",

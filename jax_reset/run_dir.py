@@ -1,5 +1,5 @@
-"""A run directory: its layout, the run's config (resolved for a new run or a resume), and the
-restorable run state, saved and loaded in this one place.
+"""A run directory: its layout, the command line's request, and the run's config (resolved for
+a new run or a resume); the restorable run state is ``jax_reset.run_state``'s.
 
     RUN_DIR/config.json      the resolved config, rewritten at every (re)start
     RUN_DIR/train.lock       held by the one trainer of the directory (``jax_reset.lock``)
@@ -19,81 +19,38 @@ A resume continues from the newest checkpoint that restores (one that does not i
 line, and the next older is tried), or from ``--checkpoint N``; checkpoints newer than the one
 it continues from are moved to ``checkpoints-set-aside/`` (kept) before anything is saved.
 
-``TrainConfig``, the ``[train]`` section, lives here: the run's sizes and schedule.
-``jax_reset.config`` composes it, so this module imports ``config`` (and JAX) only inside the
-functions that need them: a bad command line fails before JAX is imported.
+``TrainConfig`` (the ``[train]`` section: ``jax_reset.train_config``), the names of the layout
+with ``UsageError`` (``jax_reset.run_layout``) and the run state (``jax_reset.run_state``) are
+re-exported here. This module imports ``config`` (and JAX) only inside the functions that need
+them: a bad command line fails before JAX is imported.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from jax_reset import stall as stall_lib
+from jax_reset.run_layout import CHECKPOINT_DIR as CHECKPOINT_DIR
+from jax_reset.run_layout import CONFIG_NAME as CONFIG_NAME
+from jax_reset.run_layout import PROCESSES_DIR as PROCESSES_DIR
+from jax_reset.run_layout import PROFILE_DIR as PROFILE_DIR
+from jax_reset.run_layout import UsageError as UsageError
+from jax_reset.run_state import COUNTERS as COUNTERS
+from jax_reset.run_state import RUNTIME_KEY as RUNTIME_KEY
+from jax_reset.run_state import STALL_ITEM as STALL_ITEM
+from jax_reset.run_state import STATE_VERSION_KEY as STATE_VERSION_KEY
+from jax_reset.run_state import RunState as RunState
+from jax_reset.run_state import load_params as load_params
+from jax_reset.run_state import restore_state as restore_state
+from jax_reset.run_state import save_state as save_state
+from jax_reset.run_state import saved_config as saved_config
+from jax_reset.train_config import TrainConfig as TrainConfig
 
 if TYPE_CHECKING:
     from jax_reset.checkpoint import Checkpoints
     from jax_reset.config import Config
-    from jax_reset.curriculum import CurriculumState
-
-CONFIG_NAME = "config.json"
-CHECKPOINT_DIR = "checkpoints"
-PROCESSES_DIR = "processes"
-PROFILE_DIR = "profile"
-RUNTIME_KEY = "runtime"  # the meta item's dotted config values the trainer changed at run time
-STATE_VERSION_KEY = "train_state_version"  # the meta item's ppo.update.TRAIN_STATE_VERSION
-STALL_ITEM = "stall"  # the checkpoint's JSON item of the stall controller (stall.to_json)
-COUNTERS = ("update", "agent_steps", "frames")  # the checkpoint's host counters, int64
-
-
-class UsageError(ValueError):
-    """Bad input found before anything is written; the message is one line."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """The run: sizes, schedule of checkpoints and logs."""
-
-    # Environments in total (all processes; ``jax_reset.sizes.derive`` splits them) and CPU
-    # worker processes on each host.
-    num_envs: int = 32
-    workers: int = 2
-    # PPO updates to run in total (a resumed run continues to this number).
-    total_updates: int = 1000
-    seed: int = 0
-    # Collect the next rollout with the previous parameters while the learner updates
-    # (Cleanba-style, one policy version behind; the stored log-probabilities keep the PPO
-    # ratio right). False: exact on-policy, acting and learning alternate.
-    overlap: bool = True
-    # Save a checkpoint every this many updates (and always on SIGTERM/SIGINT and at the end).
-    checkpoint_every: int = 50
-    # Keep the last K checkpoints, plus the best one (lowest maximum starting point).
-    keep_last: int = 3
-    # Write metrics every this many updates.
-    log_every: int = 1
-    # Live terminal display (turned off automatically when stdout is not a terminal).
-    progress: bool = True
-    # Agent steps of the demo before each episode's start that warm the recurrent state up
-    # (a scan over stored demo observations; no environment steps). 0: start from zeros.
-    warmup_steps: int = 128
-
-    def __post_init__(self) -> None:
-        for ok, message in (
-                (self.num_envs >= 1, "num_envs must be at least 1"),
-                (self.workers >= 1, "workers must be at least 1"),
-                (self.total_updates >= 1, "total_updates must be at least 1"),
-                (self.checkpoint_every >= 1, "checkpoint_every must be at least 1"),
-                (self.keep_last >= 1, "keep_last must be at least 1"),
-                (self.log_every >= 1, "log_every must be at least 1"),
-                (self.warmup_steps >= 0, "warmup_steps must be non-negative"),
-                (self.workers <= self.num_envs,
-                 f"workers ({self.workers}) must not exceed num_envs ({self.num_envs})")):
-            if not ok:
-                raise ValueError(message)
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,262 +173,10 @@ def write_config(config: Config, run_dir: Path) -> None:
     config_lib.save_json(config, run_dir / CONFIG_NAME)
 
 
-# --------------------------------------------------------------------------------------------
-# The run state.
-
-
-@dataclasses.dataclass(frozen=True)
-class RunState:
-    """Everything a resume continues from: the learner's state with the host counters, the
-    curriculum and the stall controller, and the resolved config (with the values the trainer
-    changed at run time)."""
-
-    train_state: Any  # ppo.update.TrainState (parameters, optimizer state, RNG, hyperparams)
-    update: int  # updates done
-    agent_steps: int  # agent steps of every environment of the job
-    frames: int  # emulator frames stepped
-    curriculum: CurriculumState
-    config: Config
-    runtime: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    # The stall controller; None when built: ``stall.init`` at the curriculum's maximum (a new
-    # run). ``train_state``'s hyperparameters are the config's times its scale.
-    stall: stall_lib.StallState | None = None
-
-    def __post_init__(self) -> None:
-        if self.stall is None:
-            object.__setattr__(self, "stall",
-                               stall_lib.init(self.curriculum.max_starting_point))
-
-
 def open_checkpoints(run_dir: Path, keep_last: int) -> Checkpoints:
     from jax_reset.checkpoint import Checkpoints
 
     return Checkpoints(run_dir / CHECKPOINT_DIR, keep_last=keep_last)
-
-
-def saved_config(checkpoints: Checkpoints, step: int | None = None,
-                 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(config, runtime values) of checkpoint ``step``, by default of the newest one whose
-    ``meta`` reads (``restore_state`` names any it passes over); None without a checkpoint."""
-    from jax_reset.checkpoint import CheckpointError, CorruptCheckpoint
-
-    steps = [step] if step is not None else checkpoints.steps()[::-1]
-    for i, s in enumerate(steps):
-        try:
-            meta = checkpoints.read_meta(s)
-        except CorruptCheckpoint:
-            if step is not None or i == len(steps) - 1:
-                raise UsageError(f"{checkpoints.directory}: no checkpoint whose config reads "
-                                 f"(tried {', '.join(map(str, steps))})") from None
-            continue
-        except CheckpointError as err:
-            raise UsageError(str(err)) from None
-        return dict(meta.get("config", {})), dict(meta.get(RUNTIME_KEY, {}))
-    return None
-
-
-def save_state(checkpoints: Checkpoints, state: RunState, meta: Mapping[str, Any]) -> bool:
-    """Saves ``state`` as checkpoint ``state.update`` (main thread; every process calls it)."""
-    from jax_reset import config as config_lib
-    from jax_reset import curriculum as cur
-
-    counters = {k: np.asarray(getattr(state, k), np.int64) for k in COUNTERS}
-    meta = {**meta, "config": config_lib.to_dict(state.config),
-            RUNTIME_KEY: dict(state.runtime)}
-    return checkpoints.save(state.update, {"train_state": state.train_state,
-                                           "counters": counters},
-                            cur.to_json(state.curriculum), meta,
-                            {cur.MAX_STARTING_POINT: state.curriculum.max_starting_point},
-                            extra={STALL_ITEM: stall_lib.to_json(state.stall)})
-
-
-def restore_state(checkpoints: Checkpoints, target: RunState, meta: Mapping[str, Any],
-                  where: str, step: int | None = None,
-                  reconfigure: Callable[[Mapping[str, Any]], Config] | None = None,
-                  report: Callable[[str], None] = print) -> tuple[RunState, list[str]]:
-    """Checkpoint ``step`` as a ``RunState`` whose config is ``target.config``, and the
-    settings that changed since it; ``target.train_state`` gives the arrays' shapes and
-    shardings. The learning rate and entropy coefficient in force are the config's (its
-    precedence already chose between the command line, the runtime values and the checkpoint)
-    times the restored stall scale, so a stalled run keeps its lowered values. The stall state
-    restarts (``stall.init``) for a checkpoint written before it existed, and when the config
-    turns the stall handling off (the configured values then hold).
-
-    Without ``step``: the newest checkpoint that restores; each one that does not (truncated or
-    garbled files) is named by ``report`` in one line and the next older is tried. When that
-    is not the newest, ``reconfigure(its meta)`` gives the config instead of ``target.config``
-    (the newest's config was resolved before). Raises ``UsageError`` for a checkpoint of
-    another network or environment, an explicit ``step`` that does not restore, or none that
-    restores."""
-    from jax_reset import checkpoint as ckpt_lib
-
-    steps = [step] if step is not None else checkpoints.steps()[::-1]
-    for i, s in enumerate(steps):
-        try:
-            saved_meta, changed, restored, cur_json, stall_json = _restore_step(
-                checkpoints, target, meta, where, s)
-        except ckpt_lib.CorruptCheckpoint as err:
-            if step is not None:
-                raise UsageError(f"{err}; choose another with --checkpoint") from None
-            if i == len(steps) - 1:
-                raise UsageError(f"{where}: no checkpoint restores (tried "
-                                 f"{', '.join(map(str, steps))}; the last: {err})") from None
-            report(f"{err}: trying checkpoint {steps[i + 1]}")
-            continue
-        if i > 0 and reconfigure is not None:
-            target = dataclasses.replace(target, config=reconfigure(saved_meta))
-        return _run_state(target, saved_meta, restored, cur_json, stall_json, s,
-                          where), changed
-    raise UsageError(f"{where}: no checkpoint to resume from")
-
-
-def _restore_step(checkpoints: Checkpoints, target: RunState, meta: Mapping[str, Any],
-                  where: str, step: int,
-                  ) -> tuple[dict[str, Any], list[str], dict[str, Any], dict[str, Any],
-                             dict[str, Any] | None]:
-    """(saved meta, changed settings, restored {"train_state", "counters"}, curriculum JSON,
-    stall JSON or None) of one step; ``CorruptCheckpoint`` passes through, other refusals
-    become ``UsageError``."""
-    from jax_reset import checkpoint as ckpt_lib
-    from jax_reset import config as config_lib
-
-    try:
-        saved_meta = checkpoints.read_meta(step)
-        changed = ckpt_lib.check_compatible(saved_meta, meta, config_lib.RESUME_FROZEN,
-                                            where=where)
-        got, restored, cur_json = _restore_train_state(checkpoints, target.train_state,
-                                                       saved_meta.get(STATE_VERSION_KEY),
-                                                       target.config.ppo, step)
-        stall_json = checkpoints.read_item(STALL_ITEM, step)
-    except ckpt_lib.CorruptCheckpoint:
-        raise
-    except ckpt_lib.CheckpointError as err:
-        raise UsageError(str(err)) from None
-    assert got == step, (got, step)
-    return saved_meta, changed, restored, cur_json, stall_json
-
-
-def _run_state(target: RunState, saved_meta: Mapping[str, Any], restored: Mapping[str, Any],
-               cur_json: Mapping[str, Any], stall_json: Mapping[str, Any] | None, step: int,
-               where: str) -> RunState:
-    from jax_reset import curriculum as cur
-    from jax_reset.ppo import update as ppo_update
-
-    got = {k: int(restored["counters"][k]) for k in COUNTERS}
-    assert got["update"] == step, (got, step)
-    curriculum = cur.from_json(cur_json)
-    stall = stall_lib.init(curriculum.max_starting_point)
-    if stall_json is not None and target.config.stall.enabled:
-        try:
-            stall = stall_lib.from_json(stall_json)
-        except (ValueError, KeyError, TypeError) as err:
-            raise UsageError(f"{where}: checkpoint {step}: {err}") from None
-    ppo = target.config.ppo
-    lr, ent = stall_lib.hyperparams(ppo.learning_rate, ppo.ent_coef, stall)
-    train_state = ppo_update.with_hyperparams(restored["train_state"], lr, ent)
-    return dataclasses.replace(target, train_state=train_state, curriculum=curriculum,
-                               stall=stall, runtime=dict(saved_meta.get(RUNTIME_KEY, {})),
-                               **got)
-
-
-def _restore_train_state(checkpoints: Checkpoints, train_state: Any, version: int | None,
-                         ppo: Any, step: int | None = None,
-                         ) -> tuple[int, dict[str, Any], dict[str, Any]]:
-    """(step, {"train_state", "counters"}, curriculum JSON) of checkpoint ``step`` (default: the
-    newest), whatever the ``TrainState`` layout it was written with
-    (``ppo.update.TRAIN_STATE_VERSION``; one that does not say is tried as today's, then as
-    version 1)."""
-    from jax_reset.checkpoint import CheckpointError, CorruptCheckpoint
-    from jax_reset.ppo import update as ppo_update
-
-    counters = {k: np.asarray(0, np.int64) for k in COUNTERS}
-    if version in (None, ppo_update.TRAIN_STATE_VERSION):
-        try:
-            step, restored, cur_json, _ = checkpoints.restore(
-                {"train_state": train_state, "counters": counters}, step)
-            return step, restored, cur_json
-        except CorruptCheckpoint:
-            raise  # damaged files, not another layout
-        except CheckpointError:
-            if version is not None:
-                raise
-    step, restored, cur_json, _ = checkpoints.restore(
-        {"train_state": ppo_update.v1_target(train_state), "counters": counters}, step)
-    restored["train_state"] = ppo_update.lift_train_state(restored["train_state"], ppo)
-    return step, restored, cur_json
-
-
-def load_params(run_dir: Path, checkpoint: str = "latest",
-                report: Callable[[str], None] | None = None,
-                ) -> tuple[int, dict[str, Any], Config, Any]:
-    """(step, meta, config, parameters) of a checkpoint ("latest", "best" or an update number):
-    what evaluation needs, from the run directory alone (read only: nothing is written).
-    "latest" is the newest that restores; each newer one that does not is named by ``report``
-    (default: stderr) in one line. Raises ``UsageError`` (one line)."""
-    import sys
-
-    from jax_reset import checkpoint as ckpt_lib
-
-    folder = run_dir / CHECKPOINT_DIR
-    if not folder.is_dir():
-        raise UsageError(f"{run_dir}: not a run directory (no {CHECKPOINT_DIR}/ folder)")
-    if report is None:
-        def report(line: str) -> None:
-            print(line, file=sys.stderr, flush=True)
-    checkpoints = ckpt_lib.Checkpoints(folder, read_only=True)
-    try:
-        if checkpoint in ("latest", "best"):
-            step = (checkpoints.latest_step() if checkpoint == "latest"
-                    else checkpoints.best_step())
-        else:
-            try:
-                step = int(checkpoint)
-            except ValueError:
-                raise UsageError(f"--checkpoint must be latest, best or an update number, "
-                                 f"not {checkpoint!r}") from None
-        if step is None:
-            raise UsageError(f"{run_dir}: no checkpoint saved yet")
-        if checkpoint != "latest":
-            try:
-                return _load_params_at(checkpoints, run_dir, step)
-            except ckpt_lib.CorruptCheckpoint as err:
-                raise UsageError(str(err)) from None
-        steps = checkpoints.steps()[::-1]
-        for i, s in enumerate(steps):
-            try:
-                return _load_params_at(checkpoints, run_dir, s)
-            except ckpt_lib.CorruptCheckpoint as err:
-                if i == len(steps) - 1:
-                    raise UsageError(f"{run_dir}: no checkpoint restores (tried "
-                                     f"{', '.join(map(str, steps))}; the last: {err})") from None
-                report(f"{err}: trying checkpoint {steps[i + 1]}")
-        raise UsageError(f"{run_dir}: no checkpoint saved yet")
-    finally:
-        checkpoints.close()
-
-
-def _load_params_at(checkpoints: Checkpoints, run_dir: Path, step: int,
-                    ) -> tuple[int, dict[str, Any], Config, Any]:
-    """``load_params`` of one step; ``CorruptCheckpoint`` passes through."""
-    import jax
-
-    from jax_reset import checkpoint as ckpt_lib
-    from jax_reset import config as config_lib
-    from jax_reset.ppo.update import create_train_state
-
-    try:
-        meta = checkpoints.read_meta(step)
-        config = config_lib.from_dict(config_lib.Config, meta["config"])
-        _, state = create_train_state(config.network, config.ppo, config.env.obs_shape,
-                                      int(meta["num_actions"]), jax.random.PRNGKey(0))
-        # The whole state restores (the tree must match); only the parameters are kept.
-        _, restored, _ = _restore_train_state(checkpoints, state, meta.get(STATE_VERSION_KEY),
-                                              config.ppo, step)
-    except ckpt_lib.CorruptCheckpoint:
-        raise
-    except (ckpt_lib.CheckpointError, config_lib.ConfigError, KeyError) as err:
-        raise UsageError(f"{run_dir}: cannot load checkpoint {step}: {err}") from None
-    return step, meta, config, restored["train_state"].params
 
 
 def profile_window(spec: str | None) -> tuple[int, int] | None:

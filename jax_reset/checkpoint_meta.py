@@ -1,0 +1,132 @@
+"""What a checkpoint says about itself, and whether it fits this run: the ``meta`` item
+(``make_meta``: resolved config and network shape), the refusal of a checkpoint written for
+another network or frozen config (``check_compatible``) or holding another state tree
+(``check_tree``), the state tree's leaves as Orbax saves and restores them (``savable_leaf``,
+``abstract_leaf``), and the one-line errors ``CheckpointError`` / ``CorruptCheckpoint``.
+``jax_reset.checkpoint`` reads and writes the files and re-exports every public name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jax_reset import config as config_lib
+
+META_FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing or cannot be used for this run; the message is one line."""
+
+
+class CorruptCheckpoint(CheckpointError):
+    """A checkpoint's files cannot be read back (truncated, garbled, missing); one line."""
+
+
+def first_line(err: BaseException, limit: int = 160) -> str:
+    text = (str(err).strip().splitlines() or [""])[0].split(". See full TensorStore")[0]
+    text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def network_shape(params: Any) -> dict[str, list[Any]]:
+    """{"path/to/param": [shape, dtype]} for every leaf of a parameter tree."""
+    return {path: [list(shape), dtype] for path, (shape, dtype) in _leaf_specs(params).items()}
+
+
+def _leaf_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        name = "/".join(_key_name(k) for k in path)
+        shape = leaf.shape if hasattr(leaf, "shape") else np.shape(leaf)  # arrays and metadata
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+        out[name] = (tuple(int(d) for d in shape), str(np.dtype(dtype)))
+    return out
+
+
+def _key_name(key: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def make_meta(config: Any, params: Any, **extra: Any) -> dict[str, Any]:
+    """The ``meta`` item: resolved config (dataclass or dict), network shape, anything else."""
+    cfg = config if isinstance(config, Mapping) else config_lib.to_dict(config)
+    return {"format": META_FORMAT, "config": cfg, "network_shape": network_shape(params),
+            **extra}
+
+
+def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any],
+                     frozen: Iterable[str], where: str = "checkpoint") -> list[str]:
+    """Refuses a checkpoint whose network shape or frozen config keys differ.
+
+    ``frozen`` names config keys or sections (dotted prefixes, e.g. ``"network"``,
+    ``"train.num_envs"``) that shape what the checkpoint holds. Returns the other config keys
+    that differ (allowed, e.g. a lower learning rate on resume, which the trainer reports).
+    """
+    if saved.get("format") != META_FORMAT:
+        raise CheckpointError(f"{where}: metadata format {saved.get('format')!r} is not "
+                              f"{META_FORMAT}, the one this code writes")
+    a, b = saved.get("network_shape", {}), current.get("network_shape", {})
+    if a != b:
+        changes = [f"{k}: {a.get(k, 'absent')} -> {b.get(k, 'absent')}"
+                   for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        raise CheckpointError(f"{where} was written for a different network shape "
+                              f"({len(changes)} parameters differ, e.g. {changes[0]})")
+    differ = config_lib.diff(saved.get("config", {}), current.get("config", {}))
+    frozen = tuple(frozen)
+    refused = [k for k in differ if any(k == f or k.startswith(f + ".") for f in frozen)]
+    if refused:
+        old, new = saved.get("config", {}), current.get("config", {})
+        shown = ", ".join(f"{k} ({_lookup(old, k)!r} -> {_lookup(new, k)!r})" for k in refused[:4])
+        raise CheckpointError(f"{where} was written with a different config: {shown}; start a "
+                              "new run directory to change these")
+    return differ
+
+
+def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return "absent"
+        node = node[part]
+    return node
+
+
+def check_tree(stored_tree: Any, abstract: Any, where: str) -> None:
+    """Refuses (``CheckpointError``, one line) a stored state tree (the checkpoint's array
+    index) whose leaves differ in name or shape from ``abstract``, this run's state; ``where``
+    names the checkpoint."""
+    stored = _leaf_specs(stored_tree)
+    wanted = _leaf_specs(abstract)
+    # Parameters first: their difference is the one worth naming.
+    for name in sorted(set(stored) | set(wanted), key=lambda n: ("params" not in n, n)):
+        if name not in stored:
+            raise CheckpointError(f"{where}: the checkpoint has no '{name}' (it was written "
+                                  "by a different network or optimizer)")
+        if name not in wanted:
+            raise CheckpointError(f"{where}: the checkpoint holds '{name}', which this run's "
+                                  "state does not (different network or optimizer)")
+        if stored[name][0] != wanted[name][0]:
+            raise CheckpointError(f"{where}: '{name}' has shape {stored[name][0]} in the "
+                                  f"checkpoint, {wanted[name][0]} in this run")
+
+
+def savable_leaf(x: Any) -> Any:
+    # Orbax saves arrays, not Python or NumPy scalars: counters become 0-d int64 arrays.
+    if isinstance(x, int | float | np.generic):
+        return np.asarray(x)
+    return x
+
+
+def abstract_leaf(x: Any) -> Any:
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return x
+    return ocp.utils.to_shape_dtype_struct(savable_leaf(x))
