@@ -149,7 +149,16 @@ class QuietWriteFailures(logging.Filter):
         text = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             text += str(record.exc_info[1])
-        return not (any(words in text for words, _ in _WORDS) or LOOP_CLOSED in text)
+        return not (any(words in text for words, _ in _WORDS) or LOOP_CLOSED in text
+                    or any(words in text for words in _READ_FAILURES))
+
+
+# A checkpoint whose files cannot be read fails every array read still under way: the first
+# failure is named in one line (``CorruptCheckpoint``) and that checkpoint is passed over; the
+# others reach Orbax's and asyncio's loggers (at exit: "Task exception was never retrieved"),
+# one traceback each, hundreds of lines. These words mark them.
+_READ_FAILURES = ("Encountered error while reading array index", "OUT_OF_RANGE: Error reading",
+                  "DATA_LOSS: Error reading")
 
 
 # Orbax runs each restore on an event loop of its own; when a restore fails (a corrupt
@@ -159,22 +168,30 @@ LOOP_CLOSED = "Event loop is closed"
 
 
 def quiet_closed_loop_races() -> None:
-    """Leaves out the tracebacks of that race, from threads and from unraisable exceptions;
-    every other one is printed as before."""
+    """Leaves out, from threads and from unraisable exceptions (a failed read task collected at
+    any time: "Exception ignored in: ..."), the tracebacks of that race and of the other reads of
+    a checkpoint already named as unreadable; every other one is printed as before."""
     import sys
     import threading
 
-    def closed_loop(exc: BaseException | None) -> bool:
-        return isinstance(exc, RuntimeError) and str(exc) == LOOP_CLOSED
+    def passed_over(exc: BaseException | None) -> bool:
+        seen = 0
+        while exc is not None and seen < 8:  # the exception and its causes
+            text = str(exc)
+            if (isinstance(exc, RuntimeError) and text == LOOP_CLOSED) or any(
+                    words in text for words in _READ_FAILURES):
+                return True
+            exc, seen = exc.__cause__ or exc.__context__, seen + 1
+        return False
 
     thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
 
     def on_thread(args: threading.ExceptHookArgs) -> None:
-        if not closed_loop(args.exc_value):
+        if not passed_over(args.exc_value):
             thread_hook(args)
 
     def on_unraisable(args: object) -> None:
-        if not closed_loop(getattr(args, "exc_value", None)):
+        if not passed_over(getattr(args, "exc_value", None)):
             unraisable_hook(args)
 
     threading.excepthook = on_thread

@@ -268,3 +268,23 @@ def test_orbax_closed_loop_race_is_quiet_and_other_thread_errors_are_not() -> No
     finally:
         threading.excepthook, sys.unraisablehook = saved
     assert seen == ["something else"]
+
+
+def test_read_failures_of_a_passed_over_checkpoint_are_not_logged_again() -> None:
+    """Every array read of a corrupt checkpoint fails; the first is named in one line, the
+    others' tracebacks (asyncio's "Task exception was never retrieved") are dropped; other
+    errors are kept."""
+    import logging
+
+    from jax_reset import disk
+
+    quiet = disk.QuietWriteFailures(only_from=None)
+
+    def record(message: str) -> logging.LogRecord:
+        err = Exception(message)
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1,
+                                 "Task exception was never retrieved", None,
+                                 (Exception, err, None))
+
+    assert not quiet.filter(record("Encountered error while reading array index: (slice(0, 3))"))
+    assert quiet.filter(record("something else went wrong"))
