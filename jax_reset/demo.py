@@ -1,9 +1,10 @@
-"""`python -m jax_reset.demo {convert,verify,info}`: convert, check and describe demo files.
+"""`python -m jax_reset.demo {convert,verify,info,from-actions}`: make, check, describe demos.
 
     python -m jax_reset.demo convert demos/original demos/
     python -m jax_reset.demo verify demos/                # every checkpoint of every demo
     python -m jax_reset.demo verify demos/Gravitar.npz --rom ~/roms/gravitar.bin
     python -m jax_reset.demo info demos/Pong.npz --json
+    python -m jax_reset.demo from-actions --game Breakout log.txt --out breakout.npz
 """
 
 from __future__ import annotations
@@ -107,6 +108,23 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_from_actions(args: argparse.Namespace) -> int:
+    from jax_reset.demos.from_actions import from_actions
+
+    path, result = from_actions(args.game, args.actions, args.out,
+                                per_agent_step=args.per_agent_step, minimal=args.minimal)
+    _print_written(path, args.game, result)
+    return 0
+
+
+def _print_written(path: Path, game: str, result) -> None:
+    frames = len(result.rewards)
+    console.print(f"wrote {path}: {game}, {frames:,} frames, score {result.rewards.sum():g}, "
+                  f"{len(result.checkpoint_frames)} checkpoints; two replays agree")
+    if result.game_over_frame is not None:
+        console.print(f"the game ended at frame {result.game_over_frame:,}: the demo ends there")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m jax_reset.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -124,6 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="a .npz demo file or a folder of them")
     p.add_argument("--json", action="store_true", help="one JSON object per demo")
     p.set_defaults(func=cmd_info)
+    p = sub.add_parser("from-actions", help="replay an action log from the game's reset into a "
+                                            "verified demo")
+    p.add_argument("actions", help="the log: .txt/.csv (one action per line) or .npy")
+    p.add_argument("--game", required=True, help="any game ale-py ships, e.g. Pong")
+    p.add_argument("--out", required=True, help="the .npz demo file to write")
+    p.add_argument("--per-agent-step", action="store_true",
+                   help="one entry per agent step at frame skip 4 (default: per emulator frame)")
+    p.add_argument("--minimal", action="store_true",
+                   help="entries are indices into the game's minimal action set "
+                        "(default: ALE's full action ids 0-17)")
+    p.set_defaults(func=cmd_from_actions)
     return parser
 
 
