@@ -1,10 +1,12 @@
-"""`python -m jax_reset.demo {convert,verify,info,from-actions}`: make, check, describe demos.
+"""`python -m jax_reset.demo {convert,verify,info,from-actions,record}`: make, check, describe
+demos.
 
     python -m jax_reset.demo convert demos/original demos/
     python -m jax_reset.demo verify demos/                # every checkpoint of every demo
     python -m jax_reset.demo verify demos/Gravitar.npz --rom ~/roms/gravitar.bin
     python -m jax_reset.demo info demos/Pong.npz --json
     python -m jax_reset.demo from-actions --game Breakout log.txt --out breakout.npz
+    python -m jax_reset.demo record --game Pong --out my.npz --speed 0.5
 """
 
 from __future__ import annotations
@@ -117,6 +119,14 @@ def cmd_from_actions(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_record(args: argparse.Namespace) -> int:
+    from jax_reset.demos.record_window import record
+
+    saved = record(args.game, args.out, speed=args.speed, rewind_s=args.rewind_seconds)
+    print(f"saved {saved}" if saved else "quit without saving")
+    return 0
+
+
 def _print_written(path: Path, game: str, result) -> None:
     frames = len(result.rewards)
     console.print(f"wrote {path}: {game}, {frames:,} frames, score {result.rewards.sum():g}, "
@@ -153,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="entries are indices into the game's minimal action set "
                         "(default: ALE's full action ids 0-17)")
     p.set_defaults(func=cmd_from_actions)
+    p = sub.add_parser("record", help="play in a window with rewind; save the kept path")
+    p.add_argument("--game", required=True, help="any game ale-py ships, e.g. Pong")
+    p.add_argument("--out", required=True, help="the .npz demo file S writes")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="play speed, 1 = the Atari's 60 frames per second (default 1)")
+    p.add_argument("--rewind-seconds", type=float, default=5.0,
+                   help="how far R jumps back (default 5 s)")
+    p.set_defaults(func=cmd_record)
     return parser
 
 
