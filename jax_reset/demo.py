@@ -1,5 +1,5 @@
-"""`python -m jax_reset.demo {convert,verify,info,from-actions,record}`: make, check, describe
-demos.
+"""`python -m jax_reset.demo {convert,verify,info,from-actions,record,from-run}`: make, check
+and describe demos.
 
     python -m jax_reset.demo convert demos/original demos/
     python -m jax_reset.demo verify demos/                # every checkpoint of every demo
@@ -7,6 +7,7 @@ demos.
     python -m jax_reset.demo info demos/Pong.npz --json
     python -m jax_reset.demo from-actions --game Breakout log.txt --out breakout.npz
     python -m jax_reset.demo record --game Pong --out my.npz --speed 0.5
+    python -m jax_reset.demo from-run --run-dir runs/pong --episodes 16 --seed 0 --out best.npz
 """
 
 from __future__ import annotations
@@ -127,6 +128,17 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_from_run(args: argparse.Namespace) -> int:
+    from jax_reset.demos.from_run import from_run
+
+    path, result, scores = from_run(args.run_dir, args.out, checkpoint=args.checkpoint,
+                                    episodes=args.episodes, seed=args.seed,
+                                    max_agent_steps=args.max_agent_steps)
+    console.print(f"episode scores: {', '.join(f'{s:g}' for s in scores)}; kept the best")
+    _print_written(path, demos.load(path, check=False).game, result)
+    return 0
+
+
 def _print_written(path: Path, game: str, result) -> None:
     frames = len(result.rewards)
     console.print(f"wrote {path}: {game}, {frames:,} frames, score {result.rewards.sum():g}, "
@@ -171,6 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rewind-seconds", type=float, default=5.0,
                    help="how far R jumps back (default 5 s)")
     p.set_defaults(func=cmd_record)
+    p = sub.add_parser("from-run", help="a run's best of K games from the start, as a demo")
+    p.add_argument("--run-dir", required=True, help="a training run directory")
+    p.add_argument("--checkpoint", default="best",
+                   help="best (default), latest, or an update number")
+    p.add_argument("--episodes", type=int, default=8, help="games to play; the best is kept")
+    p.add_argument("--seed", type=int, default=0, help="the pool's and the policy's seed")
+    p.add_argument("--max-agent-steps", type=int,
+                   help="cut a game after this many agent steps (default: the run's limit)")
+    p.add_argument("--out", required=True, help="the .npz demo file to write")
+    p.set_defaults(func=cmd_from_run)
     return parser
 
 
