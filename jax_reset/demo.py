@@ -1,9 +1,13 @@
-"""`python -m jax_reset.demo {convert,verify,info}`: convert, check and describe demo files.
+"""`python -m jax_reset.demo {convert,verify,info,from-actions,record,from-run}`: make, check
+and describe demos.
 
     python -m jax_reset.demo convert demos/original demos/
     python -m jax_reset.demo verify demos/                # every checkpoint of every demo
     python -m jax_reset.demo verify demos/Gravitar.npz --rom ~/roms/gravitar.bin
     python -m jax_reset.demo info demos/Pong.npz --json
+    python -m jax_reset.demo from-actions --game Breakout log.txt --out breakout.npz
+    python -m jax_reset.demo record --game Pong --out my.npz --speed 0.5
+    python -m jax_reset.demo from-run --run-dir runs/pong --episodes 16 --seed 0 --out best.npz
 """
 
 from __future__ import annotations
@@ -107,6 +111,42 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_from_actions(args: argparse.Namespace) -> int:
+    from jax_reset.demos.from_actions import from_actions
+
+    path, result = from_actions(args.game, args.actions, args.out,
+                                per_agent_step=args.per_agent_step, minimal=args.minimal)
+    _print_written(path, args.game, result)
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from jax_reset.demos.record_window import record
+
+    saved = record(args.game, args.out, speed=args.speed, rewind_s=args.rewind_seconds)
+    print(f"saved {saved}" if saved else "quit without saving")
+    return 0
+
+
+def cmd_from_run(args: argparse.Namespace) -> int:
+    from jax_reset.demos.from_run import from_run
+
+    path, result, scores = from_run(args.run_dir, args.out, checkpoint=args.checkpoint,
+                                    episodes=args.episodes, seed=args.seed,
+                                    max_agent_steps=args.max_agent_steps)
+    console.print(f"episode scores: {', '.join(f'{s:g}' for s in scores)}; kept the best")
+    _print_written(path, demos.load(path, check=False).game, result)
+    return 0
+
+
+def _print_written(path: Path, game: str, result) -> None:
+    frames = len(result.rewards)
+    console.print(f"wrote {path}: {game}, {frames:,} frames, score {result.rewards.sum():g}, "
+                  f"{len(result.checkpoint_frames)} checkpoints; two replays agree")
+    if result.game_over_frame is not None:
+        console.print(f"the game ended at frame {result.game_over_frame:,}: the demo ends there")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m jax_reset.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -124,6 +164,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="a .npz demo file or a folder of them")
     p.add_argument("--json", action="store_true", help="one JSON object per demo")
     p.set_defaults(func=cmd_info)
+    p = sub.add_parser("from-actions", help="replay an action log from the game's reset into a "
+                                            "verified demo")
+    p.add_argument("actions", help="the log: .txt/.csv (one action per line) or .npy")
+    p.add_argument("--game", required=True, help="any game ale-py ships, e.g. Pong")
+    p.add_argument("--out", required=True, help="the .npz demo file to write")
+    p.add_argument("--per-agent-step", action="store_true",
+                   help="one entry per agent step at frame skip 4 (default: per emulator frame)")
+    p.add_argument("--minimal", action="store_true",
+                   help="entries are indices into the game's minimal action set "
+                        "(default: ALE's full action ids 0-17)")
+    p.set_defaults(func=cmd_from_actions)
+    p = sub.add_parser("record", help="play in a window with rewind; save the kept path")
+    p.add_argument("--game", required=True, help="any game ale-py ships, e.g. Pong")
+    p.add_argument("--out", required=True, help="the .npz demo file S writes")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="play speed, 1 = the Atari's 60 frames per second (default 1)")
+    p.add_argument("--rewind-seconds", type=float, default=5.0,
+                   help="how far R jumps back (default 5 s)")
+    p.set_defaults(func=cmd_record)
+    p = sub.add_parser("from-run", help="a run's best of K games from the start, as a demo")
+    p.add_argument("--run-dir", required=True, help="a training run directory")
+    p.add_argument("--checkpoint", default="best",
+                   help="best (default), latest, or an update number")
+    p.add_argument("--episodes", type=int, default=8, help="games to play; the best is kept")
+    p.add_argument("--seed", type=int, default=0, help="the pool's and the policy's seed")
+    p.add_argument("--max-agent-steps", type=int,
+                   help="cut a game after this many agent steps (default: the run's limit)")
+    p.add_argument("--out", required=True, help="the .npz demo file to write")
+    p.set_defaults(func=cmd_from_run)
     return parser
 
 

@@ -135,7 +135,9 @@ def test_fire_reset_comes_from_the_game_table() -> None:
         assert EnvConfig().uses_fire_reset(game) == (game == "Pong")
         assert EnvConfig(fire_reset=True).uses_fire_reset(game)
     assert not EnvConfig(fire_reset=False).uses_fire_reset("Pong")
-    assert not EnvConfig().uses_fire_reset("Breakout")  # not a demo game: no rule, no FIRE
+    # Not a demo game: the rule is derived from its minimal action set (NOOP, FIRE, ...).
+    assert EnvConfig().uses_fire_reset("Breakout")
+    assert not EnvConfig().uses_fire_reset("NoSuchGame")
 
 
 def test_reading_a_config_does_not_import_jax() -> None:

@@ -25,6 +25,9 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, game: str | None = N
     src = Path(src)
     game = game or src.stem
     try:
+        if game not in roms.GAMES:  # any other game has no 2018 demo to convert
+            raise roms.RomError(f"unknown game {game!r} for a 2018 demo; they are of: "
+                                f"{', '.join(roms.GAMES)}")
         info = roms.game_info(game)
         original = read_original(src)
     except (roms.RomError, OriginalDemoError) as err:

@@ -28,6 +28,8 @@ from jax_reset.demos import roms
 
 FORMAT_NAME = "jax-reset-demo"
 FORMAT_VERSION = 1
+CHECKPOINT_INTERVAL_FRAMES = 100
+"""Frames between two stored states: the 2018 demos' interval, kept for every new demo."""
 REGENERATE_HINT = ("regenerate the demos from the originals with "
                    "`python -m jax_reset.demo convert demos/original demos/`")
 

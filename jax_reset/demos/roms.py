@@ -1,6 +1,10 @@
-"""Which ROM each demo game needs, and loading it into an ``ALEInterface``.
+"""The game table (ROM id, FIRE rule), which ROM each demo needs, and loading it into ALE.
 
-ale-py ships the ROMs of all five demo games. Two demos were recorded on other ROM revisions:
+Any game ale-py ships is a game of this project: its name is the CamelCase of ale-py's ROM id
+(``montezuma_revenge`` -> ``MontezumaRevenge``, EnvPool's task name), and its row is derived
+from ale-py (``derived_game_info``). The five 2018 demo games have rows of their own (``GAMES``),
+kept as the reference used them. ale-py ships the ROMs of all five demo games. Two demos were
+recorded on other ROM revisions:
 
 * Pitfall: the 2018 ROM (md5 ``f73d2d0e…``) differs from the shipped one in 62 bytes of graphics
   data; with the shipped ROM's md5 written into the converted states, every segment of the demo
@@ -12,8 +16,10 @@ ale-py ships the ROMs of all five demo games. Two demos were recorded on other R
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +38,8 @@ class GameInfo:
     Attributes:
       game: the name used by the original demos and by EnvPool task ids (``f"{game}-v5"``).
       rom_id: ale-py's ROM id.
-      recorded_md5: md5 of the ROM the 2018 demo was recorded on.
+      recorded_md5: md5 of the ROM the 2018 demo was recorded on (for the other games: of the
+        ROM ale-py ships).
       patch_md5_to_shipped: write the shipped ROM's md5 into converted states (exact, measured).
       fire_reset: the reference's FIRE-on-reset rule: plain resets (from the game's start, not
         from a demo state) end with one FIRE frame. ``EnvConfig.fire_reset`` overrides it.
@@ -45,7 +52,8 @@ class GameInfo:
     fire_reset: bool = False
 
 
-# A new demo game needs one row here (and its converted demo), no code.
+# The 2018 demo games, as the reference ran them (its FIRE rule: Pong only). Any other game
+# ale-py ships needs no row: ``game_info`` derives it.
 GAMES: dict[str, GameInfo] = {
     g.game: g
     for g in (
@@ -59,11 +67,47 @@ GAMES: dict[str, GameInfo] = {
 }
 
 
+def rom_id_of(game: str) -> str:
+    """ale-py's ROM id of a game name: "MontezumaRevenge" -> "montezuma_revenge"."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", game).lower()
+
+
+def game_name(rom_id: str) -> str:
+    """The game name of an ale-py ROM id: "montezuma_revenge" -> "MontezumaRevenge"."""
+    return "".join(part[:1].upper() + part[1:] for part in rom_id.split("_"))
+
+
+@functools.cache
+def ale_games() -> dict[str, str]:
+    """Every game ale-py ships: game name -> ROM id."""
+    return {game_name(rid): rid for rid in ale_roms.get_all_rom_ids()}
+
+
+@functools.cache
+def derived_game_info(game: str) -> GameInfo:
+    """The row of a game ale-py ships, derived from ale-py: its ROM, and the FIRE rule of the
+    usual FireReset wrappers (the game's minimal action set has FIRE at index 1 and at least
+    3 actions: the game waits for FIRE to start)."""
+    rid = ale_games()[game]
+    path = shipped_rom_path(rid)
+    actions = list(make_ale(path).getMinimalActionSet())
+    fire = len(actions) >= 3 and actions[1] == ale_py.Action.FIRE
+    return GameInfo(game, rid, file_md5(path), fire_reset=fire)
+
+
 def game_info(game: str) -> GameInfo:
-    try:
+    """The game's row: the 2018 demo games' own, else derived from ale-py for any game it
+    ships. Raises ``RomError`` naming close names for an unknown game."""
+    if game in GAMES:
         return GAMES[game]
-    except KeyError:
-        raise RomError(f"unknown game {game!r}; demo games are: {', '.join(GAMES)}") from None
+    if game in ale_games():
+        return derived_game_info(game)
+    lower = {g.lower(): g for g in ale_games()}
+    guess = lower.get(game.lower().replace("_", "")) or lower.get(game_name(game).lower())
+    hint = (f"did you mean {guess}?" if guess else
+            f"ale-py {ale_py.__version__} ships {len(ale_games())} games, e.g. "
+            f"{', '.join(sorted(ale_games())[:4])}, ...")
+    raise RomError(f"unknown game {game!r}: {hint}")
 
 
 def file_md5(path: str | os.PathLike) -> str:

@@ -6,10 +6,9 @@ Units: `frames` are emulator frames; `agent steps` are frames // frame_skip (one
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Literal
 
-from jax_reset.demos.roms import GAMES
+from jax_reset.demos import roms
 
 AutoReset = Literal["same_step", "next_step"]
 
@@ -55,7 +54,8 @@ class EnvConfig:
     fire_reset: bool | None = None
     """Plain resets only: the last reset NOOP frame is replaced by one FIRE frame (EnvPool's
     `use_fire_reset`; ignored when the game has no FIRE). None: the reference's choice, from
-    the game table (`jax_reset.demos.roms.GAMES`: True for Pong only)."""
+    the game table (`jax_reset.demos.roms.game_info`: True for Pong among the 2018 demo games;
+    for any other game ale-py ships, True where its minimal action set starts NOOP, FIRE)."""
     max_episode_steps: int = 27_000
     """Agent steps since the last `reset_game()` after which the episode is cut (EnvPool's
     truncation; 27,000 agent steps = 30 minutes of play)."""
@@ -86,11 +86,14 @@ class EnvConfig:
         return (self.stack_num * self.channels, self.img_height, self.img_width)
 
     def uses_fire_reset(self, game: str) -> bool:
-        """`fire_reset`, else the game table's rule (`jax_reset.demos.roms.GAMES`; False for a
-        game it does not list)."""
+        """`fire_reset`, else the game table's rule (`jax_reset.demos.roms.game_info`; False for a
+        game ale-py does not ship)."""
         if self.fire_reset is not None:
             return self.fire_reset
-        return GAMES[game].fire_reset if game in GAMES else False
+        try:
+            return roms.game_info(game).fire_reset
+        except roms.RomError:
+            return False
 
     def envpool_kwargs(self, game: str) -> dict:
         """Keyword arguments of ``envpool.make(f"{game}-v5", ...)`` for the same pipeline.
@@ -149,4 +152,4 @@ class DemoResetConfig:
 
 def rom_id(game: str) -> str:
     """ale-py's ROM id of an EnvPool-style game name: "MontezumaRevenge" -> "montezuma_revenge"."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", game).lower()
+    return roms.ale_games().get(game) or roms.rom_id_of(game)
