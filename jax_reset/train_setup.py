@@ -9,6 +9,7 @@ checkpoints set aside), the metrics writer and progress display opened, then the
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import jax
 
@@ -61,6 +62,9 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
         network, train_state = create_train_state(config.network, config.ppo,
                                                   config.env.obs_shape, pool.num_actions,
                                                   jax.random.PRNGKey(train.seed))
+        if config.network.input_norm == "demo_mean":  # (a resume restores the saved one)
+            train_state = train_state.replace(params=input_mean_params(config,
+                                                                       train_state.params))
         meta = ckpt_lib.make_meta(config, train_state.params, game=pool.game,
                                   num_actions=int(pool.num_actions),
                                   num_frames=pool.demo_num_frames,
@@ -123,3 +127,21 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
             print(f"done: {s.update} updates, starting point "
                   f"{s.curriculum.max_starting_point}", flush=True)
     return 0
+
+
+def input_mean_params(config: Any, params: Any) -> Any:
+    """``params`` with the torso's input offset set to the demo's mean observation
+    (``network.input_norm = "demo_mean"``): the same on every process (the same demo)."""
+    import time
+
+    from jax_reset import demos
+    from jax_reset.envs.demo_obs import demo_mean_observation
+    from jax_reset.networks import set_input_mean
+
+    t0 = time.perf_counter()
+    demo = demos.load(config.demo.demo_path, rom_path=config.demo.rom_path, check=False)
+    mean = demo_mean_observation(demo, config.env, config.demo.rom_path)
+    if jax.process_index() == 0:
+        print(f"input offset: the demo's mean observation ({mean.shape[0]}x{mean.shape[1]}x"
+              f"{mean.shape[2]}) in {time.perf_counter() - t0:.1f} s", flush=True)
+    return set_input_mean(params, mean)

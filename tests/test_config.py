@@ -68,10 +68,12 @@ PONG_FULL: dict[str, Any] = {
             "repeat_action_probability": 0.0, "reward_clip": True, "stack_num": 4},
     "network": {"compute_dtype": "float32", "conv_channels": [64, 128, 128],
                 "conv_kernels": [8, 4, 3], "conv_strides": [4, 2, 1], "core": "lstm",
-                "core_size": 800, "dense_size": 800},
+                "core_size": 800, "dense_size": 800,
+                "input_norm": "demo_mean"},  # (came later, with the learning fix at Pong 13,860)
     "ppo": {"adam_eps": 1e-06, "burn_in_steps": 64, "clip": 0.1, "ent_coef": 0.0001, "epochs": 4,
             "gae_lambda": 0.95, "gamma": 0.999, "l2_coef": 1e-07, "learning_rate": 0.0001,
-            "max_grad_norm": None, "minibatches": 1, "rollout_steps": 128, "vf_coef": 0.5},
+            "max_grad_norm": None, "minibatches": 1, "rollout_steps": 128, "vf_coef": 0.5,
+            "cut_mode": "end"},  # (came later, with the learning fix)
     # (the [stall] section came later; off, as here, it keeps the reference's constant values)
     "stall": {"enabled": False, "factor": 0.5, "min_scale": 0.125, "on_move": "restore",
               "patience_decisions": 20},

@@ -143,3 +143,33 @@ def test_forward_flops_of_the_reference_network():
 
     flops = forward_flops(NetworkConfig(), (12, 105, 80), 18)
     assert 90e6 < flops < 130e6
+
+
+def test_demo_mean_input_norm_subtracts_the_offset_and_is_not_trained():
+    """input_norm = "demo_mean": the torso sees frames minus the offset, which no loss moves."""
+    from jax_reset.networks import INPUT_MEAN, set_input_mean
+    from jax_reset.ppo.losses import l2_penalty
+
+    rng = np.random.default_rng(0)
+    _, net_plain, params = build()
+    _, net_norm, params_norm = build(input_norm="demo_mean")
+    assert params_norm["torso"][INPUT_MEAN].shape == TINY_OBS_SHAPE
+    mean = rng.uniform(0, 1, TINY_OBS_SHAPE).astype(np.float32)
+    params_norm = set_input_mean(params_norm, mean)
+    # Same weights otherwise (same init key): the offset network on obs equals the plain one on
+    # obs - 255 * mean (the torso scales its input by 1/255 either way).
+    assert l2_penalty(params_norm) == pytest.approx(float(l2_penalty(params)), rel=1e-6)
+    obs = rand_obs(rng, 2, 3).astype(np.float32)
+    a = net_norm.apply({"params": params_norm}, jnp.asarray(obs), method=net_norm.encode)
+    b = net_plain.apply({"params": params}, jnp.asarray(obs - 255.0 * mean),
+                        method=net_plain.encode)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+    c = net_plain.apply({"params": params}, jnp.asarray(obs), method=net_plain.encode)
+    assert float(np.abs(np.asarray(a) - np.asarray(c)).max()) > 1e-2  # the offset matters
+    grad = jax.grad(lambda p: net_norm.apply({"params": p}, jnp.asarray(obs),
+                                             method=net_norm.encode).sum())(params_norm)
+    assert float(np.abs(np.asarray(grad["torso"][INPUT_MEAN])).max()) == 0.0
+    with pytest.raises(ValueError, match="input_norm"):
+        set_input_mean(params, mean)
+    with pytest.raises(ValueError, match="shape"):
+        set_input_mean(params_norm, mean[:1])

@@ -324,3 +324,40 @@ def test_checkpoint_without_hyperparams_restores_through_lift(setup, tmp_path):
         np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
     assert int(after_lifted.grad_step) == int(after.grad_step)
     assert update.jitted._cache_size() == compiled
+
+
+def test_cut_mode_end_keeps_the_reward_of_the_cut_step():
+    """cut_mode "zero" (the reference) drops a reward earned in the cut step itself; "end"
+    learns it like an episode's end: it flows back to the steps before."""
+    from jax_reset.ppo.gae import gae
+    from jax_reset.ppo.update import prepare
+
+    cfg = tiny_network_config()
+    rng = np.random.default_rng(3)
+    ppo_zero = tiny_ppo_config(cut_mode="zero", burn_in_steps=0)
+    ppo_end = tiny_ppo_config(cut_mode="end", burn_in_steps=0)
+    batch = random_batch(rng, cfg, ppo_zero, 4, TINY_OBS_SHAPE, A)
+    d = batch.data
+    t = ppo_zero.rollout_steps
+    d.done[:] = False
+    d.cut[:] = False
+    d.valid[:] = True
+    d.reward[:] = 0.0
+    d.reward[t // 2, 0] = 1.0  # the reward arrives in the step that is cut
+    d.cut[t // 2, 0] = True
+    mesh = make_data_mesh()
+    out = {}
+    for name, ppo in (("zero", ppo_zero), ("end", ppo_end)):
+        fn = jax.jit(jax.shard_map(lambda b, ppo=ppo: prepare(ppo, b), mesh=mesh,
+                                   in_specs=jax.P(), out_specs=jax.P(), check_vma=False))
+        out[name] = fn(batch)
+    adv_zero, _ = gae(d.reward, d.value, d.done, d.cut, batch.bootstrap_value, ppo_zero.gamma,
+                      ppo_zero.gae_lambda)
+    adv_end, target_end = gae(d.reward, d.value, d.done | d.cut, np.zeros_like(d.cut),
+                              batch.bootstrap_value, ppo_end.gamma, ppo_end.gae_lambda)
+    np.testing.assert_allclose(np.asarray(out["end"].target), np.asarray(target_end), rtol=1e-5,
+                               atol=1e-5)
+    # With "end" the step before the cut sees the reward; with "zero" it does not.
+    assert float(adv_end[t // 2 - 1, 0]) - float(adv_zero[t // 2 - 1, 0]) > 0.5
+    assert float(out["zero"].advantage[t // 2, 0]) == 0.0
+    assert float(out["end"].advantage[t // 2, 0]) > 0.0

@@ -242,3 +242,19 @@ def demo_observations(demo: Any, config: EnvConfig, frames: np.ndarray | Sequenc
     """uint8 [B, stack * C, H, W]: what `AtariPool.restore(ids, frames)` returns as `obs` for a
     pool with `config` on `demo` (a `demos.Demo`), for demo frames `frames` [B] in [0, T]."""
     return DemoRenderer(demo, config, rom_path).observations(frames)
+
+
+def demo_mean_observation(demo: Any, config: EnvConfig, rom_path: str | None = None,
+                          max_frames: int = 2000) -> np.ndarray:
+    """float32 [stack * C, H, W] in [0, 1]: the demo's mean observation, per pixel.
+
+    The mean of the observation slots of up to ``max_frames`` demo frames spread evenly over the
+    whole demo (one replay, about T / 10,000 seconds), the same image in every stacked frame.
+    It is the network's input offset with ``network.input_norm = "demo_mean"``: subtracted from
+    every frame, it leaves mostly the moving objects (``jax_reset.networks.model.Torso``).
+    """
+    t = demo.num_frames
+    frames = np.unique(np.linspace(0, t, min(max_frames, t + 1)).round().astype(np.int64))
+    slots = DemoRenderer(demo, config, rom_path).slots(frames)  # [N, C, H, W]
+    mean = slots.mean(axis=0, dtype=np.float64) / 255.0
+    return np.tile(mean, (config.stack_num, 1, 1)).astype(np.float32)

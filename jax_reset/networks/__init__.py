@@ -17,8 +17,8 @@ from typing import Any
 from jax_reset.networks.config import NetworkConfig
 
 _MODEL_NAMES = frozenset({
-    "ActorCritic", "Carry", "Params", "Torso", "forward_flops", "init_carry", "init_params",
-    "make_network",
+    "INPUT_MEAN", "ActorCritic", "Carry", "Params", "Torso", "forward_flops", "init_carry",
+    "init_params", "make_network", "set_input_mean",
 })
 
 __all__ = ["NetworkConfig", *sorted(_MODEL_NAMES)]

@@ -12,6 +12,7 @@ from typing import Literal
 
 CoreKind = Literal["lstm", "gru", "none"]
 DType = Literal["float32", "bfloat16"]
+InputNorm = Literal["none", "demo_mean"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,13 @@ class NetworkConfig:
     # Compute dtype of the convolutions and the dense layer. Parameters, layer norm, the core and
     # the heads always stay float32 (bf16 is only a speed knob for the conv-heavy torso).
     compute_dtype: DType = "float32"
+    # What is subtracted from the frames (scaled to [0, 1]) before the first convolution. "none"
+    # (the reference). "demo_mean": the demo's mean observation per pixel, computed once when a
+    # run starts and saved with the parameters (``params["torso"]["input_mean"]``, never
+    # trained): the static background cancels and the moving objects remain. Without it the
+    # torso's features vary by ~4% across Pong's states at initialisation and the critic stays
+    # blind to the ball (docs/results.md).
+    input_norm: InputNorm = "none"
 
     def __post_init__(self) -> None:
         n = len(self.conv_channels)
@@ -47,5 +55,7 @@ class NetworkConfig:
             )
         if self.core not in ("lstm", "gru", "none"):
             raise ValueError(f"core must be 'lstm', 'gru' or 'none', got {self.core!r}")
+        if self.input_norm not in ("none", "demo_mean"):
+            raise ValueError(f"input_norm must be 'none' or 'demo_mean', got {self.input_norm!r}")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype}")

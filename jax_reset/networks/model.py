@@ -28,6 +28,9 @@ import jax.numpy as jnp
 
 from jax_reset.networks.config import NetworkConfig
 
+# The torso's constant input offset (``NetworkConfig.input_norm = "demo_mean"``).
+INPUT_MEAN = "input_mean"
+
 # LSTM: (c, h), each [B, H]; GRU: h [B, H]; feed-forward: () (no state at all).
 Carry = Any
 Params = Any
@@ -60,6 +63,11 @@ class Torso(nn.Module):
         # uint8 frames (1 byte/element) rather than the scaled floats.
         x = jnp.moveaxis(obs, -3, -1)
         x = x.astype(dtype) * jnp.asarray(1.0 / 255.0, dtype)
+        if cfg.input_norm == "demo_mean":
+            # A constant the trainer sets from the demo (``set_input_mean``), not learned: no
+            # gradient reaches it (so Adam leaves it alone) and the L2 term skips it.
+            mean = self.param(INPUT_MEAN, nn.initializers.zeros, obs.shape[-3:], jnp.float32)
+            x = x - jnp.moveaxis(jax.lax.stop_gradient(mean), -3, -1).astype(dtype)
         for c, k, s in zip(cfg.conv_channels, cfg.conv_kernels, cfg.conv_strides, strict=True):
             x = nn.Conv(
                 c,
@@ -231,3 +239,17 @@ def forward_flops(config: NetworkConfig, obs_shape: Sequence[int], num_actions: 
         head_in += config.core_size
     flops += 2 * head_in * (num_actions + 1)
     return flops
+
+
+def set_input_mean(params: Params, mean: Any) -> Params:
+    """``params`` with the torso's input offset replaced by ``mean`` float32 [C, H, W] in [0, 1]
+    (``jax_reset.envs.demo_obs.demo_mean_observation``); for ``input_norm = "demo_mean"``."""
+    torso = dict(params["torso"])
+    if INPUT_MEAN not in torso:
+        raise ValueError("the network has no input offset: set network.input_norm = 'demo_mean'")
+    old = torso[INPUT_MEAN]
+    mean = jnp.asarray(mean, jnp.float32)
+    if mean.shape != old.shape:
+        raise ValueError(f"input mean of shape {mean.shape}, the network takes {old.shape}")
+    torso[INPUT_MEAN] = mean
+    return {**params, "torso": torso}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
+CUT_MODES = ("zero", "end")
+
 
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
@@ -40,6 +42,12 @@ class PPOConfig:
     minibatches: int = 1
     # New agent steps per environment per update (the rollout).
     rollout_steps: int = 128
+    # What a cut (the extra-frames budget after reaching the demo's score ran out) means to GAE.
+    # "zero" (the reference): the cut step's advantage is 0 and nothing flows back across it,
+    # so a reward earned in the cut step itself is never learned (~22% of Pong's won points at
+    # its first hard start, docs/results.md). "end": the cut ends the episode for learning, as
+    # the lag rule's end does (the value after it is 0): the step keeps its reward.
+    cut_mode: str = "zero"
     # Steps before the rollout that every epoch re-runs to rebuild the recurrent state under the
     # current parameters, excluded from all losses. A training sequence is
     # burn_in_steps + rollout_steps long (64 + 128 = 192).
@@ -60,6 +68,9 @@ class PPOConfig:
             raise ValueError(f"learning_rate must be positive, not {self.learning_rate}")
         if not self.ent_coef >= 0:
             raise ValueError(f"ent_coef must be non-negative, not {self.ent_coef}")
+        if self.cut_mode not in CUT_MODES:
+            raise ValueError(f"cut_mode must be one of {', '.join(CUT_MODES)}, not "
+                             f"{self.cut_mode!r}")
         if not self.clip > 0:
             raise ValueError(f"clip must be positive, not {self.clip}")
 

@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jax_reset.networks.model import INPUT_MEAN
 from jax_reset.ppo.config import PPOConfig
 from jax_reset.ppo.data import TrainBatch
 
@@ -51,8 +52,13 @@ def categorical_entropy(logits: jax.Array) -> jax.Array:
 
 
 def l2_penalty(params: Params) -> jax.Array:
-    """0.5 * sum of squares of every parameter (the reference's L2; scaled by l2_coef)."""
-    return 0.5 * sum(jnp.sum(jnp.square(p.astype(jnp.float32))) for p in jax.tree.leaves(params))
+    """0.5 * sum of squares of every trained parameter (the reference's L2; scaled by l2_coef).
+
+    The torso's constant input offset (``network.input_norm``) is not trained and not counted.
+    """
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    return 0.5 * sum(jnp.sum(jnp.square(p.astype(jnp.float32))) for path, p in leaves
+                     if getattr(path[-1], "key", None) != INPUT_MEAN)
 
 
 def sequence_forward(

@@ -84,7 +84,7 @@ def _explained_variance(
 class Prepared:
     """Per-update quantities computed once from the behaviour data, before the epochs."""
 
-    advantage: jax.Array  # [T, B_local] normalised advantages (0 at cut steps)
+    advantage: jax.Array  # [T, B_local] normalised advantages (0 at cut steps, cut_mode zero)
     target: jax.Array  # [T, B_local] value targets (GAE advantage + behaviour value)
     metrics: Metrics  # explained_variance, advantage_mean, valid_fraction (global)
 
@@ -95,9 +95,11 @@ def prepare(config: PPOConfig, batch: TrainBatch, axis_name: str = DATA_AXIS) ->
     """
     k = config.burn_in_steps
     d = batch.data
-    valid, cut = d.valid[k:], d.cut[k:]
+    valid, cut, done = d.valid[k:], d.cut[k:], d.done[k:]
+    if config.cut_mode == "end":  # a cut is an episode's end for learning (PPOConfig.cut_mode)
+        done, cut = done | cut, jnp.zeros_like(cut)
     advantage, target = gae(
-        d.reward[k:], d.value[k:], d.done[k:], cut, batch.bootstrap_value,
+        d.reward[k:], d.value[k:], done, cut, batch.bootstrap_value,
         config.gamma, config.gae_lambda,
     )
     count = jnp.maximum(jax.lax.psum(valid.sum(), axis_name), 1)
