@@ -41,9 +41,10 @@ def derive(config: Any, num_processes: int = 1, num_devices: int = 1,
     """The sizes of process ``process_index`` of a job of ``num_processes`` processes over
     ``num_devices`` devices in all (processes hold equal, contiguous blocks of the mesh).
 
-    ``config``: a ``jax_reset.config.Config`` (reads ``train.num_envs``, ``ppo.minibatches``,
-    ``ppo.rollout_steps``). Raises ``SizeError`` (one line naming ``train.num_envs``) unless the
-    environments split into whole blocks per process and per device x minibatch.
+    ``config``: a ``jax_reset.config.Config`` (reads ``train.num_envs``, ``train.env_groups``,
+    ``ppo.minibatches``, ``ppo.rollout_steps``). Raises ``SizeError`` (one line naming the key)
+    unless the environments split into whole blocks per process and per device x minibatch,
+    and each process has at least ``train.env_groups`` of them.
     """
     n = config.train.num_envs
     mb = config.ppo.minibatches
@@ -59,6 +60,10 @@ def derive(config: Any, num_processes: int = 1, num_devices: int = 1,
                         "whole environments and every minibatch takes the same number of them "
                         "from each device")
     local = n // num_processes
+    groups = config.train.env_groups
+    if groups > local:
+        raise SizeError(f"train.env_groups={groups} exceeds the {local} environments each "
+                        "process steps (train.num_envs / processes)")
     return Sizes(
         num_processes=num_processes, process_index=process_index, num_devices=num_devices,
         num_envs_global=n, num_envs_local=local,

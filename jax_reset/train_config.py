@@ -24,6 +24,11 @@ class TrainConfig:
     # (Cleanba-style, one policy version behind; the stored log-probabilities keep the PPO
     # ratio right). False: exact on-policy, acting and learning alternate.
     overlap: bool = True
+    # Split each process's environments into this many contiguous groups and step them
+    # EnvPool's asynchronous way: while one group's workers emulate, the policy infers for the
+    # next group (``jax_reset.actor``). 1: infer for all, then step all. Each environment
+    # samples with its own key, so the grouping changes only the float order of inference.
+    env_groups: int = 1
     # Save a checkpoint every this many updates (and always on SIGTERM/SIGINT and at the end).
     checkpoint_every: int = 50
     # Keep the last K checkpoints, plus the best one (lowest maximum starting point).
@@ -40,6 +45,9 @@ class TrainConfig:
         for ok, message in (
                 (self.num_envs >= 1, "num_envs must be at least 1"),
                 (self.workers >= 1, "workers must be at least 1"),
+                (self.env_groups >= 1, "env_groups must be at least 1"),
+                (self.env_groups <= self.num_envs,
+                 f"env_groups ({self.env_groups}) must not exceed num_envs ({self.num_envs})"),
                 (self.total_updates >= 1, "total_updates must be at least 1"),
                 (self.checkpoint_every >= 1, "checkpoint_every must be at least 1"),
                 (self.keep_last >= 1, "keep_last must be at least 1"),

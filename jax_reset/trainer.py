@@ -120,7 +120,7 @@ class Trainer:
         self.history = self._demo_history(state.curriculum)
         self.actor = Actor(pool, make_act_fn(network), config.network, ppo.rollout_steps,
                            ppo.burn_in_steps, act_key, self.history, make_warmup_fn(network),
-                           train.warmup_steps)
+                           train.warmup_steps, env_groups=train.env_groups)
         example = zeros_transition(1, sizes.num_envs_local, config.env.obs_shape,
                                    carry=self.actor.carry if self.actor.warm else None)
         self.burn_in = initial_burn_in(example, self.actor.carry, ppo.burn_in_steps)

@@ -77,9 +77,9 @@ PONG_FULL: dict[str, Any] = {
     # (the [stall] section came later; off, as here, it keeps the reference's constant values)
     "stall": {"enabled": False, "factor": 0.5, "min_scale": 0.125, "on_move": "restore",
               "patience_decisions": 20},
-    "train": {"checkpoint_every": 100, "keep_last": 3, "log_every": 1, "num_envs": 128,
-              "overlap": True, "progress": True, "seed": 0, "total_updates": 100000,
-              "warmup_steps": 128, "workers": 16},
+    "train": {"checkpoint_every": 100, "env_groups": 1, "keep_last": 3, "log_every": 1,
+              "num_envs": 128, "overlap": True, "progress": True, "seed": 0,
+              "total_updates": 100000, "warmup_steps": 128, "workers": 16},
 }
 # What the old [on_cpu] table of every game file changed (same capture).
 CPU_CHANGES = {

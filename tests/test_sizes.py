@@ -48,3 +48,10 @@ def test_indivisible_sizes_are_one_line_naming_the_key(num_envs: int, minibatche
 def test_the_config_alone_no_longer_refuses_sizes() -> None:
     """Whether sizes divide depends on the job's devices: only ``derive`` knows them."""
     assert config(6, minibatches=4).train.num_envs == 6
+
+
+def test_more_environment_groups_than_a_process_has_is_one_line_naming_the_key() -> None:
+    cfg = load(SMOKE, ["train.num_envs=4", "train.env_groups=3", "train.workers=1"])
+    assert derive(cfg).num_envs_local == 4
+    with pytest.raises(SizeError, match=r"^train\.env_groups=3 exceeds the 2 environments"):
+        derive(cfg, num_processes=2, num_devices=2, process_index=0)

@@ -1,4 +1,4 @@
-"""`python -m jax_reset.bench {env,learner,curriculum} [options]`: the benchmarks.
+"""`python -m jax_reset.bench {env,learner,curriculum,train} [options]`: the benchmarks.
 
 Kept free of heavy imports: worker processes started with "spawn" import this module again.
 """
@@ -12,6 +12,7 @@ BENCHMARKS = {
     "env": "jax_reset.bench.env",  # the Atari pool against EnvPool and raw ALE
     "learner": "jax_reset.bench.learner",  # the PPO update
     "curriculum": "jax_reset.bench.curriculum",  # the curriculum rules on a synthetic agent
+    "train": "jax_reset.bench.train",  # the training job's variants, the pool, the CPU bound
 }
 
 

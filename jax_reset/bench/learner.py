@@ -167,7 +167,8 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
     mesh = make_data_mesh()
     n_dev = mesh.size
     # The trainer's one divisibility check, on this case's sizes.
-    derive(types.SimpleNamespace(train=types.SimpleNamespace(num_envs=case.envs), ppo=ppo),
+    derive(types.SimpleNamespace(train=types.SimpleNamespace(num_envs=case.envs, env_groups=1),
+                                 ppo=ppo),
            num_devices=n_dev)
     obs_shape = tuple(args.obs)
     network, state = create_train_state(net_cfg, ppo, obs_shape, args.actions, jax.random.key(0))

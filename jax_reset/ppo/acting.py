@@ -36,6 +36,7 @@ def policy_step(
     rng: jax.Array,
     start_carry: Carry | None = None,
     evaluate: bool = False,
+    env_ids: jax.Array | None = None,
 ) -> ActOutput:
     """One acting step (pure; jit it or use :func:`make_act_fn`).
 
@@ -49,6 +50,9 @@ def policy_step(
       start_carry: optional ``[B, core_size]`` state to reset to where episode_start (the demo
         warm-up state); None = zeros. Record it as ``Transition.start_carry``.
       evaluate: double the logits (evaluation temperature).
+      env_ids: optional ``[B]`` int32, the environments' indices: each samples with its own key
+        ``fold_in(rng, env_id)``, so an environment's action does not depend on which others
+        are inferred with it (the actor infers in groups); None = one key for the batch.
 
     The network sees exactly what the learner will see for this step (same flags, same state
     convention), so the learner's first-epoch log-probabilities reproduce ``logp``.
@@ -64,7 +68,12 @@ def policy_step(
         evaluate,
     )
     logits, value = logits[0], value[0]
-    action = jax.random.categorical(rng, logits).astype(jnp.int32)
+    if env_ids is None:
+        action = jax.random.categorical(rng, logits)
+    else:
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, env_ids)
+        action = jax.vmap(jax.random.categorical)(keys, logits)
+    action = action.astype(jnp.int32)
     return ActOutput(
         action=action,
         logp=categorical_log_prob(logits, action),
@@ -74,16 +83,19 @@ def policy_step(
 
 
 def make_act_fn(network: ActorCritic, evaluate: bool = False) -> Callable[..., ActOutput]:
-    """Jitted ``act(params, obs, episode_start, entropy_boost, carry, rng, start_carry=None)``.
+    """Jitted ``act(params, obs, episode_start, entropy_boost, carry, rng, start_carry=None,
+    env_ids=None)``.
 
     See :func:`policy_step` for shapes. Compiles once per batch size (and once more if
     ``start_carry`` switches between None and an array). Nothing is donated: the trainer may
     keep a reference to ``carry`` (the tail state for ``assemble_batch``).
     """
 
-    def act(params, obs, episode_start, entropy_boost, carry, rng, start_carry=None):
+    def act(params, obs, episode_start, entropy_boost, carry, rng, start_carry=None,
+            env_ids=None):
         return policy_step(
-            network, params, obs, episode_start, entropy_boost, carry, rng, start_carry, evaluate
+            network, params, obs, episode_start, entropy_boost, carry, rng, start_carry, evaluate,
+            env_ids,
         )
 
     return jax.jit(act)
