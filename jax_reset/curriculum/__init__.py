@@ -85,6 +85,19 @@ from jax_reset.curriculum.controller import (
     update,
 )
 from jax_reset.curriculum.episodes import episodes_rule_max, update_episodes
+from jax_reset.curriculum.multi import (
+    Curricula,
+    as_curricula,
+    demo_bounds,
+    demo_key,
+    env_demos,
+    equal,
+    init_curricula,
+    summary_all,
+    update_curricula,
+)
+from jax_reset.curriculum.multi import from_json as curricula_from_json
+from jax_reset.curriculum.multi import to_json as curricula_to_json
 from jax_reset.curriculum.reference import next_max_starting_point, success_table
 from jax_reset.curriculum.state import (
     RULES,
@@ -93,7 +106,6 @@ from jax_reset.curriculum.state import (
     CurriculumState,
     Decision,
     EpisodeRecords,
-    equal,
     even_starting_points,
     from_json,
     init,
@@ -106,8 +118,10 @@ from jax_reset.curriculum.state import (
 __all__ = [
     "DECISIONS", "MAX_STARTING_POINT", "MIN_STARTING_POINT", "PENDING_EPISODES", "PROGRESS",
     "RULES", "SHARE_AT_MAX", "SPREAD_FRAMES", "STATE_VERSION", "SUCCESS_TABLE_AT_SP",
-    "CurriculumConfig", "CurriculumState", "Decision", "EpisodeRecords", "episodes_rule_max",
-    "equal", "even_starting_points", "from_json", "init", "initial_starting_points",
-    "next_max_starting_point", "set_max_starting_point", "shift", "success_table", "summary",
-    "to_json", "update", "update_episodes",
+    "Curricula", "CurriculumConfig", "CurriculumState", "Decision", "EpisodeRecords",
+    "as_curricula", "curricula_from_json", "curricula_to_json", "demo_bounds", "demo_key",
+    "env_demos", "episodes_rule_max", "equal", "even_starting_points", "from_json", "init",
+    "init_curricula", "initial_starting_points", "next_max_starting_point",
+    "set_max_starting_point", "shift", "success_table", "summary", "summary_all", "to_json",
+    "update", "update_curricula", "update_episodes",
 ]
