@@ -170,3 +170,16 @@ def test_demos_of_two_games_are_refused(tmp_path: Path) -> None:
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "demos of different games in one run" in lines[0], proc.stderr
+
+
+def test_plot_draws_one_curve_per_demo() -> None:
+    from jax_reset import plot
+
+    rows = [{"train/agent_steps": 64.0 * i, cur.MAX_STARTING_POINT: 900.0 - i,
+             "curriculum/demo0/max_starting_point": 900.0 - i,
+             "curriculum/demo1/max_starting_point": 500.0 - 2 * i} for i in range(3)]
+    curves = plot._curves(rows, "train/agent_steps", cur.MAX_STARTING_POINT)
+    assert [c[0] for c in curves] == ["demo 0", "demo 1"]
+    assert curves[1][2].tolist() == [500.0, 498.0, 496.0]
+    one = [{k: v for k, v in r.items() if "demo" not in k} for r in rows]
+    assert [c[0] for c in plot._curves(one, "train/agent_steps", cur.MAX_STARTING_POINT)] == [None]

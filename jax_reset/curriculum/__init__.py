@@ -64,6 +64,11 @@ frames budget are drawn by the pool's workers, where the resets happen
 (``jax_reset.envs.DemoResetConfig``); the controller only sets the starting points.
 ``python -m jax_reset.bench curriculum`` measures both rules on a synthetic agent.
 
+Several demos of one game in one run (``demo.demo_paths``): ``multi`` divides the environments
+among them in contiguous blocks and keeps one state per demo (``Curricula``), each decided on
+its own demo's episodes (``EpisodeRecords.demo``); one demo is the degenerate case, with
+today's checkpoint item and metric keys.
+
 Deliberate differences from the reference in ``rule = "reference"``, each kept small:
 * The throttle counts frames moved since this run's origin (its starting point at launch or
   ``start_at``), not since the demo's end: the reference, started at a given point, refused to
