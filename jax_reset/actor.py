@@ -17,6 +17,7 @@ import itertools
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import jax
@@ -86,7 +87,9 @@ class Actor:
       rollout_steps, burn_in_steps: T, and the steps before the end whose entering state is the
         next update's burn-in (``ppo.data.assemble_batch``).
       act_key: the acting key; rollout i draws from ``fold_in(act_key, i)`` (resumable).
-      history: the demo's observations for warm starts (None: episodes start from zeros).
+      history: the demo's observations for warm starts (None: episodes start from zeros); with
+        several demos one ``DemoHistory`` per demo, in ``demo.paths`` order (each environment
+        warms up on its own demo's, ``pool.env_demo``).
       warmup_fn: ``ppo.warmup.make_warmup_fn(network)``.
       warmup_steps: agent steps of demo before each start that warm the state up.
       env_groups: G, the groups inference and stepping are split into (``train.env_groups``).
@@ -95,7 +98,8 @@ class Actor:
     """
 
     def __init__(self, pool: Any, act_fn: Any, network_config: Any, rollout_steps: int,
-                 burn_in_steps: int, act_key: jax.Array, history: DemoHistory | None = None,
+                 burn_in_steps: int, act_key: jax.Array,
+                 history: DemoHistory | Sequence[DemoHistory] | None = None,
                  warmup_fn: Any = None, warmup_steps: int = 0, env_groups: int = 1,
                  pipelined: bool = True) -> None:
         self.pool, self.act_fn = pool, act_fn
@@ -110,9 +114,15 @@ class Actor:
         self._carries = [init_carry(network_config, g.stop - g.start) for g in self.groups]
         self._carry_shapes = init_carry(network_config, pool.num_envs)  # all environments'
         # Warm starts need a recurrent core, stored demo observations and a history length.
-        self.warm = (history is not None and warmup_steps > 0
+        self.histories: list[DemoHistory] = (
+            [] if history is None else [history] if isinstance(history, DemoHistory)
+            else list(history))
+        self.warm = (bool(self.histories) and warmup_steps > 0
                      and bool(jax.tree.leaves(self._carries[0])))
-        self.history, self.warmup_fn, self.warmup_steps = history, warmup_fn, warmup_steps
+        self.history = self.histories[0] if self.histories else None
+        self.warmup_fn, self.warmup_steps = warmup_fn, warmup_steps
+        # Each environment's demo (an index into the histories; all 0 with one demo).
+        self.env_demo = np.asarray(getattr(pool, "env_demo", np.zeros(pool.num_envs, np.int64)))
         self._pending_points: np.ndarray | None = None
         self._lock = threading.Lock()
         first = pool.reset()
@@ -123,7 +133,8 @@ class Actor:
         # bootstrap, and the state its episode starts reset to.
         self.next_out: list[Any] = [None] * len(self.groups)
         self.next_start_carry: list[Any] = [None] * len(self.groups)
-        self._warm_cache: dict[int, list[np.ndarray]] = {}  # start frame -> state, per rollout
+        # (demo, start frame) -> state, per rollout
+        self._warm_cache: dict[tuple[int, int], list[np.ndarray]] = {}
 
     @property
     def carry(self) -> Any:
@@ -141,12 +152,19 @@ class Actor:
         ids = np.flatnonzero(self.start[rows])
         if not len(ids):
             return out
-        starts = self.frame[rows][ids]
+        keys = list(zip(self.env_demo[rows][ids].tolist(), self.frame[rows][ids].tolist(),
+                        strict=True))
         # 80% of episodes start at their environment's starting point: with the parameters
-        # fixed for the rollout, each start frame is warmed up once (the cache is per rollout).
-        missing = np.array(sorted(set(starts.tolist()) - self._warm_cache.keys()), np.int64)
+        # fixed for the rollout, each start frame of each demo is warmed up once (the cache is
+        # per rollout).
+        missing = sorted(set(keys) - self._warm_cache.keys())  # by demo, then frame
         if len(missing):
-            obs, mask = self.history.history(missing, self.warmup_steps)
+            demo_of = np.array([d for d, _ in missing], np.int64)
+            frames = np.array([f for _, f in missing], np.int64)
+            parts = [self.histories[d].history(frames[demo_of == d], self.warmup_steps)
+                     for d in np.unique(demo_of).tolist()]
+            obs = np.concatenate([o for o, _ in parts])
+            mask = np.concatenate([k for _, k in parts])
             # Pad to a power of two: a few compiled sizes, not one per count.
             size = min(1 << (len(missing) - 1).bit_length(), self.pool.num_envs)
             if size > len(missing):
@@ -154,10 +172,10 @@ class Actor:
                 obs = np.concatenate([obs, np.zeros((pad, *obs.shape[1:]), obs.dtype)])
                 mask = np.concatenate([mask, np.zeros((pad, mask.shape[1]), bool)])
             warm = [np.asarray(w) for w in jax.tree.leaves(self.warmup_fn(params, obs, mask))]
-            for i, frame in enumerate(missing.tolist()):
-                self._warm_cache[frame] = [w[i] for w in warm]
-        for i, frame in zip(ids.tolist(), starts.tolist(), strict=True):
-            for o, w in zip(jax.tree.leaves(out), self._warm_cache[frame], strict=True):
+            for i, key in enumerate(missing):
+                self._warm_cache[key] = [w[i] for w in warm]
+        for i, key in zip(ids.tolist(), keys, strict=True):
+            for o, w in zip(jax.tree.leaves(out), self._warm_cache[key], strict=True):
                 o[i] = w
         return out
 
@@ -172,8 +190,10 @@ class Actor:
             points, self._pending_points = self._pending_points, None
         if points is not None:
             if self.warm:
-                self.history.ensure(self.history.needed_from(int(points.min()),
-                                                             self.warmup_steps))
+                for d, history in enumerate(self.histories):
+                    own = points[self.env_demo == d]
+                    if len(own):
+                        history.ensure(history.needed_from(int(own.min()), self.warmup_steps))
             self.pool.set_starting_points(None, points)
 
     def _act(self, params: Any, g: int, key: jax.Array, timing: dict[str, float],
@@ -251,7 +271,8 @@ class _RolloutBuffer:
         if ended.any():
             self.records.append(cur.EpisodeRecords.make(
                 res.ep_start_frame[at][ended], res.ep_as_good_as_demo[at][ended],
-                res.ep_score[at][ended], res.ep_end_frame[at][ended]))
+                res.ep_score[at][ended], res.ep_end_frame[at][ended],
+                a.env_demo[rows][ended]))
         a._advance(g, out, res, at)
 
 

@@ -2,7 +2,8 @@
 
 Writes into ``DIR/plots/``: the curriculum's maximum starting point against agent steps and
 against wall time, the success rate at the starting point, the mean episode score, and the
-agent steps per second.
+agent steps per second. A run of several demos gets one curve per demo (its
+``.../demo<i>/...`` keys) where the trainer logs the metric per demo.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from jax_reset import disk, metrics
+from jax_reset.curriculum import demo_key
 
 # (file name, y key, y label); x is agent steps, and also wall time for the curriculum.
 PLOTS = (
@@ -54,6 +56,19 @@ def _series(rows: list[dict], x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(xs, float), np.asarray(ys, float)
 
 
+def _curves(rows: list[dict], x: str, y: str) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
+    """(label, xs, ys) per demo when ``y`` is logged per demo (``demo_key``), else the one
+    series of ``y`` (label None); empty series left out."""
+    demos = 0
+    while any(demo_key(y, demos) in r for r in rows):
+        demos += 1
+    if demos:
+        curves = [(f"demo {d}", *_series(rows, x, demo_key(y, d))) for d in range(demos)]
+    else:
+        curves = [(None, *_series(rows, x, y))]
+    return [c for c in curves if len(c[1])]
+
+
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Writes the PNGs and returns their paths (a metric never logged is skipped). Raises
     ``PlotError`` (one line) when there is nothing to plot, ``disk.WriteError`` when
@@ -72,13 +87,16 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         xs = [(X_STEPS, "agent steps")]
         if name == "starting_point":
             xs.append((X_TIME, "wall time (s)"))
-        series = [(x, xlabel, *_series(rows, x, key)) for x, xlabel in xs]
-        series = [s for s in series if len(s[2])]
+        series = [(x, xlabel, _curves(rows, x, key)) for x, xlabel in xs]
+        series = [s for s in series if s[2]]
         if not series:
             continue
         fig, axes = plt.subplots(1, len(series), figsize=(6 * len(series), 4), squeeze=False)
-        for ax, (_, xlabel, xv, yv) in zip(axes[0], series, strict=True):
-            ax.plot(xv, yv, marker="." if len(xv) < 50 else None)
+        for ax, (_, xlabel, curves) in zip(axes[0], series, strict=True):
+            for curve, xv, yv in curves:
+                ax.plot(xv, yv, marker="." if len(xv) < 50 else None, label=curve)
+            if curves[0][0] is not None:
+                ax.legend()
             ax.set_xlabel(xlabel)
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)

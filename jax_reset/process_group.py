@@ -138,11 +138,12 @@ class ProcessGroup:
 
         got = multihost_utils.process_allgather({
             "start": pad(records.start, np.int32), "good": pad(records.as_good_as_demo, np.int32),
-            "score": pad(records.score, np.float32), "final": pad(records.final_frame, np.int32)})
+            "score": pad(records.score, np.float32), "final": pad(records.final_frame, np.int32),
+            "demo": pad(records.demo, np.int32)})
         got = {k: np.asarray(v) for k, v in got.items()}
         merged = EpisodeRecords.concatenate(
             EpisodeRecords.make(got["start"][p, :n], got["good"][p, :n].astype(bool),
-                                got["score"][p, :n], got["final"][p, :n])
+                                got["score"][p, :n], got["final"][p, :n], got["demo"][p, :n])
             for p, n in enumerate(counts.tolist()))
         total = dict(zip(keys, gathered.sum(axis=0).tolist(), strict=True))
         return Exchanged(merged, {k[4:]: v for k, v in total.items() if k.startswith("sum:")},
@@ -168,7 +169,8 @@ class ProcessGroup:
             log_dir.mkdir(parents=True, exist_ok=True)
             row = {"update": int(update), "process": self.index, "processes": self.count,
                    "params": p_digest.hex(), "curriculum": c_digest.hex(),
-                   "starting_points": list(curriculum.get("starting_points", []))}
+                   "starting_points": list(curriculum.get("starting_points", [])) or [
+                       p for d in curriculum.get("demos", []) for p in d["starting_points"]]}
             with (log_dir / f"p{self.index}.jsonl").open("a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
         mine = np.frombuffer(p_digest + c_digest, np.int32)

@@ -207,12 +207,38 @@ def check_profile(window: tuple[int, int] | None, total_updates: int,
                          f"{start_update}; the window must start after it")
 
 
+def check_demo_paths(config: Config) -> list[dict[str, Any]]:
+    """``check_paths`` for every demo of the run (``demo.paths``): each exists, and all are of
+    one game (the first's, or ``demo.game``); one line naming the file otherwise. Returns the
+    headers, in ``demo.paths`` order."""
+    from jax_reset import demos
+
+    paths = config.demo.paths
+    if len(paths) == 1:
+        return [check_paths(config)]
+    headers = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise UsageError(f"demo.demo_paths: {path} does not exist")
+        headers.append(demos.load(path, check=False).header)
+    game = config.demo.game or headers[0]["game"]
+    for path, header in zip(paths, headers, strict=True):
+        if header["game"] != game:
+            raise UsageError(f"demo.demo_paths: demos of different games in one run: {path} is "
+                             f"a demo of {header['game']}, "
+                             + (f"but demo.game is {game}" if config.demo.game
+                                else f"{paths[0]} of {game}"))
+    if config.demo.rom_path is not None and not Path(config.demo.rom_path).is_file():
+        raise UsageError(f"demo.rom_path: {config.demo.rom_path} does not exist")
+    return headers
+
+
 def check_paths(config: Config) -> dict[str, Any]:
     """The demo (and the user's ROM) exist, and the demo is of ``demo.game`` when the config
     pins it: one line naming the key otherwise. Returns the demo's header."""
     from jax_reset import demos
 
-    demo_path = Path(config.demo.demo_path)
+    demo_path = Path(config.demo.paths[0])
     if not demo_path.is_file():
         raise UsageError(f"demo.demo_path: {demo_path} does not exist (convert the originals "
                          "with `python -m jax_reset.demo convert`)")

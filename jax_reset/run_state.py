@@ -23,7 +23,7 @@ from jax_reset.run_layout import CHECKPOINT_DIR, UsageError
 if TYPE_CHECKING:
     from jax_reset.checkpoint import Checkpoints
     from jax_reset.config import Config
-    from jax_reset.curriculum import CurriculumState
+    from jax_reset.curriculum import Curricula, CurriculumState
 
 RUNTIME_KEY = "runtime"  # the meta item's dotted config values the trainer changed at run time
 STATE_VERSION_KEY = "train_state_version"  # the meta item's ppo.update.TRAIN_STATE_VERSION
@@ -41,7 +41,8 @@ class RunState:
     update: int  # updates done
     agent_steps: int  # agent steps of every environment of the job
     frames: int  # emulator frames stepped
-    curriculum: CurriculumState
+    # Each demo's curriculum (a one-demo ``CurriculumState`` given here is wrapped).
+    curriculum: Curricula | CurriculumState
     config: Config
     runtime: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     # The stall controller; None when built: ``stall.init`` at the curriculum's maximum (a new
@@ -49,9 +50,12 @@ class RunState:
     stall: stall_lib.StallState | None = None
 
     def __post_init__(self) -> None:
+        from jax_reset.curriculum import as_curricula
+
+        object.__setattr__(self, "curriculum", as_curricula(self.curriculum))
         if self.stall is None:
             object.__setattr__(self, "stall",
-                               stall_lib.init(self.curriculum.max_starting_point))
+                               stall_lib.init(self.curriculum.max_starting_points))
 
 
 def saved_config(checkpoints: Checkpoints, step: int | None = None,
@@ -85,7 +89,7 @@ def save_state(checkpoints: Checkpoints, state: RunState, meta: Mapping[str, Any
             RUNTIME_KEY: dict(state.runtime)}
     return checkpoints.save(state.update, {"train_state": state.train_state,
                                            "counters": counters},
-                            cur.to_json(state.curriculum), meta,
+                            cur.curricula_to_json(state.curriculum), meta,
                             {cur.MAX_STARTING_POINT: state.curriculum.max_starting_point},
                             extra={STALL_ITEM: stall_lib.to_json(state.stall)})
 
@@ -142,8 +146,8 @@ def _restore_step(checkpoints: Checkpoints, target: RunState, meta: Mapping[str,
 
     try:
         saved_meta = checkpoints.read_meta(step)
-        changed = ckpt_lib.check_compatible(saved_meta, meta, config_lib.RESUME_FROZEN,
-                                            where=where)
+        changed = ckpt_lib.check_compatible(_with_defaults(saved_meta), meta,
+                                            config_lib.RESUME_FROZEN, where=where)
         got, restored, cur_json = _restore_train_state(checkpoints, target.train_state,
                                                        saved_meta.get(STATE_VERSION_KEY),
                                                        target.config.ppo, step)
@@ -156,6 +160,20 @@ def _restore_step(checkpoints: Checkpoints, target: RunState, meta: Mapping[str,
     return saved_meta, changed, restored, cur_json, stall_json
 
 
+def _with_defaults(saved_meta: Mapping[str, Any]) -> dict[str, Any]:
+    """``saved_meta`` with its config's keys added to the schema since at their defaults (a
+    checkpoint written before ``demo.demo_paths`` existed is the same one-demo run); as saved
+    if the config no longer reads."""
+    from jax_reset import config as config_lib
+
+    try:
+        config = config_lib.to_dict(config_lib.from_dict(config_lib.Config,
+                                                         saved_meta.get("config", {})))
+    except config_lib.ConfigError:
+        return dict(saved_meta)
+    return {**saved_meta, "config": config}
+
+
 def _run_state(target: RunState, saved_meta: Mapping[str, Any], restored: Mapping[str, Any],
                cur_json: Mapping[str, Any], stall_json: Mapping[str, Any] | None, step: int,
                where: str) -> RunState:
@@ -164,8 +182,15 @@ def _run_state(target: RunState, saved_meta: Mapping[str, Any], restored: Mappin
 
     got = {k: int(restored["counters"][k]) for k in COUNTERS}
     assert got["update"] == step, (got, step)
-    curriculum = cur.from_json(cur_json)
-    stall = stall_lib.init(curriculum.max_starting_point)
+    try:
+        curriculum = cur.curricula_from_json(cur_json)
+    except (ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"{where}: checkpoint {step}: {err}") from None
+    demos = len(target.config.demo.paths)
+    if curriculum.num_demos != demos:
+        raise UsageError(f"{where}: checkpoint {step} holds {curriculum.num_demos} demos' "
+                         f"curricula, the config names {demos}")
+    stall = stall_lib.init(curriculum.max_starting_points)
     if stall_json is not None and target.config.stall.enabled:
         try:
             stall = stall_lib.from_json(stall_json)

@@ -2,7 +2,8 @@
 
 The authors' advice for a run that stops making progress ("lower the learning rate and the
 entropy coefficient") done by the trainer: when the maximum starting point has not moved back
-past its lowest point so far for ``patience_decisions`` curriculum decisions, both are
+past its lowest point so far for ``patience_decisions`` curriculum decisions (with several
+demos: while no demo's maximum has moved back past its own lowest point), both are
 multiplied by ``factor`` (never below ``min_scale`` times the configured values); when it moves
 back again, the scale returns to 1 (``on_move="restore"``) or stays (``"keep"``). Off by
 default: the 2018 reference kept both constant.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 STATE_VERSION = 1
@@ -67,11 +69,20 @@ class StallState:
     decisions_without_move: int
     scale: float
     best_max: int
+    # Several demos: each demo's lowest maximum (best_max is then their minimum); () for one.
+    best_maxes: tuple[int, ...] = ()
 
 
-def init(max_starting_point: int) -> StallState:
-    """The state at the start of a run: scale 1, measured from the current starting point."""
-    return StallState(decisions_without_move=0, scale=1.0, best_max=int(max_starting_point))
+def init(max_starting_point: int | Sequence[int]) -> StallState:
+    """The state at the start of a run: scale 1, measured from the current starting point
+    (several demos: each demo's maximum starting point, in demo order)."""
+    if isinstance(max_starting_point, int) or len(max_starting_point) == 1:
+        best = (int(max_starting_point) if isinstance(max_starting_point, int)
+                else int(max_starting_point[0]))
+        return StallState(decisions_without_move=0, scale=1.0, best_max=best)
+    bests = tuple(int(x) for x in max_starting_point)
+    return StallState(decisions_without_move=0, scale=1.0, best_max=min(bests),
+                      best_maxes=bests)
 
 
 def stall_update(state: StallState, decision_decided: bool, old_max: int, new_max: int,
@@ -92,9 +103,38 @@ def stall_update(state: StallState, decision_decided: bool, old_max: int, new_ma
     if not config.enabled or not decision_decided:
         return state, False
     if new_max < min(state.best_max, old_max):
-        scale = 1.0 if config.on_move == "restore" else state.scale
-        new = StallState(decisions_without_move=0, scale=scale, best_max=int(new_max))
-        return new, scale != state.scale
+        return _moved(state, StallState(0, state.scale, int(new_max)), config)
+    return _not_moved(state, config)
+
+
+def stall_update_demos(state: StallState, decided: Sequence[bool], old_max: Sequence[int],
+                       new_max: Sequence[int], config: StallConfig) -> tuple[StallState, bool]:
+    """``stall_update`` of a run of one or several demos: each demo's curriculum decision this
+    update (``decided``, ``old_max``, ``new_max``, in demo order). One demo: ``stall_update``.
+    Several: an update in which some demo decided counts as one decision; it is a move when
+    some demo's maximum went below both its own lowest so far and its old maximum, so the scale
+    is lowered only while no demo's curriculum moves back."""
+    if len(decided) == 1 and not state.best_maxes:
+        return stall_update(state, decided[0], old_max[0], new_max[0], config)
+    if not config.enabled or not any(decided):
+        return state, False
+    moves = [d and n < min(b, o)
+             for d, b, o, n in zip(decided, state.best_maxes, old_max, new_max, strict=True)]
+    if any(moves):
+        bests = tuple(int(n) if mv else b
+                      for mv, b, n in zip(moves, state.best_maxes, new_max, strict=True))
+        return _moved(state, StallState(0, state.scale, min(bests), bests), config)
+    return _not_moved(state, config)
+
+
+def _moved(state: StallState, new: StallState, config: StallConfig) -> tuple[StallState, bool]:
+    """A move back: ``new`` (count 0, the new lowest maxima) with the scale restored or kept."""
+    scale = 1.0 if config.on_move == "restore" else state.scale
+    return dataclasses.replace(new, scale=scale), scale != state.scale
+
+
+def _not_moved(state: StallState, config: StallConfig) -> tuple[StallState, bool]:
+    """One more decision without a move: lowered once ``patience_decisions`` are reached."""
     count = state.decisions_without_move + 1
     if count < config.patience_decisions:
         return dataclasses.replace(state, decisions_without_move=count), False
@@ -121,10 +161,13 @@ def summary(state: StallState) -> dict[str, float]:
 
 
 def to_json(state: StallState) -> dict[str, Any]:
-    return {"version": STATE_VERSION,
-            "decisions_without_move": state.decisions_without_move,
-            "scale": state.scale,
-            "best_max": state.best_max}
+    out = {"version": STATE_VERSION,
+           "decisions_without_move": state.decisions_without_move,
+           "scale": state.scale,
+           "best_max": state.best_max}
+    if state.best_maxes:  # several demos only: a one-demo state is written as before
+        out["best_maxes"] = list(state.best_maxes)
+    return out
 
 
 def from_json(data: dict[str, Any]) -> StallState:
@@ -135,4 +178,5 @@ def from_json(data: dict[str, Any]) -> StallState:
     if not (math.isfinite(scale) and 0.0 < scale <= 1.0):
         raise ValueError(f"stall state: scale must be in (0, 1], got {scale}")
     return StallState(decisions_without_move=int(data["decisions_without_move"]),
-                      scale=scale, best_max=int(data["best_max"]))
+                      scale=scale, best_max=int(data["best_max"]),
+                      best_maxes=tuple(int(x) for x in data.get("best_maxes", [])))

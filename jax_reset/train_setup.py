@@ -12,6 +12,7 @@ import contextlib
 from typing import Any
 
 import jax
+import numpy as np
 
 from jax_reset import curriculum as cur
 from jax_reset import metrics as m
@@ -34,12 +35,14 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
     from jax_reset.sizes import SizeError, derive
 
     config, notes = resolve(req, full_size)
-    header = rd.check_paths(config)
+    headers = rd.check_demo_paths(config)
     rd.check_profile(profile, config.train.total_updates)
     mesh = make_data_mesh()
     try:
         sizes = derive(config, jax.process_count(), mesh.devices.size, jax.process_index())
-    except SizeError as err:
+        # Each environment's demo: contiguous blocks of the job's environments.
+        env_demos = cur.env_demos(sizes.num_envs_global, len(config.demo.paths))
+    except (SizeError, ValueError) as err:
         raise rd.UsageError(str(err)) from None
     group = ProcessGroup(mesh, sizes)
     group.barrier("jax_reset.train: run directory checked")  # before any process writes to it
@@ -49,15 +52,18 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
             if group.multi else ""), flush=True)
         for note in notes:
             print(note, flush=True)
-        print(f"game: {header['game']}, demo {config.demo.demo_path} ({header['num_frames']:,} "
-              f"frames, score {header['score']:g})", flush=True)
+        for d, (path, h) in enumerate(zip(config.demo.paths, headers, strict=True)):
+            which = f"demo {d} of {len(headers)}: " if len(headers) > 1 else "demo "
+            print(f"game: {h['game']}, {which}{path} ({h['num_frames']:,} frames, score "
+                  f"{h['score']:g})", flush=True)
     if group.multi:
         print(f"process {group.index} of {sizes.num_processes}: environments {sizes.env_lo} to "
               f"{sizes.env_hi - 1} of {sizes.num_envs_global}", flush=True)
     train = config.train
     with ckpt_lib.StopFlag() as stop, AtariPool(
             None, sizes.num_envs_local, train.workers, config=config.env, demo=config.demo,
-            seed=train.seed + sizes.env_lo) as pool, rd.open_checkpoints(
+            seed=train.seed + sizes.env_lo,
+            env_demos=env_demos[sizes.env_lo:sizes.env_hi]) as pool, rd.open_checkpoints(
             req.run_dir, train.keep_last) as checkpoints:
         network, train_state = create_train_state(config.network, config.ppo,
                                                   config.env.obs_shape, pool.num_actions,
@@ -68,11 +74,16 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
         meta = ckpt_lib.make_meta(config, train_state.params, game=pool.game,
                                   num_actions=int(pool.num_actions),
                                   num_frames=pool.demo_num_frames,
+                                  demos=[{"index": d, "path": p, "num_frames": t}
+                                         for d, (p, t) in enumerate(zip(
+                                             config.demo.paths, pool.demos_num_frames,
+                                             strict=True))],
                                   **{rd.STATE_VERSION_KEY: TRAIN_STATE_VERSION})
         state = rd.RunState(train_state=group.replicate(train_state),  # Orbax restores into
                             update=0, agent_steps=0, frames=0,  # the target's shardings
-                            curriculum=cur.init(sizes.num_envs_global, pool.demo_num_frames,
-                                                config.curriculum), config=config)
+                            curriculum=cur.init_curricula(sizes.num_envs_global,
+                                                          pool.demos_num_frames,
+                                                          config.curriculum), config=config)
         if req.resume and checkpoints.latest_step() is not None:
             state, _ = rd.restore_state(
                 checkpoints, state, meta, where=str(req.run_dir), step=req.checkpoint,
@@ -131,7 +142,8 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
 
 def input_mean_params(config: Any, params: Any) -> Any:
     """``params`` with the torso's input offset set to the demo's mean observation
-    (``network.input_norm = "demo_mean"``): the same on every process (the same demo)."""
+    (``network.input_norm = "demo_mean"``; several demos: the mean over all their frames, each
+    demo weighted by its length): the same on every process (the same demos)."""
     import time
 
     from jax_reset import demos
@@ -139,9 +151,15 @@ def input_mean_params(config: Any, params: Any) -> Any:
     from jax_reset.networks import set_input_mean
 
     t0 = time.perf_counter()
-    demo = demos.load(config.demo.demo_path, rom_path=config.demo.rom_path, check=False)
-    mean = demo_mean_observation(demo, config.env, config.demo.rom_path)
+    means, weights = [], []
+    for path in config.demo.paths:
+        demo = demos.load(path, rom_path=config.demo.rom_path, check=False)
+        means.append(demo_mean_observation(demo, config.env, config.demo.rom_path))
+        weights.append(float(demo.num_frames))
+    mean = means[0] if len(means) == 1 else np.average(
+        np.stack(means), axis=0, weights=weights).astype(means[0].dtype)
     if jax.process_index() == 0:
-        print(f"input offset: the demo's mean observation ({mean.shape[0]}x{mean.shape[1]}x"
+        whose = "the demos'" if len(means) > 1 else "the demo's"
+        print(f"input offset: {whose} mean observation ({mean.shape[0]}x{mean.shape[1]}x"
               f"{mean.shape[2]}) in {time.perf_counter() - t0:.1f} s", flush=True)
     return set_input_mean(params, mean)

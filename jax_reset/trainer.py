@@ -46,12 +46,15 @@ from jax_reset.run_config import resolve as resolve  # re-exported
 from jax_reset.sizes import Sizes
 
 
-def episode_metrics(records: cur.EpisodeRecords, max_sp: int) -> dict[str, float]:
+def episode_metrics(records: cur.EpisodeRecords,
+                    max_sp: int | tuple[int, ...]) -> dict[str, float]:
     """``env/`` means of the episodes that ended, and the success of those that started at or
-    before the maximum starting point (the reference's "as_good_as_demo_start")."""
+    before the maximum starting point (the reference's "as_good_as_demo_start"); ``max_sp``:
+    one, or each demo's (an episode is compared with its own demo's)."""
     if len(records) == 0:
         return {m.EPISODES: 0.0}
-    at_sp = records.start <= max_sp
+    at_sp = records.start <= (max_sp if isinstance(max_sp, int)
+                              else np.asarray(max_sp, np.int64)[records.demo])
     return {
         m.EPISODES: float(len(records)),
         m.EPISODE_SCORE: float(records.score.mean()),
@@ -117,9 +120,9 @@ class Trainer:
         self.update_fn = make_update(network, ppo, group.mesh)
         act_key = group.own_key(jax.random.fold_in(jax.random.PRNGKey(train.seed), 0x5EED))
         pool.set_starting_points(None, self.local_points(state.curriculum))  # before the reset
-        self.history = self._demo_history(state.curriculum)
+        self.histories = self._demo_histories(state.curriculum)
         self.actor = Actor(pool, make_act_fn(network), config.network, ppo.rollout_steps,
-                           ppo.burn_in_steps, act_key, self.history, make_warmup_fn(network),
+                           ppo.burn_in_steps, act_key, self.histories, make_warmup_fn(network),
                            train.warmup_steps, env_groups=train.env_groups)
         example = zeros_transition(1, sizes.num_envs_local, config.env.obs_shape,
                                    carry=self.actor.carry if self.actor.warm else None)
@@ -132,19 +135,25 @@ class Trainer:
             train.overlap)
         self.window = LogWindow()
 
-    def _demo_history(self, curriculum: cur.CurriculumState) -> DemoHistory | None:
+    def _demo_histories(self, curricula: cur.Curricula) -> list[DemoHistory] | None:
+        """Each demo's observations for the warm-up, in ``demo.paths`` order (None: no
+        warm-up)."""
         config = self.config
         if config.train.warmup_steps <= 0 or config.network.core == "none":
             return None
-        env = config.env
-        lo = curriculum.min_starting_point - env.frame_skip * (
-            config.train.warmup_steps + env.stack_num - 1)
-        history = DemoHistory(config.demo.demo_path, env, config.demo.rom_path, lo=lo)
-        print(f"demo observations for the warm-up: frames {history.lo:,} to "
-              f"{history.num_frames:,} in {history.build_s:.1f} s", flush=True)
-        return history
+        env, paths = config.demo, config.demo.paths
+        histories = []
+        for d, (path, curriculum) in enumerate(zip(paths, curricula.states, strict=True)):
+            lo = curriculum.min_starting_point - config.env.frame_skip * (
+                config.train.warmup_steps + config.env.stack_num - 1)
+            history = DemoHistory(path, config.env, env.rom_path, lo=lo)
+            which = f" of demo {d} ({path})" if len(paths) > 1 else ""
+            print(f"demo observations for the warm-up{which}: frames {history.lo:,} to "
+                  f"{history.num_frames:,} in {history.build_s:.1f} s", flush=True)
+            histories.append(history)
+        return histories
 
-    def local_points(self, curriculum: cur.CurriculumState) -> np.ndarray:
+    def local_points(self, curriculum: cur.Curricula) -> np.ndarray:
         """This process's environments' starting points."""
         return curriculum.starting_points[self.sizes.env_lo:self.sizes.env_hi]
 
@@ -165,26 +174,30 @@ class Trainer:
             sums={"frames": rollout.frames, "valid": float(rollout.transition.valid.sum())},
             means=rollout.metrics, stop=stop_requested)
 
-    def advance_curriculum(self, records: cur.EpisodeRecords) -> cur.Decision:
-        """The curriculum after the job's ``records``; moved starting points go to the actor
-        (applied at the start of its next rollout)."""
-        curriculum, decision = cur.update(self.state.curriculum, records,
-                                          self.config.ppo.rollout_steps, self.config.curriculum)
+    def advance_curriculum(self, records: cur.EpisodeRecords) -> tuple[cur.Decision, ...]:
+        """Each demo's curriculum after the job's ``records`` (its own episodes); moved
+        starting points go to the actor (applied at the start of its next rollout). Returns
+        each demo's decision."""
+        curriculum, decisions = cur.update_curricula(self.state.curriculum, records,
+                                                     self.config.ppo.rollout_steps,
+                                                     self.config.curriculum)
         self.state = dataclasses.replace(self.state, curriculum=curriculum)
-        if decision.decided and decision.new_max != decision.old_max:
+        if any(d.decided and d.new_max != d.old_max for d in decisions):
             self.actor.set_starting_points(self.local_points(curriculum))
-        return decision
+        return decisions
 
-    def handle_stall(self, decision: cur.Decision) -> bool:
-        """The stall controller after the curriculum's ``decision``; when its scale changes,
+    def handle_stall(self, decisions: tuple[cur.Decision, ...]) -> bool:
+        """The stall controller after the curricula's ``decisions`` (it reacts when no demo's
+        curriculum has moved: ``stall.stall_update_demos``); when its scale changes,
         the learning rate and entropy coefficient in force become the config's times the new
         scale (runtime values: no recompile) and process 0 prints one line. Returns whether
         they changed."""
         from jax_reset.ppo.update import with_hyperparams
 
         s = self.state
-        st, changed = stall_lib.stall_update(s.stall, decision.decided, decision.old_max,
-                                             decision.new_max, self.config.stall)
+        st, changed = stall_lib.stall_update_demos(
+            s.stall, [d.decided for d in decisions], [d.old_max for d in decisions],
+            [d.new_max for d in decisions], self.config.stall)
         train_state = s.train_state
         if changed:
             ppo = self.config.ppo
@@ -192,8 +205,10 @@ class Trainer:
             train_state = with_hyperparams(train_state, learning_rate=lr, ent_coef=ent)
             if self.group.is_main:
                 why = "stalled" if st.scale < s.stall.scale else "moved back"
-                print(f"update {s.update + 1}: curriculum {why} at starting point "
-                      f"{decision.new_max:,}: learning rate {lr:.3g}, ent_coef {ent:.3g} "
+                points = ("starting point" + "s" * (len(decisions) > 1) + " "
+                          + ", ".join(f"{d.new_max:,}" for d in decisions))
+                print(f"update {s.update + 1}: curriculum {why} at {points}: learning rate "
+                      f"{lr:.3g}, ent_coef {ent:.3g} "
                       f"(stall scale {st.scale:g})", flush=True)
         self.state = dataclasses.replace(s, stall=st, train_state=train_state)
         return changed
@@ -230,9 +245,8 @@ class Trainer:
             **update_metrics,
             m.UPDATE: float(s.update), m.AGENT_STEPS: float(s.agent_steps),
             m.FRAMES: float(s.frames), m.VALID_SHARE: valid_share,
-            **cur.summary(s.curriculum), **stall_lib.summary(s.stall),
-            **episode_metrics(cur.EpisodeRecords.concatenate(self.window.records),
-                              s.curriculum.max_starting_point),
+            **cur.summary_all(s.curriculum), **stall_lib.summary(s.stall),
+            **self._episode_metrics(cur.EpisodeRecords.concatenate(self.window.records)),
             **self.window.means(),
         }
         if self.writer is not None:
@@ -241,6 +255,18 @@ class Trainer:
             self.display.update(s.update, metrics)
         self.window = LogWindow()
         return metrics
+
+    def _episode_metrics(self, records: cur.EpisodeRecords) -> dict[str, float]:
+        """``episode_metrics`` of the window; with several demos also each demo's, under
+        ``cur.demo_key``."""
+        curricula = self.state.curriculum
+        if curricula.num_demos == 1:
+            return episode_metrics(records, curricula.max_starting_point)
+        out = episode_metrics(records, curricula.max_starting_points)
+        for d, sp in enumerate(curricula.max_starting_points):
+            out.update({cur.demo_key(k, d): v
+                        for k, v in episode_metrics(records.of_demo(d), sp).items()})
+        return out
 
     def save(self) -> bool:
         """The run state as checkpoint ``update`` (False if that one is saved already)."""
@@ -258,8 +284,8 @@ class Trainer:
         except Stopped:
             return False
         got = self.exchange(rollout, stop.is_set())
-        decision = self.advance_curriculum(got.records)
-        self.handle_stall(decision)
+        decisions = self.advance_curriculum(got.records)
+        self.handle_stall(decisions)
         # The learner's seconds, and the updates between the acting parameters and the ones
         # this update started from.
         learner = {m.LEARNER_WAIT_S: wait_s,
@@ -270,11 +296,11 @@ class Trainer:
         self.window.add(got.records, self.sizes.agent_steps_per_update,
                         {**got.means, **learner})
         update, train = self.state.update, self.config.train
-        if (decision.decided or got.stop or update % train.checkpoint_every == 0
+        if (any(d.decided for d in decisions) or got.stop or update % train.checkpoint_every == 0
                 or update == train.total_updates):
             # The stall state with the curriculum's: both follow from the same decisions.
             self.group.check_agreement(update, self.state.train_state.params,
-                                       {**cur.to_json(self.state.curriculum),
+                                       {**cur.curricula_to_json(self.state.curriculum),
                                         "stall": stall_lib.to_json(self.state.stall)},
                                        self.run_dir / rd.PROCESSES_DIR)
         self.log(update_metrics, got.sums["valid"] / (self.sizes.rollout_steps

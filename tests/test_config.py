@@ -58,8 +58,8 @@ PONG_FULL: dict[str, Any] = {
                    "min_decision_steps": 128, "min_episodes": 16, "rule": "episodes",
                    "spread": 320, "spread_factor": 2.0, "start_at": None,
                    "success_threshold": 0.2},
-    "demo": {"allowed_lag_frames": 50, "demo_path": "demos/Pong.npz", "dense_stride": 16,
-             "entropy_boost_frames": 100, "extra_frames_log_max": 7.0,
+    "demo": {"allowed_lag_frames": 50, "demo_path": "demos/Pong.npz", "demo_paths": [],
+             "dense_stride": 16, "entropy_boost_frames": 100, "extra_frames_log_max": 7.0,
              "p_start_at_starting_point": 0.8, "rom_path": None,
              "game": "Pong"},  # (pinned later: the trainer checks it against the demo)
     "env": {"autoreset": "same_step", "episodic_life": False, "fire_reset": None, "frame_skip": 4,

@@ -2,7 +2,9 @@
 
 One test, three runs sharing a run directory (each JAX start costs seconds on a busy CPU):
 
-1. ``--local-processes 2``, a fresh run of 2 updates: only process 0 logs; every process holds
+1. ``--local-processes 2``, a fresh run of 2 updates with two demos (process 0's environments
+   restore from one, process 1's from the other, each demo's curriculum decided on the other
+   process's records too): only process 0 logs; every process holds
    bit-identical parameters and the same curriculum state (starting points included) after
    each curriculum decision and checkpoint (``processes/p<i>.jsonl``); one checkpoint.
 2. The job resumed as 2 processes started by hand (as on a cluster, no launcher), process 1
@@ -28,6 +30,7 @@ from jax_reset.checkpoint import Checkpoints
 from jax_reset.distributed import free_port
 from jax_reset.metrics import read_jsonl
 from tests.conftest import processes_tagged, train_cmd, wait_for_update
+from tests.test_multidemo import PONG, PREFIX_FRAMES, make_prefix_demo, paths_override
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.toml"
@@ -57,11 +60,12 @@ def digests(run_dir: Path, process: int) -> list[dict]:
 def test_two_processes_agree_resume_and_fail_together(tmp_path: Path,
                                                      env: dict[str, str]) -> None:
     run_dir = tmp_path / "run"
+    prefix = make_prefix_demo(tmp_path / "PongPrefix.npz")
 
-    # 1. Two processes from the local launcher.
+    # 1. Two processes from the local launcher, two demos (2 environments each).
     first = subprocess.run(
         train_cmd("--config", str(SMOKE), "--run-dir", str(run_dir), "--local-processes", "2",
-                  "train.total_updates=2", *TINY),
+                  "train.total_updates=2", paths_override(PONG, prefix), *TINY),
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     out = first.stdout + first.stderr
     assert first.returncode == 0, out[-4000:]
@@ -79,8 +83,12 @@ def test_two_processes_agree_resume_and_fail_together(tmp_path: Path,
         assert a["processes"] == b["processes"] == 2
         assert (a["params"], a["curriculum"]) == (b["params"], b["curriculum"]), (a, b)
         assert a["starting_points"] == b["starting_points"] and len(a["starting_points"]) == 4
+        # Environments 0-1 on the long demo, 2-3 on the 3,000-frame one.
+        assert min(a["starting_points"][:2]) > PREFIX_FRAMES
+        assert max(a["starting_points"][2:]) < PREFIX_FRAMES
     with Checkpoints(run_dir / "checkpoints", keep_last=2) as ckpt:
         assert ckpt.latest_step() == 2
+    assert "curriculum/demo1/max_starting_point" in rows[-1]
 
     # 2. Resumed as two processes started by hand; process 1 is killed once both run.
     base = {**env, "JAX_RESET_COORDINATOR": f"127.0.0.1:{free_port()}",

@@ -64,6 +64,11 @@ frames budget are drawn by the pool's workers, where the resets happen
 (``jax_reset.envs.DemoResetConfig``); the controller only sets the starting points.
 ``python -m jax_reset.bench curriculum`` measures both rules on a synthetic agent.
 
+Several demos of one game in one run (``demo.demo_paths``): ``multi`` divides the environments
+among them in contiguous blocks and keeps one state per demo (``Curricula``), each decided on
+its own demo's episodes (``EpisodeRecords.demo``); one demo is the degenerate case, with
+today's checkpoint item and metric keys.
+
 Deliberate differences from the reference in ``rule = "reference"``, each kept small:
 * The throttle counts frames moved since this run's origin (its starting point at launch or
   ``start_at``), not since the demo's end: the reference, started at a given point, refused to
@@ -85,6 +90,19 @@ from jax_reset.curriculum.controller import (
     update,
 )
 from jax_reset.curriculum.episodes import episodes_rule_max, update_episodes
+from jax_reset.curriculum.multi import (
+    Curricula,
+    as_curricula,
+    demo_bounds,
+    demo_key,
+    env_demos,
+    equal,
+    init_curricula,
+    summary_all,
+    update_curricula,
+)
+from jax_reset.curriculum.multi import from_json as curricula_from_json
+from jax_reset.curriculum.multi import to_json as curricula_to_json
 from jax_reset.curriculum.reference import next_max_starting_point, success_table
 from jax_reset.curriculum.state import (
     RULES,
@@ -93,7 +111,6 @@ from jax_reset.curriculum.state import (
     CurriculumState,
     Decision,
     EpisodeRecords,
-    equal,
     even_starting_points,
     from_json,
     init,
@@ -106,8 +123,10 @@ from jax_reset.curriculum.state import (
 __all__ = [
     "DECISIONS", "MAX_STARTING_POINT", "MIN_STARTING_POINT", "PENDING_EPISODES", "PROGRESS",
     "RULES", "SHARE_AT_MAX", "SPREAD_FRAMES", "STATE_VERSION", "SUCCESS_TABLE_AT_SP",
-    "CurriculumConfig", "CurriculumState", "Decision", "EpisodeRecords", "episodes_rule_max",
-    "equal", "even_starting_points", "from_json", "init", "initial_starting_points",
-    "next_max_starting_point", "set_max_starting_point", "shift", "success_table", "summary",
-    "to_json", "update", "update_episodes",
+    "Curricula", "CurriculumConfig", "CurriculumState", "Decision", "EpisodeRecords",
+    "as_curricula", "curricula_from_json", "curricula_to_json", "demo_bounds", "demo_key",
+    "env_demos", "episodes_rule_max", "equal", "even_starting_points", "from_json", "init",
+    "init_curricula", "initial_starting_points", "next_max_starting_point",
+    "set_max_starting_point", "shift", "success_table", "summary", "summary_all", "to_json",
+    "update", "update_curricula", "update_episodes",
 ]

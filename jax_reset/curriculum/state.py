@@ -82,16 +82,21 @@ class EpisodeRecords:
       as_good_as_demo: bool [E], the episode's score reached the demo's final score.
       score: float64 [E], the episode's final (unclipped, running) score.
       final_frame: int64 [E], the absolute frame index the episode reached.
+      demo: int64 [E], the index of the run's demo the episode started from (``demo.paths``;
+        zeros when not given: a one-demo run).
     """
 
     start: np.ndarray
     as_good_as_demo: np.ndarray
     score: np.ndarray
     final_frame: np.ndarray
+    demo: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.start)
-        for name in ("as_good_as_demo", "score", "final_frame"):
+        demo = np.zeros(n, np.int64) if self.demo is None else np.asarray(self.demo, np.int64)
+        object.__setattr__(self, "demo", demo.reshape(-1))
+        for name in ("as_good_as_demo", "score", "final_frame", "demo"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"EpisodeRecords.{name} has {len(getattr(self, name))} entries, "
                                  f"start has {n}")
@@ -99,7 +104,8 @@ class EpisodeRecords:
     @staticmethod
     def make(start: Sequence[int] | np.ndarray, as_good_as_demo: Sequence[bool] | np.ndarray,
              score: Sequence[float] | np.ndarray | None = None,
-             final_frame: Sequence[int] | np.ndarray | None = None) -> EpisodeRecords:
+             final_frame: Sequence[int] | np.ndarray | None = None,
+             demo: Sequence[int] | np.ndarray | None = None) -> EpisodeRecords:
         start = np.asarray(start, dtype=np.int64).reshape(-1)
         n = len(start)
         return EpisodeRecords(
@@ -108,6 +114,7 @@ class EpisodeRecords:
             score=(np.zeros(n) if score is None else np.asarray(score, np.float64).reshape(-1)),
             final_frame=(start.copy() if final_frame is None
                          else np.asarray(final_frame, np.int64).reshape(-1)),
+            demo=None if demo is None else np.asarray(demo, np.int64).reshape(-1),
         )
 
     @staticmethod
@@ -124,6 +131,12 @@ class EpisodeRecords:
 
     def __len__(self) -> int:
         return len(self.start)
+
+    def of_demo(self, index: int) -> EpisodeRecords:
+        """The episodes that started from demo ``index``."""
+        keep = self.demo == index
+        return EpisodeRecords(*(getattr(self, f.name)[keep]
+                                for f in dataclasses.fields(EpisodeRecords)))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

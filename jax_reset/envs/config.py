@@ -115,11 +115,15 @@ class EnvConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DemoResetConfig:
-    """Episodes restarted from the states of one demo, with the reference's per-frame rules
-    (`docs/algorithm.md`, "Starting an episode from the demo" and "Ending an episode")."""
+    """Episodes restarted from the states of one demo (or several of one game), with the
+    reference's per-frame rules (`docs/algorithm.md`, "Starting an episode from the demo" and
+    "Ending an episode")."""
 
-    demo_path: str
+    demo_path: str = ""
     """A `demos/<Game>.npz` file; every worker loads it itself."""
+    demo_paths: tuple[str, ...] = ()
+    """Several demos of one game in one run (they replace `demo_path` when given): the
+    environments are divided among them in contiguous blocks, in this order (`paths`)."""
     game: str | None = None
     """The game this config is for ("Pong"): a demo file of another game is refused (the
     header says its game). None: whatever game the demo is of."""
@@ -144,10 +148,20 @@ class DemoResetConfig:
     more frames, U ~ U[0, 1)."""
 
     def __post_init__(self) -> None:
+        if not self.paths:
+            raise ValueError("missing key 'demo.demo_path' (or demo.demo_paths)")
+        if any(not p for p in self.paths):
+            raise ValueError("demo.demo_paths: an entry is empty")
         if self.dense_stride < 1:
             raise ValueError("dense_stride must be >= 1")
         if not 0.0 <= self.p_start_at_starting_point <= 1.0:
             raise ValueError("p_start_at_starting_point must be in [0, 1]")
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The run's demo files: `demo_paths` if given, else (`demo_path`,)."""
+        return tuple(self.demo_paths) if self.demo_paths else (
+            (self.demo_path,) if self.demo_path else ())
 
 
 def rom_id(game: str) -> str:

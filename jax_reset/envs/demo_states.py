@@ -19,30 +19,34 @@ from jax_reset.envs.config import DemoResetConfig
 from jax_reset.envs.procs import OP_BUILD_STATES, OP_LOAD_STATES, PoolError, Workers
 from jax_reset.envs.rules import draw_start_frame
 
-# Dense demo states of the last demo a pool of this process was made with: (path, source
-# hash, T, stride) -> states. A second pool on the same demo then starts without a replay.
+# Dense demo states of the last demos pools of this process were made with: (path, source
+# hash, T, stride) -> states. A second pool on the same demos then starts without a replay.
 _STATE_CACHE: dict[tuple, list[bytes]] = {}
+_CACHE_DEMOS = 4  # demos kept: tens of MB each for a long demo
 
 
-def share_dense_states(workers: Workers, demo, stride: int, segments: list) -> float:
-    """States every `stride` frames of `demo` (from this process's cache or replayed by the
-    workers), copied into a new segment (appended to `segments`, the pool's list to free) and
-    loaded by every worker. Returns the time it took in seconds."""
+def share_dense_states(workers: Workers, demo, stride: int, segments: list,
+                       index: int = 0) -> float:
+    """States every `stride` frames of `demo`, the pool's demo number `index` (from this
+    process's cache or replayed by the workers), copied into a new segment (appended to
+    `segments`, the pool's list to free) and loaded by every worker. Returns the time it took
+    in seconds."""
     t0 = time.perf_counter()
     num_frames = int(demo.num_frames)
     grid = np.arange(0, num_frames + 1, stride)
     key = (str(demo.path), demo.header.get("source_sha256"), num_frames, stride)
     states = _STATE_CACHE.get(key)
     if states is None:
-        states = _replay_states(workers, grid, stride)
-        _STATE_CACHE.clear()  # keep one demo's states: tens of MB for a long demo
+        states = _replay_states(workers, grid, stride, index)
+        while len(_STATE_CACHE) >= _CACHE_DEMOS:
+            del _STATE_CACHE[next(iter(_STATE_CACHE))]  # the oldest
         _STATE_CACHE[key] = states
     offsets = np.zeros(len(states) + 1, np.int64)
     offsets[1:] = np.cumsum([len(s) for s in states])
     seg = shared_memory.SharedMemory(create=True, size=max(int(offsets[-1]), 1))
     segments.append(seg)
     seg.buf[: offsets[-1]] = b"".join(states)
-    msg = bytes((OP_LOAD_STATES,)) + pickle.dumps((seg.name, stride, offsets))
+    msg = bytes((OP_LOAD_STATES,)) + pickle.dumps((index, seg.name, stride, offsets))
     for w in range(len(workers)):
         workers.send(w, msg)
     for w in range(len(workers)):
@@ -50,8 +54,10 @@ def share_dense_states(workers: Workers, demo, stride: int, segments: list) -> f
     return time.perf_counter() - t0
 
 
-def _replay_states(workers: Workers, grid: np.ndarray, stride: int) -> list[bytes]:
-    """States at the frames of `grid`, each worker replaying one contiguous chunk."""
+def _replay_states(workers: Workers, grid: np.ndarray, stride: int,
+                   index: int = 0) -> list[bytes]:
+    """States at the frames of `grid` of demo `index`, each worker replaying one contiguous
+    chunk."""
     cuts = np.linspace(0, len(grid), len(workers) + 1).round().astype(np.int64)
     jobs = []
     for w in range(len(workers)):
@@ -59,7 +65,7 @@ def _replay_states(workers: Workers, grid: np.ndarray, stride: int) -> list[byte
             continue
         lo = int(grid[cuts[w]])
         hi = int(grid[cuts[w + 1] - 1]) + 1
-        workers.send(w, bytes((OP_BUILD_STATES,)) + pickle.dumps((lo, hi, stride)))
+        workers.send(w, bytes((OP_BUILD_STATES,)) + pickle.dumps((index, lo, hi, stride)))
         jobs.append(w)
     states: list[bytes] = []
     for w in jobs:
@@ -120,11 +126,13 @@ class WorkerDemo:
     """A worker's demo: the recorded game, its dense states once loaded, and the restores
     made of them (the demo restore path of `Worker`)."""
 
-    def __init__(self, config: DemoResetConfig, action_set: list, noop) -> None:
+    def __init__(self, config: DemoResetConfig, action_set: list, noop,
+                 path: str | None = None) -> None:
+        """`path`: one of `config.paths` (default: the first)."""
         from jax_reset import demos
 
         self.config = config
-        self.demo = demos.load(config.demo_path, rom_path=config.rom_path)
+        self.demo = demos.load(path or config.paths[0], rom_path=config.rom_path)
         self.returns = np.asarray(self.demo.returns, np.float64)  # R[f], [T]
         self.num_frames = int(self.demo.num_frames)
         self.final_score = float(self.returns[-1])

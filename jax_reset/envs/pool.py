@@ -26,7 +26,9 @@ class AtariPool:
 
     Plain mode (`demo=None`): EnvPool's Atari env (see `EnvConfig`). Demo mode: every reset
     restores the demo at a start frame drawn from the env's starting point (or one given with
-    `set_start_frames`), and the curriculum's per-frame episode rules end episodes.
+    `set_start_frames`), and the curriculum's per-frame episode rules end episodes. With several
+    demos of one game (`DemoResetConfig.demo_paths`), `env_demos` says which one each env
+    restores from; every worker holds them all.
 
     Actions are indices into the game's minimal action set, int [B]. The asynchronous pair
     `send(actions, env_ids)` / `recv()` lets part of the envs emulate while the caller computes
@@ -51,11 +53,13 @@ class AtariPool:
         timeout_s: float = 120.0,
         poll_s: float = 0.25,
         heartbeat_s: float = 5.0,
+        env_demos: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         """game: EnvPool-style name ("Pong", "MontezumaRevenge"); None to take the demo's.
         num_workers is capped at num_envs; envs are split into contiguous, near-equal slices.
         timeout_s: the longest a single command may take before the pool gives up on it.
         heartbeat_s: how long a worker's heartbeat may stand still while the pool waits on it.
+        env_demos: int [num_envs], each env's index into `demo.paths` (None: all the first).
         """
         if start_method == "fork":
             raise ValueError("fork is unsafe with a threaded parent (JAX): use spawn/forkserver")
@@ -69,13 +73,28 @@ class AtariPool:
         self._workers = Workers(timeout_s, poll_s, heartbeat_s)
         self._segments: list = []  # shared memory to free at close: the pool's, demo states
         self.demo = None
+        self.demos: list = []
+        self.env_demo = np.zeros(self.num_envs, np.int64)  # env -> index into self.demos
         if demo is not None:
             from jax_reset import demos
 
-            self.demo = demos.load(demo.demo_path, rom_path=demo.rom_path)
+            self.demos = [demos.load(p, rom_path=demo.rom_path) for p in demo.paths]
+            self.demo = self.demos[0]
             if game is not None and game != self.demo.game:
                 raise ValueError(f"game {game!r} but the demo is of {self.demo.game!r}")
             game = self.demo.game
+            for d, p in zip(self.demos, demo.paths, strict=True):
+                if d.game != game or d.rom_id != self.demo.rom_id:
+                    raise ValueError(f"demos of different games in one run: {p} is of "
+                                     f"{d.game}, {demo.paths[0]} of {game}")
+            if env_demos is not None:
+                self.env_demo = np.asarray(env_demos, np.int64).reshape(-1)
+                if (self.env_demo.shape != (self.num_envs,) or self.env_demo.min() < 0
+                        or self.env_demo.max() >= len(self.demos)):
+                    raise ValueError(f"env_demos must hold {self.num_envs} indices in "
+                                     f"[0, {len(self.demos)})")
+        elif env_demos is not None:
+            raise ValueError("env_demos needs a pool made with a demo")
         if game is None:
             raise ValueError("game is required without a demo")
         self.game = game
@@ -114,15 +133,15 @@ class AtariPool:
                     shm_name=seg.name,
                     layout=layout,
                     seed=int(seed),
+                    env_demo=tuple(self.env_demo[bounds[w]:bounds[w + 1]].tolist()),
                 )
                 self._workers.start(ctx, worker_main, spec, name=f"atari-{w}")
             for w in range(self.num_workers):
                 self._reply(w)
             self.num_actions = len(make_ale(self.rom_path, 0, 0.0).getMinimalActionSet())
-            if self.demo is not None:
-                self.demo_states_build_s = share_dense_states(
-                    self._workers, self.demo, demo.dense_stride, self._segments
-                )
+            self.demo_states_build_s = sum(
+                share_dense_states(self._workers, d, demo.dense_stride, self._segments, index)
+                for index, d in enumerate(self.demos))
         except BaseException:
             self.close()
             raise
@@ -139,6 +158,13 @@ class AtariPool:
         if self.demo is None:
             raise ValueError("no demo")
         return int(self.demo.num_frames)
+
+    @property
+    def demos_num_frames(self) -> tuple[int, ...]:
+        """Each demo's length T in frames, in `demo.paths` order (demo mode only)."""
+        if self.demo is None:
+            raise ValueError("no demo")
+        return tuple(int(d.num_frames) for d in self.demos)
 
     # ------------------------------------------------------------------ the API
 
@@ -190,11 +216,15 @@ class AtariPool:
             out = {name: v[name][ids] for name in _OUTPUT_NAMES}
         return PoolStep(env_ids=ids, **out)
 
-    def _demo_frames(self, values: Sequence[int] | np.ndarray, what: str) -> np.ndarray:
-        """int64 frame indices, checked to lie in the demo, [0, T]."""
+    def _demo_frames(self, values: Sequence[int] | np.ndarray, what: str,
+                     ids: np.ndarray) -> np.ndarray:
+        """int64 frame indices of envs `ids`, checked to lie in each env's demo, [0, T]."""
         frames = np.asarray(values, np.int64)
-        if frames.size and (frames.min() < 0 or frames.max() > self.demo_num_frames):
-            raise ValueError(f"{what} must be in [0, {self.demo_num_frames}]")
+        limit = np.asarray(self.demos_num_frames, np.int64)[self.env_demo[ids]]
+        if frames.size and (frames.min() < 0 or (frames > limit).any()):
+            raise ValueError(f"{what} must be in [0, {int(limit.max())}]"
+                             + (" (each env's own demo's length)" if len(self.demos) > 1
+                                else ""))
         return frames
 
     def set_starting_points(
@@ -205,7 +235,8 @@ class AtariPool:
         including the automatic one. `entropy_boost` follows the new sp from the next step on
         (a step is boosted while its first frame is < sp + 100), as in the reference."""
         ids = self._check_idle(env_ids)
-        self._views["starting_point"][ids] = self._demo_frames(starting_points, "starting points")
+        self._views["starting_point"][ids] = self._demo_frames(starting_points, "starting points",
+                                                              ids)
 
     def set_start_frames(
         self, env_ids: Sequence[int] | np.ndarray | None, frames: np.ndarray
@@ -213,7 +244,7 @@ class AtariPool:
         """The start frame of the next episode of each env (one shot; afterwards starts are drawn
         from the starting point again). Used by the next reset, including the automatic one."""
         ids = self._check_idle(env_ids)
-        self._views["next_start"][ids] = self._demo_frames(frames, "start frames")
+        self._views["next_start"][ids] = self._demo_frames(frames, "start frames", ids)
 
     def restore(
         self,

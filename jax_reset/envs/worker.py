@@ -54,6 +54,8 @@ class WorkerSpec:
     shm_name: str
     layout: shm.Layout
     seed: int
+    # The index into demo.paths of each of this worker's environments (empty: all demo 0).
+    env_demo: tuple[int, ...] = ()
 
 
 def make_ale(rom_path: str, seed: int, repeat_action_probability: float):
@@ -108,12 +110,22 @@ class Worker:
         self.bufs = [np.zeros(shape, np.uint8) for _ in range(2)]
         self.scratch = demo_obs.make_scratch(cfg)
         self.grab = "getScreenGrayscale" if cfg.gray_scale else "getScreenRGB"
-        self.demo: WorkerDemo | None = None
-        self.rules = None  # the curriculum's per-frame end rules (demo mode)
+        # Demo mode: every demo of the run (each worker replays a chunk of each when the
+        # pool builds their dense states), and per environment its own demo and that demo's
+        # per-frame end rules.
+        self.demo: WorkerDemo | None = None  # the first demo; None: plain mode
+        self.demos: list[WorkerDemo] = []
+        self.env_demos: list[WorkerDemo] = []
+        self.env_rules: list = [None] * (hi - lo)
         self.boost_frames = 0
         if spec.demo is not None:
-            self.demo = WorkerDemo(spec.demo, self.action_set, self.noop)
-            self.rules = frame_rules(self.demo.returns, spec.demo.allowed_lag_frames)
+            self.demos = [WorkerDemo(spec.demo, self.action_set, self.noop, path)
+                          for path in spec.demo.paths]
+            self.demo = self.demos[0]
+            rules = [frame_rules(d.returns, spec.demo.allowed_lag_frames) for d in self.demos]
+            index = list(spec.env_demo) or [0] * (hi - lo)
+            self.env_demos = [self.demos[k] for k in index]
+            self.env_rules = [rules[k] for k in index]
             self.boost_frames = spec.demo.entropy_boost_frames
 
     # ------------------------------------------------------------------ commands
@@ -127,12 +139,13 @@ class Worker:
             elif op == OP_RESET:
                 self.reset(self._ids(msg))
             elif op == OP_BUILD_STATES:
-                lo, hi, stride = pickle.loads(msg[1:])
-                chunk = self.demo.build_chunk(self.envs[0].ale, lo, hi, stride)
+                index, lo, hi, stride = pickle.loads(msg[1:])
+                chunk = self.demos[index].build_chunk(self.envs[0].ale, lo, hi, stride)
                 conn.send_bytes(b"k" + pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
                 continue
             elif op == OP_LOAD_STATES:
-                self.demo.load_states(*pickle.loads(msg[1:]))
+                index, *args = pickle.loads(msg[1:])
+                self.demos[index].load_states(*args)
             elif op == OP_RAM:
                 # Tests and debugging: the RAM of the given envs, 128 bytes each, in order.
                 ram = b"".join(self.envs[i].ale.getRAM().tobytes() for i in self._ids(msg))
@@ -153,8 +166,8 @@ class Worker:
     def close(self) -> None:
         self.v = {}
         self.obs_rows = []
-        if self.demo is not None:
-            self.demo.close()
+        for demo in self.demos:
+            demo.close()
         # BufferError: a view is still alive; the mapping goes with the process.
         with contextlib.suppress(BufferError):
             self._shm.close()
@@ -179,7 +192,7 @@ class Worker:
         skip = cfg.frame_skip
         bufs = self.bufs
         grab = getattr(ale, self.grab)
-        rules = self.rules
+        rules = self.env_rules[i]
         raw = 0.0
         clipped = 0.0
         reason = 0
@@ -195,7 +208,7 @@ class Worker:
         k = 0
         for k in range(skip):
             # act None: the demo's own action of this frame (NOOP past its end).
-            r = ale.act(act if act is not None else self._demo_action(frame))
+            r = ale.act(act if act is not None else self._demo_action(i, frame))
             frame += 1
             if r:
                 raw += r
@@ -253,10 +266,10 @@ class Worker:
         self._push(i, src, push_all=False)
         self._write_status(i, e, boost)
 
-    def _demo_action(self, frame: int):
+    def _demo_action(self, i: int, frame: int):
         if self.demo is None:
             raise ValueError("action -1 (play the demo's actions) needs a demo")
-        return self.demo.action(frame)
+        return self.env_demos[i].action(frame)
 
     def _write_end(self, i: int, reason: int) -> None:
         """Row i's end columns for an int EndReason (0: the episode goes on)."""
@@ -272,7 +285,8 @@ class Worker:
         v["ep_start_frame"][i] = e.start_frame
         v["ep_end_frame"][i] = e.frame
         v["ep_score"][i] = e.score
-        v["ep_as_good_as_demo"][i] = self.demo is not None and e.score >= self.demo.final_score
+        v["ep_as_good_as_demo"][i] = (self.demo is not None
+                                      and e.score >= self.env_demos[i].final_score)
         v["ep_starting_point"][i] = e.sp
 
     def _write_status(self, i: int, e: _EnvState, boost: bool) -> None:
@@ -313,7 +327,8 @@ class Worker:
         e.elapsed = 0 if self.demo is not None else e.elapsed
         self.v["episode_start"][i] = True
         # An episode's first obs was produced by no agent step: flagged by its start frame.
-        boost = self.rules is not None and entropy_boost(e.frame, e.sp, self.boost_frames)
+        boost = self.env_rules[i] is not None and entropy_boost(e.frame, e.sp,
+                                                                 self.boost_frames)
         self._write_status(i, e, boost)
 
     def _reset_plain(self, i: int, e: _EnvState) -> int:
@@ -355,7 +370,7 @@ class Worker:
         the emulator frames run."""
         v = self.v
         e.sp = int(v["starting_point"][i])
-        start = self.demo.start_frame(self.rng, e.sp, int(v["next_start"][i]))
+        start = self.env_demos[i].start_frame(self.rng, e.sp, int(v["next_start"][i]))
         v["next_start"][i] = -1
         frames = self.restore_demo_frame(i, e, start)
         e.extra = draw_extra_frames(self.rng, self.spec.demo.extra_frames_log_max)
@@ -370,7 +385,8 @@ class Worker:
         stride + skip * (stack - 1) + 1 emulated frames, and one more `restoreState` when the
         replay crosses the first checkpoint (`demo_obs.restore_stack`).
         """
-        replay = self.demo.replay
+        demo = self.env_demos[i]
+        replay = demo.replay
         if replay is None:
             raise RuntimeError("demo states are not loaded")
         ale = e.ale
@@ -378,7 +394,7 @@ class Worker:
                                         self.scratch, getattr(ale, self.grab))
         e.frame = frame
         e.start_frame = frame
-        e.score = start_score(self.demo.returns, frame)
+        e.score = start_score(demo.returns, frame)
         e.lives = ale.lives()
         return frames
 
