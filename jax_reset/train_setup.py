@@ -29,24 +29,28 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
     to map to exit codes."""
     from jax_reset import checkpoint as ckpt_lib
     from jax_reset.envs import AtariPool
-    from jax_reset.mesh import make_data_mesh
+    from jax_reset.placement import PlacementError, resolve_placement
     from jax_reset.ppo.update import TRAIN_STATE_VERSION, create_train_state
     from jax_reset.sizes import SizeError, derive
 
     config, notes = resolve(req, full_size)
     header = rd.check_paths(config)
     rd.check_profile(profile, config.train.total_updates)
-    mesh = make_data_mesh()
     try:
-        sizes = derive(config, jax.process_count(), mesh.devices.size, jax.process_index())
-    except SizeError as err:
+        placement = resolve_placement(config.train.placement)
+        mesh = placement.learning_mesh  # the learner's devices, of every process
+        sizes = derive(config, jax.process_count(), mesh.devices.size, jax.process_index(),
+                       acting_devices=len(placement.acting))
+    except (SizeError, PlacementError) as err:
         raise rd.UsageError(str(err)) from None
-    group = ProcessGroup(mesh, sizes)
+    group = ProcessGroup(mesh, sizes, placement)
     group.barrier("jax_reset.train: run directory checked")  # before any process writes to it
     if group.is_main:
         print(f"devices: {detect_platform()[1]}" + (
             f" per process; {sizes.num_processes} processes, {sizes.num_devices} devices in all"
             if group.multi else ""), flush=True)
+        if not placement.shared:
+            print(placement.describe(), flush=True)
         for note in notes:
             print(note, flush=True)
         print(f"game: {header['game']}, demo {config.demo.demo_path} ({header['num_frames']:,} "
