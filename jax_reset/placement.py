@@ -112,11 +112,13 @@ class Placement:
         split, replicated = NamedSharding(mesh, P(DATA_AXIS)), NamedSharding(mesh, P())
 
         def where(i: int, arg: Any) -> Any:
+            if i not in batched:
+                return replicated
             leaves = jax.tree.leaves(arg)
             # The environments divide over the acting devices (jax_reset.sizes); a warm-up
             # batch padded to a power of two may not: it is computed whole on each.
             even = bool(leaves) and leaves[0].shape[0] % mesh.devices.size == 0
-            return split if i in batched and even else replicated
+            return split if even else replicated
 
         def placed(params: Any, *args: Any) -> Any:
             return fn(params, *(jax.device_put(a, where(i, a)) for i, a in enumerate(args)))
