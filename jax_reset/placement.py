@@ -146,8 +146,11 @@ def shared(mesh: Any) -> Placement:
     return Placement("shared", (jax.local_devices()[0],), mesh, shared=True)
 
 
-def resolve_placement(placement: str) -> Placement:
+def resolve_placement(placement: str, fits: Callable[[int], bool] | None = None) -> Placement:
     """The ``train.placement`` on this process's devices (JAX started, ``jax.distributed`` too).
+
+    ``fits(L)``: whether the batch splits over L learning devices per process; "auto" keeps
+    "shared" where "1+(N-1)" does not fit (128 environments over 8 GPUs: not over 7).
 
     Raises ``PlacementError`` (one line naming the key) when it asks for more devices than a
     process has. Every process must have the same devices (the processes split the same way).
@@ -159,7 +162,8 @@ def resolve_placement(placement: str) -> Placement:
     platform = jax.default_backend()
     local = sorted(jax.local_devices(), key=lambda d: d.id)
     if placement == "auto":
-        placement = "shared" if platform == "cpu" or len(local) == 1 else f"1+{len(local) - 1}"
+        apart = platform != "cpu" and len(local) > 1 and (fits is None or fits(len(local) - 1))
+        placement = f"1+{len(local) - 1}" if apart else "shared"
     if placement == "shared" or (placement == "host" and platform == "cpu"):
         return shared(make_data_mesh())
     if placement == "host":

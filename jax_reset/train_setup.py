@@ -37,7 +37,9 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
     header = rd.check_paths(config)
     rd.check_profile(profile, config.train.total_updates)
     try:
-        placement = resolve_placement(config.train.placement)
+        placement = resolve_placement(  # "auto" splits only where the batch still divides
+            config.train.placement, fits=lambda learners: config.train.num_envs % (
+                jax.process_count() * learners * config.ppo.minibatches) == 0)
         mesh = placement.learning_mesh  # the learner's devices, of every process
         sizes = derive(config, jax.process_count(), mesh.devices.size, jax.process_index(),
                        acting_devices=len(placement.acting))
