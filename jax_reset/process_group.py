@@ -41,15 +41,19 @@ class ProcessGroup:
     """The job's processes as the trainer needs them each update.
 
     Args:
-      mesh: the data mesh over every process's devices.
+      mesh: the data mesh over every process's learning devices.
       sizes: this process's sizes (``jax_reset.sizes.derive``); its block of environments must
         be the block its devices hold in ``mesh``.
+      placement: where this process acts (``jax_reset.placement``; None: "shared" over
+        ``mesh``, acting on the learner's devices).
     """
 
-    def __init__(self, mesh: Any, sizes: Sizes) -> None:
+    def __init__(self, mesh: Any, sizes: Sizes, placement: Any = None) -> None:
+        from jax_reset import placement as placement_lib
         from jax_reset.mesh import process_env_slice
 
         self.mesh, self.sizes = mesh, sizes
+        self.placement = placement_lib.shared(mesh) if placement is None else placement
         self.index, self.count = jax.process_index(), jax.process_count()
         held = process_env_slice(mesh, sizes.num_envs_global)
         if (self.index, self.count) != (sizes.process_index, sizes.num_processes) or (
@@ -77,11 +81,15 @@ class ProcessGroup:
         return replicate(tree, self.mesh)
 
     def local_params(self, params: Any) -> Any:
-        """Parameters for process-local acting: with several processes a copy on this process's
-        device (the replicated ones would make acting a computation over every process's
-        devices). Nothing is donated, so one process acts with the learner's own arrays."""
+        """Parameters for process-local acting: with a placement that acts apart, the acting
+        copy on the acting devices (``Placement.acting_params``); shared, with several
+        processes a copy on this process's device (the replicated ones would make acting a
+        computation over every process's devices). Nothing is donated, so one process acts
+        with the learner's own arrays when shared."""
         from jax_reset.mesh import local_copy
 
+        if not self.placement.shared:
+            return self.placement.acting_params(params)
         return local_copy(params) if self.multi else params
 
     def own_key(self, key: jax.Array) -> jax.Array:

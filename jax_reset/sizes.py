@@ -34,17 +34,22 @@ class Sizes:
     minibatches: int
     minibatch_envs: int  # environments per minibatch, all devices
     minibatch_envs_per_device: int
+    acting_devices: int = 1  # this process's (``jax_reset.placement``): acting splits over them
 
 
 def derive(config: Any, num_processes: int = 1, num_devices: int = 1,
-           process_index: int = 0) -> Sizes:
+           process_index: int = 0, acting_devices: int = 1) -> Sizes:
     """The sizes of process ``process_index`` of a job of ``num_processes`` processes over
-    ``num_devices`` devices in all (processes hold equal, contiguous blocks of the mesh).
+    ``num_devices`` learning devices in all (processes hold equal, contiguous blocks of the
+    mesh), each process acting on ``acting_devices`` devices.
 
     ``config``: a ``jax_reset.config.Config`` (reads ``train.num_envs``, ``train.env_groups``,
     ``ppo.minibatches``, ``ppo.rollout_steps``). Raises ``SizeError`` (one line naming the key)
     unless the environments split into whole blocks per process and per device x minibatch,
-    and each process has at least ``train.env_groups`` of them.
+    and each process has at least ``train.env_groups`` of them; with several acting devices,
+    every group's environments split evenly over them (``num_envs / processes`` divisible by
+    acting devices x ``train.env_groups``: each act call splits its group into contiguous
+    blocks, one per acting device).
     """
     n = config.train.num_envs
     mb = config.ppo.minibatches
@@ -64,10 +69,16 @@ def derive(config: Any, num_processes: int = 1, num_devices: int = 1,
     if groups > local:
         raise SizeError(f"train.env_groups={groups} exceeds the {local} environments each "
                         "process steps (train.num_envs / processes)")
+    if acting_devices > 1 and local % (acting_devices * groups):
+        raise SizeError(f"train.num_envs={n} must give each process a multiple of acting devices "
+                        f"({acting_devices}, train.placement) x train.env_groups ({groups}) = "
+                        f"{acting_devices * groups} environments: each group's inference splits "
+                        f"evenly over the acting devices (each process steps {local})")
     return Sizes(
         num_processes=num_processes, process_index=process_index, num_devices=num_devices,
         num_envs_global=n, num_envs_local=local,
         env_lo=process_index * local, env_hi=(process_index + 1) * local,
         rollout_steps=config.ppo.rollout_steps,
         agent_steps_per_update=config.ppo.rollout_steps * n,
-        minibatches=mb, minibatch_envs=n // mb, minibatch_envs_per_device=n // (mb * num_devices))
+        minibatches=mb, minibatch_envs=n // mb, minibatch_envs_per_device=n // (mb * num_devices),
+        acting_devices=acting_devices)

@@ -78,6 +78,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def ask_for_placement_devices(args: argparse.Namespace) -> None:
+    """Before JAX starts: the fake CPU devices ``train.placement`` "A+L" needs on a CPU-only
+    machine (``jax_reset.placement.ask_for_host_devices``; a count already in ``XLA_FLAGS``
+    wins). The placement is the command line's, else the config file's, else on ``--resume``
+    the run's ``config.json``; a bad config is left for the run's own one-line error."""
+    from jax_reset.placement import ask_for_host_devices, host_device_count
+
+    given = [o.split("=", 1)[1] for o in args.overrides if o.startswith("train.placement=")]
+    path = args.config or (Path(args.run_dir) / rd.CONFIG_NAME if args.resume else None)
+    placement = given[-1] if given else None
+    if placement is None and path is not None and Path(path).is_file():
+        try:
+            placement = config_lib.load(path, args.overrides).train.placement
+        except (config_lib.ConfigError, OSError):
+            return
+    if placement is not None:
+        ask_for_host_devices(host_device_count(placement.strip().strip("\"'")))
+
+
 def run(args: argparse.Namespace, take_lock: bool = True) -> int:
     """Checks the request before JAX starts, takes the run directory's lock (``take_lock``:
     process 0), checks it takes files, then trains."""
@@ -130,6 +149,7 @@ def _launch_local(args: argparse.Namespace, argv: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    ask_for_placement_devices(args)  # inherited by --local-processes' processes
     if args.local_processes is not None:
         return _launch_local(args, argv)
     from jax_reset import distributed as dist

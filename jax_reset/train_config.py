@@ -7,6 +7,10 @@ bad command line fails before JAX is imported); ``jax_reset.run_dir`` re-exports
 from __future__ import annotations
 
 import dataclasses
+import re
+
+#: ``train.placement`` values besides "A+L" (A acting and L learning devices per process).
+PLACEMENTS = ("auto", "shared", "host")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +33,15 @@ class TrainConfig:
     # next group (``jax_reset.actor``). 1: infer for all, then step all. Each environment
     # samples with its own key, so the grouping changes only the float order of inference.
     env_groups: int = 1
+    # Which of each process's devices act (policy inference and warm-up, with a copy of the
+    # parameters refreshed once per update) and which learn (the update's data mesh spans the
+    # learning devices of every process), Cleanba's split (``jax_reset.placement``):
+    #   "auto": "shared" on a CPU or a single accelerator, "1+(N-1)" on N >= 2 accelerators;
+    #   "shared": every device learns and the first also acts (the learner's own arrays);
+    #   "host": acting on the host CPU while every accelerator learns (one GPU: both busy);
+    #   "A+L", e.g. "1+7": the first A devices act, the next L learn. On a CPU-only machine
+    #     the trainer starts A+L fake CPU devices (XLA's host device count) when it has fewer.
+    placement: str = "auto"
     # Save a checkpoint every this many updates (and always on SIGTERM/SIGINT and at the end).
     checkpoint_every: int = 50
     # Keep the last K checkpoints, plus the best one (lowest maximum starting point).
@@ -46,6 +59,9 @@ class TrainConfig:
                 (self.num_envs >= 1, "num_envs must be at least 1"),
                 (self.workers >= 1, "workers must be at least 1"),
                 (self.env_groups >= 1, "env_groups must be at least 1"),
+                (placement_split(self.placement) is not None or self.placement in PLACEMENTS,
+                 f"placement must be one of {', '.join(PLACEMENTS)} or A+L (acting+learning "
+                 f"devices per process, e.g. 1+7), got {self.placement!r}"),
                 (self.env_groups <= self.num_envs,
                  f"env_groups ({self.env_groups}) must not exceed num_envs ({self.num_envs})"),
                 (self.total_updates >= 1, "total_updates must be at least 1"),
@@ -57,3 +73,11 @@ class TrainConfig:
                  f"workers ({self.workers}) must not exceed num_envs ({self.num_envs})")):
             if not ok:
                 raise ValueError(message)
+
+
+def placement_split(placement: str) -> tuple[int, int] | None:
+    """``(A, L)`` of a ``train.placement`` "A+L" (both at least 1); None for any other value."""
+    found = re.fullmatch(r"\s*(\d+)\s*\+\s*(\d+)\s*", placement)
+    if found is None or min(int(found[1]), int(found[2])) < 1:
+        return None
+    return int(found[1]), int(found[2])

@@ -30,26 +30,32 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
     to map to exit codes."""
     from jax_reset import checkpoint as ckpt_lib
     from jax_reset.envs import AtariPool
-    from jax_reset.mesh import make_data_mesh
+    from jax_reset.placement import PlacementError, resolve_placement
     from jax_reset.ppo.update import TRAIN_STATE_VERSION, create_train_state
     from jax_reset.sizes import SizeError, derive
 
     config, notes = resolve(req, full_size)
     headers = rd.check_demo_paths(config)
     rd.check_profile(profile, config.train.total_updates)
-    mesh = make_data_mesh()
     try:
-        sizes = derive(config, jax.process_count(), mesh.devices.size, jax.process_index())
+        placement = resolve_placement(  # "auto" splits only where the batch still divides
+            config.train.placement, fits=lambda learners: config.train.num_envs % (
+                jax.process_count() * learners * config.ppo.minibatches) == 0)
+        mesh = placement.learning_mesh  # the learner's devices, of every process
+        sizes = derive(config, jax.process_count(), mesh.devices.size, jax.process_index(),
+                       acting_devices=len(placement.acting))
         # Each environment's demo: contiguous blocks of the job's environments.
         env_demos = cur.env_demos(sizes.num_envs_global, len(config.demo.paths))
-    except (SizeError, ValueError) as err:
+    except (SizeError, PlacementError, ValueError) as err:
         raise rd.UsageError(str(err)) from None
-    group = ProcessGroup(mesh, sizes)
+    group = ProcessGroup(mesh, sizes, placement)
     group.barrier("jax_reset.train: run directory checked")  # before any process writes to it
     if group.is_main:
         print(f"devices: {detect_platform()[1]}" + (
             f" per process; {sizes.num_processes} processes, {sizes.num_devices} devices in all"
             if group.multi else ""), flush=True)
+        if not placement.shared:
+            print(placement.describe(), flush=True)
         for note in notes:
             print(note, flush=True)
         for d, (path, h) in enumerate(zip(config.demo.paths, headers, strict=True)):

@@ -121,9 +121,11 @@ class Trainer:
         act_key = group.own_key(jax.random.fold_in(jax.random.PRNGKey(train.seed), 0x5EED))
         pool.set_starting_points(None, self.local_points(state.curriculum))  # before the reset
         self.histories = self._demo_histories(state.curriculum)
-        self.actor = Actor(pool, make_act_fn(network), config.network, ppo.rollout_steps,
-                           ppo.burn_in_steps, act_key, self.histories, make_warmup_fn(network),
-                           train.warmup_steps, env_groups=train.env_groups)
+        place = group.placement  # inference and warm-up on the acting devices
+        self.actor = Actor(pool, place.place_act(make_act_fn(network)), config.network,
+                           ppo.rollout_steps, ppo.burn_in_steps, act_key, self.histories,
+                           place.place_warmup(make_warmup_fn(network)), train.warmup_steps,
+                           env_groups=train.env_groups)
         example = zeros_transition(1, sizes.num_envs_local, config.env.obs_shape,
                                    carry=self.actor.carry if self.actor.warm else None)
         self.burn_in = initial_burn_in(example, self.actor.carry, ppo.burn_in_steps)
@@ -231,7 +233,8 @@ class Trainer:
                 **current_hyperparams(train_state)}  # the values in force
 
     def publish(self) -> None:
-        """The new parameters to the actor."""
+        """The new parameters to the actor (copied to the acting devices once per update when
+        they are apart from the learning ones: ``jax_reset.placement``)."""
         self.source.publish(self.group.local_params(self.state.train_state.params),
                             self.state.update)
 

@@ -18,10 +18,11 @@ def bench(*args: str) -> subprocess.CompletedProcess:
 
 def test_bench_train_measures_every_variant_the_pool_the_learner_and_the_bound() -> None:
     run = bench("--config", "configs/smoke.toml", "--updates", "1", "--rounds", "1",
-                "--pool-steps", "200", "--json")
+                "--pool-steps", "200", "--placements", "1+1", "--json")
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
-    assert set(result["variants"]) == {"overlap off", "overlap on", "overlap + halves"}
+    assert set(result["variants"]) == {"overlap off", "overlap on", "overlap + halves",
+                                       "overlap + halves @ 1+1"}  # 2 fake CPU devices, its own
     assert all(rate > 0 for rate in result["variants"].values())
     assert result["pool_steps_per_s"] > 0 and result["learner_steps_per_s"] > 0
     cpu = result["cpu_s_per_agent_step"]

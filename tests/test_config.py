@@ -79,7 +79,8 @@ PONG_FULL: dict[str, Any] = {
               "patience_decisions": 20},
     "train": {"checkpoint_every": 100, "env_groups": 1, "keep_last": 3, "log_every": 1,
               "num_envs": 128, "overlap": True, "progress": True, "seed": 0,
-              "total_updates": 100000, "warmup_steps": 128, "workers": 16},
+              "total_updates": 100000, "warmup_steps": 128, "workers": 16,
+              "placement": "auto"},  # (came later, with the device placement)
 }
 # What the old [on_cpu] table of every game file changed (same capture).
 CPU_CHANGES = {

@@ -4,12 +4,16 @@ One test, three runs sharing a run directory (each JAX start costs seconds on a 
 
 1. ``--local-processes 2``, a fresh run of 2 updates with two demos (process 0's environments
    restore from one, process 1's from the other, each demo's curriculum decided on the other
-   process's records too): only process 0 logs; every process holds
-   bit-identical parameters and the same curriculum state (starting points included) after
-   each curriculum decision and checkpoint (``processes/p<i>.jsonl``); one checkpoint.
-2. The job resumed as 2 processes started by hand (as on a cluster, no launcher), process 1
-   killed once both run: process 0 ends with a clear error within a bounded time, on its own.
-3. Resumed as 1 process (a different number of processes): the counters continue.
+   process's records too) and ``train.placement=1+1`` (each process acts on one fake CPU device,
+   which the trainer asks XLA for itself, and learns on another: the learning mesh spans one
+   device of each process): only process 0 logs; every process holds bit-identical parameters
+   and the same curriculum state (starting points included) after each curriculum decision and
+   checkpoint (``processes/p<i>.jsonl``); one checkpoint.
+2. The job resumed as 2 processes started by hand (as on a cluster, no launcher; the placement
+   from the run's config), process 1 killed once both run: process 0 ends with a clear error
+   within a bounded time, on its own.
+3. Resumed as 1 process (a different number of processes) with ``train.placement=shared``
+   (today's arrangement): the counters continue.
 
 The compiled programs are cached between runs (and between test sessions) in pytest's cache.
 """
@@ -65,10 +69,12 @@ def test_two_processes_agree_resume_and_fail_together(tmp_path: Path,
     # 1. Two processes from the local launcher, two demos (2 environments each).
     first = subprocess.run(
         train_cmd("--config", str(SMOKE), "--run-dir", str(run_dir), "--local-processes", "2",
-                  "train.total_updates=2", paths_override(PONG, prefix), *TINY),
+                  "train.total_updates=2", paths_override(PONG, prefix), "train.placement=1+1",
+                  *TINY),
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     out = first.stdout + first.stderr
     assert first.returncode == 0, out[-4000:]
+    assert "[p0] placement 1+1: acting on cpu:" in out and "(2 learning devices in the job)" in out
     assert "[p0] process 0 of 2: environments 0 to 1 of 4" in out
     assert "[p1] process 1 of 2: environments 2 to 3 of 4" in out
     assert "[p0] done: 2 updates" in out and "[p1] done" not in out
@@ -121,7 +127,7 @@ def test_two_processes_agree_resume_and_fail_together(tmp_path: Path,
     assert last >= 2
     third = subprocess.run(
         train_cmd("--run-dir", str(run_dir), "--resume", f"train.total_updates={last + 1}",
-                  *TINY),
+                  "train.placement=shared", *TINY),
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert third.returncode == 0, third.stdout[-2000:] + third.stderr[-3000:]
     assert f"resumed from update {last}" in third.stdout

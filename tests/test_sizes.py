@@ -55,3 +55,38 @@ def test_more_environment_groups_than_a_process_has_is_one_line_naming_the_key()
     assert derive(cfg).num_envs_local == 4
     with pytest.raises(SizeError, match=r"^train\.env_groups=3 exceeds the 2 environments"):
         derive(cfg, num_processes=2, num_devices=2, process_index=0)
+
+
+def test_environments_split_over_acting_devices_and_groups_or_one_line_naming_the_key() -> None:
+    cfg = load(SMOKE, ["train.num_envs=8", "train.env_groups=2", "train.workers=1"])
+    assert derive(cfg, num_devices=2, acting_devices=2).acting_devices == 2  # 2 x 2 divides 8
+    assert derive(cfg, acting_devices=4).num_envs_local == 8
+    with pytest.raises(SizeError, match=r"^train\.num_envs=8 must give each process a multiple "
+                                        r"of acting devices \(3, train\.placement\)"):
+        derive(cfg, acting_devices=3)
+    with pytest.raises(SizeError, match=r"x train\.env_groups \(2\) = 8 environments"):
+        derive(cfg, num_processes=2, num_devices=2, process_index=1, acting_devices=4)
+
+
+@pytest.mark.parametrize(("placement", "count"), [("1+2", 3), ("1 + 7", 8), ("auto", None),
+                                                  ("shared", None), ("host", None)])
+def test_placements_parse_and_say_how_many_host_devices_they_need(placement: str,
+                                                                  count: int | None) -> None:
+    from jax_reset.placement import ask_for_host_devices, host_device_count
+
+    assert load(SMOKE, [f"train.placement={placement}"]).train.placement == placement
+    assert host_device_count(placement) == count
+    environ = {"XLA_FLAGS": "--xla_cpu_foo=1"}
+    assert ask_for_host_devices(count, environ) == (count is not None)
+    if count is not None:
+        assert environ["XLA_FLAGS"] == (f"--xla_cpu_foo=1 "
+                                        f"--xla_force_host_platform_device_count={count}")
+        assert not ask_for_host_devices(2, environ)  # a count already set wins
+
+
+@pytest.mark.parametrize("placement", ["0+2", "1+0", "gpu", "1+2+3"])
+def test_a_bad_placement_is_one_line_naming_the_key(placement: str) -> None:
+    from jax_reset.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train: placement must be one of auto, shared, host"):
+        load(SMOKE, [f"train.placement={placement}"])

@@ -1,10 +1,13 @@
 """`python -m jax_reset.bench train`: agent steps/s of a training job, variant by variant.
 
     python -m jax_reset.bench train [--config configs/pong.toml] [--updates 4] [--rounds 3]
-                                    [--pool-steps 2000] [--json] [KEY=VALUE ...]
+                                    [--pool-steps 2000] [--placements 1+1,host] [--json]
+                                    [KEY=VALUE ...]
 
 The real ``Trainer`` (real pool, network, curriculum, update), once per variant of how acting
-and learning are arranged (``VARIANTS``: ``train.overlap`` and ``train.env_groups``), measured
+and learning are arranged (``VARIANTS``: ``train.overlap`` and ``train.env_groups``; with
+``--placements``, one "overlap + halves @ P" variant per ``train.placement`` P, the others
+then on the first device alone, as on a one-device machine), measured
 side by side: after one warm-up round per variant (compiles), ``--rounds`` rounds visit the
 variants in turn, each round timing ``--updates`` updates after one untimed update (the
 overlapped actor's pipeline filling). Reported per variant: the median agent steps/s of its
@@ -36,12 +39,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# name -> (train.overlap, train.env_groups)
+# name -> (train.overlap, train.env_groups); --placements adds "overlap + halves @ P"
 VARIANTS: dict[str, tuple[bool, int]] = {
     "overlap off": (False, 1),
     "overlap on": (True, 1),
     "overlap + halves": (True, 2),
 }
+
+
+def variant_table(placements: list[str]) -> dict[str, tuple[bool, int, str | None]]:
+    """name -> (train.overlap, train.env_groups, train.placement or None: the default one)."""
+    return {**{name: (*v, None) for name, v in VARIANTS.items()},
+            **{f"overlap + halves @ {p}": (True, 2, p) for p in placements}}
 STAGES = ("actor/inference_s", "actor/warmup_s", "actor/env_step_s", "actor/wait_s",
           "timing/learner_s", "timing/learner_wait_s")
 
@@ -55,11 +64,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pool-steps", type=int, default=2000,
                    help="agent steps of the pool-alone measurement")
     p.add_argument("--full-size", action="store_true", help="no CPU overlay on a CPU")
+    p.add_argument("--placements", default="", metavar="P,P",
+                   help="train.placement variants to add (e.g. 1+1,host); on a CPU the bench "
+                        "starts the fake devices the largest needs")
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
     p.add_argument("overrides", nargs="*", help="config overrides KEY=VALUE")
     args = p.parse_args(argv)
     if args.updates < 1 or args.rounds < 1 or args.pool_steps < 1:
         p.error("--updates, --rounds and --pool-steps must be at least 1")
+    args.placements = [x.strip() for x in args.placements.split(",") if x.strip()]
     return args
 
 
@@ -148,12 +161,16 @@ class CpuMeter:
         return timed
 
 
-def build_trainer(config: Any, run_dir: Path, pool: Any, sink: MetricsSink) -> Any:
+def build_trainer(config: Any, run_dir: Path, pool: Any, sink: MetricsSink,
+                  placement: str | None = None) -> Any:
     """A trainer at update 0 over ``pool`` (as ``train_setup.run`` builds one; no checkpoints:
-    the bench never reaches ``train.checkpoint_every``)."""
+    the bench never reaches ``train.checkpoint_every``), placed as ``placement`` (None: every
+    device learns and the first acts, as the trainer's "shared"; "first": the first device
+    alone)."""
     import jax
 
     from jax_reset import curriculum as cur
+    from jax_reset import placement as placement_lib
     from jax_reset import run_dir as rd
     from jax_reset.mesh import make_data_mesh
     from jax_reset.ppo.update import create_train_state
@@ -161,8 +178,15 @@ def build_trainer(config: Any, run_dir: Path, pool: Any, sink: MetricsSink) -> A
     from jax_reset.sizes import derive
     from jax_reset.trainer import Trainer
 
-    sizes = derive(config)
-    group = ProcessGroup(make_data_mesh(), sizes)
+    if placement is None:
+        place = placement_lib.shared(make_data_mesh())
+    elif placement == "first":
+        place = placement_lib.shared(make_data_mesh(jax.local_devices()[:1]))
+    else:
+        place = placement_lib.resolve_placement(placement)
+    mesh = place.learning_mesh
+    sizes = derive(config, num_devices=mesh.devices.size, acting_devices=len(place.acting))
+    group = ProcessGroup(mesh, sizes, place)
     network, train_state = create_train_state(config.network, config.ppo, config.env.obs_shape,
                                               pool.num_actions,
                                               jax.random.PRNGKey(config.train.seed))
@@ -216,30 +240,34 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         try:
-            for name, (overlap, groups) in VARIANTS.items():
+            table = variant_table(args.placements)
+            for name, (overlap, groups, placement) in table.items():
                 config = config_lib.load(args.config, [
                     *args.overrides, f"train.overlap={str(overlap).lower()}",
                     f"train.env_groups={groups}", f"train.total_updates={big}",
                     f"train.checkpoint_every={big}", "train.log_every=1",
-                    "train.progress=false"], on_cpu=on_cpu and not args.full_size)
+                    "train.progress=false",
+                    *([f"train.placement={placement}"] if placement else [])],
+                    on_cpu=on_cpu and not args.full_size)
                 pool = AtariPool(None, config.train.num_envs, config.train.workers,
                                  config=config.env, demo=config.demo, seed=config.train.seed)
                 pools.append(pool)
                 sinks[name] = MetricsSink()
-                trainer = build_trainer(config, Path(tmp) / str(len(pools)), pool, sinks[name])
+                trainer = build_trainer(config, Path(tmp) / str(len(pools)), pool, sinks[name],
+                                        placement or ("first" if args.placements else None))
                 if not overlap and groups == 1:  # the parts, one after the other: the bound
                     trainer.actor.act_fn = meter.wrap("inference", trainer.actor.act_fn)
                     trainer.actor.warmup_fn = meter.wrap("warmup", trainer.actor.warmup_fn)
                     trainer.learn = meter.wrap("learner", trainer.learn)
                 trainers[name] = trainer
-            print(f"warm-up: one round per variant ({len(VARIANTS)} variants)", flush=True)
-            for name in VARIANTS:
+            print(f"warm-up: one round per variant ({len(table)} variants)", flush=True)
+            for name in table:
                 run_round(trainers[name], sinks[name], 1)
-            rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
-            stages: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
+            rates: dict[str, list[float]] = {name: [] for name in table}
+            stages: dict[str, list[dict[str, float]]] = {name: [] for name in table}
             metered = 0
             for r in range(args.rounds):
-                for name in VARIANTS:
+                for name in table:
                     m = meter if name == "overlap off" else None
                     rate, st = run_round(trainers[name], sinks[name], args.updates, m)
                     metered += args.updates if m is not None else 0
@@ -264,7 +292,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         date=datetime.date.today().isoformat(), jax=jax.__version__, config=args.config,
         overrides=list(args.overrides), num_envs=base.train.num_envs,
         workers=base.train.workers, agent_steps_per_update=steps_per_update,
-        updates=args.updates, rounds=args.rounds,
+        updates=args.updates, rounds=args.rounds, placements=list(args.placements),
         variants={k: round(v, 1) for k, v in variants.items()},
         variant_rounds={k: [round(x, 1) for x in v] for k, v in rates.items()},
         stages_s_per_update={k: {s: round(statistics.fmean(d[s] for d in v), 4) for s in STAGES}
@@ -309,12 +337,17 @@ def print_table(r: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from jax_reset.placement import ask_for_host_devices, host_device_count
+
+    # Before JAX starts: the fake CPU devices the largest placement needs (none on a GPU).
+    ask_for_host_devices(max((host_device_count(p) or 1 for p in args.placements), default=1))
     from jax_reset.config import ConfigError
+    from jax_reset.placement import PlacementError
     from jax_reset.sizes import SizeError
 
     try:
         result = measure(args)
-    except (ConfigError, SizeError) as err:
+    except (ConfigError, SizeError, PlacementError) as err:
         print(f"error: {err}")
         return 2
     print_table(result)
