@@ -79,6 +79,12 @@ class Workers:
         try:
             self.conns[w].send_bytes(msg)
         except OSError as err:
+            # A broken pipe is usually a worker that died: say so, as reply() would.
+            proc = self.procs[w]
+            proc.join(timeout=0.5)
+            if proc.exitcode is not None:
+                raise PoolError(f"worker {w} (pid {proc.pid}) died with exit code "
+                                f"{proc.exitcode}") from None
             raise PoolError(f"worker {w} is gone ({err})") from None
 
     def reply(self, w: int) -> bytes:
