@@ -74,7 +74,8 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
         network, train_state = create_train_state(config.network, config.ppo,
                                                   config.env.obs_shape, pool.num_actions,
                                                   jax.random.PRNGKey(train.seed))
-        if config.network.input_norm == "demo_mean":  # (a resume restores the saved one)
+        resuming = req.resume and checkpoints.latest_step() is not None
+        if config.network.input_norm == "demo_mean" and not resuming:  # (else restored)
             train_state = train_state.replace(params=input_mean_params(config,
                                                                        train_state.params))
         meta = ckpt_lib.make_meta(config, train_state.params, game=pool.game,
@@ -90,7 +91,7 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
                             curriculum=cur.init_curricula(sizes.num_envs_global,
                                                           pool.demos_num_frames,
                                                           config.curriculum), config=config)
-        if req.resume and checkpoints.latest_step() is not None:
+        if resuming:
             state, _ = rd.restore_state(
                 checkpoints, state, meta, where=str(req.run_dir), step=req.checkpoint,
                 reconfigure=lambda saved: rd.resume_config(
