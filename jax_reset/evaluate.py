@@ -47,10 +47,19 @@ class ProtocolResult:
     lengths: list[int]
     frame_skip: int
     seconds: float
+    # Each game's score once it had played ``at_frame`` emulator frames (its final score if it
+    # ended sooner); empty when no frame was asked for.
+    at_frame: int | None = None
+    scores_at_frame: list[float] = dataclasses.field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         s, n = np.asarray(self.scores), np.asarray(self.lengths)
-        return {
+        at: dict[str, Any] = {}
+        if self.at_frame is not None:
+            a = np.asarray(self.scores_at_frame)
+            at = {"at_frame": self.at_frame, "score_at_frame_mean": float(a.mean()),
+                  "score_at_frame_min": float(a.min()), "score_at_frame_max": float(a.max())}
+        return at | {
             "protocol": self.protocol, "episodes": len(s),
             "score_mean": float(s.mean()), "score_median": float(np.median(s)),
             "score_min": float(s.min()), "score_max": float(s.max()),
@@ -62,9 +71,11 @@ class ProtocolResult:
 
 
 def run_protocol(game: str, env: EnvConfig, policy: BatchPolicy, protocol: str, episodes: int,
-                 *, num_envs: int = 16, seed: int = 0,
+                 *, num_envs: int = 16, seed: int = 0, at_frame: int | None = None,
                  on_episode: Callable[[int], None] | None = None) -> ProtocolResult:
-    """Plays ``episodes`` full games under ``protocol`` and returns their scores and lengths.
+    """Plays ``episodes`` full games under ``protocol`` and returns their scores and lengths,
+    and, with ``at_frame``, each game's score after that many emulator frames (a demo's length:
+    how the agent compares with the demo at the point where the demo ends).
 
     Each environment plays a fixed quota of episodes (``episodes`` split evenly), so short
     episodes are not over-represented as they would be by taking the first ``episodes`` to end.
@@ -89,6 +100,8 @@ def run_protocol(game: str, env: EnvConfig, policy: BatchPolicy, protocol: str, 
     done_count = np.zeros(num_envs, dtype=np.int64)
     scores: list[float] = []
     lengths: list[int] = []
+    scores_at: list[float] = []
+    score_at = np.full(num_envs, np.nan)  # NaN until the game reaches at_frame
     try:
         while np.any(done_count < quota):
             actions = policy.act(obs, episode_start)
@@ -99,19 +112,24 @@ def run_protocol(game: str, env: EnvConfig, policy: BatchPolicy, protocol: str, 
             playing = ~resetting
             score += np.where(playing, reward, 0.0)
             length += playing
+            if at_frame is not None:  # (an agent step's frames: the skip, for these games)
+                reached = np.isnan(score_at) & (length * env.frame_skip >= at_frame)
+                score_at[reached] = score[reached]
             ended = np.asarray(terminated | truncated) & playing
             for i in np.flatnonzero(ended & (done_count < quota)):
                 scores.append(float(score[i]))
                 lengths.append(int(length[i]))
+                if at_frame is not None:
+                    scores_at.append(float(score[i] if np.isnan(score_at[i]) else score_at[i]))
                 done_count[i] += 1
                 if on_episode is not None:
                     on_episode(len(scores))
-            score[ended], length[ended] = 0.0, 0
+            score[ended], length[ended], score_at[ended] = 0.0, 0, np.nan
             episode_start, resetting = resetting, ended
     finally:
         pool.close()
     return ProtocolResult(protocol, scores, lengths, env.frame_skip,
-                          time.perf_counter() - start)
+                          time.perf_counter() - start, at_frame, scores_at)
 
 
 class NetworkPolicy:
@@ -151,6 +169,7 @@ class LoadedRun:
     game: str
     env: EnvConfig
     policy: NetworkPolicy
+    demo_frames: int | None = None  # the length of the run's demo, if its checkpoint says
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "latest") -> LoadedRun:
@@ -166,7 +185,9 @@ def load_run(run_dir: str | Path, checkpoint: str = "latest") -> LoadedRun:
     except rd.UsageError as err:
         raise EvalError(str(err)) from None
     policy = NetworkPolicy(config.network, params, int(meta["num_actions"]))
-    return LoadedRun(Path(run_dir), step, str(meta["game"]), config.env, policy)
+    frames = meta.get("num_frames")
+    return LoadedRun(Path(run_dir), step, str(meta["game"]), config.env, policy,
+                     int(frames) if frames is not None else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--envs", type=int, default=16, help="games played in parallel")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--video", help="also record one game (the first protocol) to this .mp4")
+    parser.add_argument("--score-at-frame", type=int, default=None, metavar="FRAME",
+                        help="also report each game's score after FRAME emulator frames "
+                             "(default: the run's demo length; 0: off)")
     parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
     args = parser.parse_args(argv)
     try:
@@ -209,6 +233,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, args.checkpoint)
     console.print(f"{run.game}: checkpoint {run.step} of {run.run_dir}")
     protocols = args.protocol or list(PROTOCOLS)
+    at_frame = run.demo_frames if args.score_at_frame is None else args.score_at_frame
+    if at_frame is not None and at_frame < 0:
+        raise EvalError(f"--score-at-frame must be at least 0, got {at_frame}")
+    at_frame = at_frame or None  # 0: off
     summaries = []
     for protocol in protocols:
         with Progress(TextColumn(f"{protocol:>8}"), BarColumn(), MofNCompleteColumn(),
@@ -216,13 +244,15 @@ def _evaluate(args: argparse.Namespace) -> int:
                       disable=not console.is_terminal) as progress:  # piped: no blank lines
             task = progress.add_task(protocol, total=args.episodes)
             result = run_protocol(run.game, run.env, run.policy, protocol, args.episodes,
-                                  num_envs=args.envs, seed=args.seed,
+                                  num_envs=args.envs, seed=args.seed, at_frame=at_frame,
                                   on_episode=lambda n, t=task: progress.update(t, completed=n))
         summaries.append(result.summary())
     table = Table(title=f"{run.game}, checkpoint {run.step}: full games from the start")
     columns = {"protocol": "protocol", "episodes": "games", "score_mean": "mean",
                "score_median": "median", "score_min": "min", "score_max": "max",
                "length_mean_agent_steps": "length (steps)"}
+    if at_frame is not None:
+        columns["score_at_frame_mean"] = f"mean at frame {at_frame:,}"
     for label in columns.values():
         table.add_column(label, justify="right")
     for s in summaries:

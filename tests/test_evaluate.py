@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import imageio.v3 as iio
@@ -101,3 +102,22 @@ def test_plot_errors(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"update": 1}\n')
     with pytest.raises(PlotError, match="none of the plotted metrics"):
         plot_run(tmp_path)
+
+
+def test_score_at_a_frame(policy):
+    """The score once a game has played a given number of frames (a demo's length), or its final
+    score if it ended before."""
+    early = run_protocol("Pong", ENV, policy, "plain", episodes=2, num_envs=2, seed=1,
+                         at_frame=2000)
+    assert early.at_frame == 2000 and len(early.scores_at_frame) == 2
+    # A near-random policy loses points all game: after 2,000 frames it has lost some, not all.
+    for at, final in zip(early.scores_at_frame, early.scores, strict=True):
+        assert final <= -15 and final < at <= 0
+    summary = early.summary()
+    assert summary["at_frame"] == 2000
+    assert summary["score_at_frame_mean"] == sum(early.scores_at_frame) / 2
+    late = run_protocol("Pong", ENV, policy, "plain", episodes=2, num_envs=2, seed=1,
+                        at_frame=10**7)
+    assert late.scores_at_frame == late.scores  # every game ended before: its final score
+    plain = dataclasses.replace(late, at_frame=None, scores_at_frame=[])
+    assert "at_frame" not in plain.summary()
