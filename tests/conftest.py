@@ -56,3 +56,20 @@ def wait_for_update(job: subprocess.Popen, run_dir: Path, update: int,
         time.sleep(0.2)
     assert job.poll() is None, job.stdout.read()[-3000:] if job.stdout else job.returncode
     return rows
+
+
+def run_module(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m module args`` from the repository's root, output captured."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def smoke_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two updates of the smoke config: a real run directory with a real checkpoint, shared by
+    the tests that only read it (evaluation, plots, demos from a run)."""
+    path = tmp_path_factory.mktemp("smoke_run") / "run"
+    done = run_module("jax_reset.train", "--config", "configs/smoke.toml", "--run-dir", str(path),
+                      "train.total_updates=2", "train.checkpoint_every=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return path

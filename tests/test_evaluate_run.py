@@ -5,37 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from jax_reset.envs import AtariPool, EnvConfig
 from jax_reset.evaluate import make_envpool, protocol_env_config
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def run(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+from tests.conftest import run_module
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two updates of the smoke config: a real run directory with a real checkpoint."""
-    path = tmp_path_factory.mktemp("eval") / "run"
-    done = run("jax_reset.train", "--config", "configs/smoke.toml", "--run-dir", str(path),
-               "train.total_updates=2", "train.checkpoint_every=2")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return path
-
-
-def test_evaluate_a_run_directory(run_dir: Path, tmp_path: Path):
+def test_evaluate_a_run_directory(smoke_run_dir: Path, tmp_path: Path):
     video = tmp_path / "game.mp4"
-    done = run("jax_reset.evaluate", "--run-dir", str(run_dir), "--protocol", "plain",
+    done = run_module("jax_reset.evaluate", "--run-dir", str(smoke_run_dir), "--protocol", "plain",
                "--protocol", "epsilon", "--episodes", "2", "--envs", "2", "--json",
                "--video", str(video))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -45,20 +26,21 @@ def test_evaluate_a_run_directory(run_dir: Path, tmp_path: Path):
     for p in out["protocols"]:
         assert p["episodes"] == 2 and -21 <= p["score_min"] <= p["score_max"] <= 21
     assert video.is_file() and out["video"]["frames"] > 700
-    plots = run("jax_reset.plot", "--run-dir", str(run_dir))
+    plots = run_module("jax_reset.plot", "--run-dir", str(smoke_run_dir))
     assert plots.returncode == 0, plots.stderr
-    assert (run_dir / "plots" / "starting_point.png").is_file()
+    assert (smoke_run_dir / "plots" / "starting_point.png").is_file()
 
 
-def test_bad_run_directory_and_checkpoint(run_dir: Path, tmp_path: Path):
-    done = run("jax_reset.evaluate", "--run-dir", str(tmp_path / "nothing"))
+def test_bad_run_directory_and_checkpoint(smoke_run_dir: Path, tmp_path: Path):
+    done = run_module("jax_reset.evaluate", "--run-dir", str(tmp_path / "nothing"))
     assert done.returncode == 2 and "not a run directory" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
-    done = run("jax_reset.evaluate", "--run-dir", str(run_dir), "--checkpoint", "99")
+    done = run_module("jax_reset.evaluate", "--run-dir", str(smoke_run_dir), "--checkpoint", "99")
     assert done.returncode == 2 and "no checkpoint at step 99" in done.stderr
-    done = run("jax_reset.evaluate", "--run-dir", str(run_dir), "--checkpoint", "first")
+    done = run_module("jax_reset.evaluate", "--run-dir", str(smoke_run_dir), "--checkpoint",
+                      "first")
     assert done.returncode == 2 and "latest, best or an update number" in done.stderr
-    done = run("jax_reset.plot", "--run-dir", str(tmp_path))
+    done = run_module("jax_reset.plot", "--run-dir", str(tmp_path))
     assert done.returncode == 2 and "no metrics.jsonl" in done.stderr
 
 
