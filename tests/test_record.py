@@ -53,6 +53,14 @@ def test_scripted_recording_with_two_rewinds_saves_the_kept_path(tmp_path: Path)
     ale = demo.make_ale()
     demo.restore(ale, 390)
     np.testing.assert_array_equal(ale.getRAM(), ram_at_390)
+    # And it trains: a few updates of the smoke job from the recorded demo.
+    run_dir = tmp_path / "run"
+    trained = subprocess.run(
+        [sys.executable, "-m", "jax_reset.train", "--config", "configs/smoke.toml", "--run-dir",
+         str(run_dir), f"demo.demo_path={path}", "train.total_updates=2",
+         "train.checkpoint_every=2"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "570 frames" in trained.stdout and (run_dir / "checkpoints" / "2").is_dir()
 
 
 def test_rewind_stops_at_the_start_and_game_over_freezes_steps() -> None:
