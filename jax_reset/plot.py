@@ -1,9 +1,10 @@
 """`python -m jax_reset.plot --run-dir DIR`: PNG plots of a run's ``metrics.jsonl``.
 
 Writes into ``DIR/plots/``: the curriculum's maximum starting point against agent steps and
-against wall time, the success rate at the starting point, the mean episode score, and the
-agent steps per second. A run of several demos gets one curve per demo (its
-``.../demo<i>/...`` keys) where the trainer logs the metric per demo.
+against training time (the gaps between the sittings of a resumed run left out), the success
+rate at the starting point, the mean episode score, the learning rate in force (it changes with
+the stall handling) and the agent steps per second. A run of several demos gets one curve per
+demo (its ``.../demo<i>/...`` keys) where the trainer logs the metric per demo.
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ PLOTS = (
     ("starting_point", metrics.MAX_STARTING_POINT, "max starting point (demo frame)"),
     ("success_rate", metrics.SUCCESS_AT_SP, "success rate at the starting point"),
     ("score", metrics.EPISODE_SCORE, "mean episode score"),
+    ("learning_rate", metrics.LEARNING_RATE, "learning rate in force"),
     ("steps_per_s", metrics.AGENT_STEPS_PER_S, "agent steps per second"),
 )
-# The trainer logs the unix time of each line; the plots show seconds since the first line.
-X_STEPS, X_TIME, UNIX_TIME = metrics.AGENT_STEPS, "wall_time_s", metrics.TIME
+# The trainer logs the unix time of each line; the plots show training seconds since the first
+# line, where a step in time of over GAP_FACTOR times the median step between two lines (a run
+# stopped and resumed later) counts as one median step.
+X_STEPS, X_TIME, UNIX_TIME = metrics.AGENT_STEPS, "training_time_s", metrics.TIME
+GAP_FACTOR = 10.0
 
 
 class PlotError(RuntimeError):
@@ -41,11 +46,23 @@ def read_metrics(run_dir: Path) -> list[dict]:
     rows = metrics.read_jsonl(path)  # a line cut by a crash mid-write is skipped
     if not rows:
         raise PlotError(f"{path}: no metrics yet")
-    start = next((r[UNIX_TIME] for r in rows if UNIX_TIME in r), None)
-    for r in rows:
-        if start is not None and UNIX_TIME in r:
-            r[X_TIME] = r[UNIX_TIME] - start
+    timed = [r for r in rows if UNIX_TIME in r]
+    for r, seconds in zip(timed, training_seconds([r[UNIX_TIME] for r in timed]), strict=True):
+        r[X_TIME] = seconds
     return rows
+
+
+def training_seconds(unix_times: list[float]) -> np.ndarray:
+    """Seconds of training at each line since the first: the steps between lines, where one
+    over ``GAP_FACTOR`` x their median (the time a run stood stopped between two sittings)
+    counts as the median. [n] -> [n]."""
+    if not unix_times:
+        return np.zeros(0)
+    steps = np.diff(np.asarray(unix_times, float))
+    if len(steps):
+        typical = float(np.median(steps))
+        steps = np.where(steps > GAP_FACTOR * max(typical, 1e-9), typical, steps)
+    return np.concatenate([[0.0], np.cumsum(steps)])
 
 
 def _series(rows: list[dict], x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +103,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     for name, key, label in PLOTS:
         xs = [(X_STEPS, "agent steps")]
         if name == "starting_point":
-            xs.append((X_TIME, "wall time (s)"))
+            xs.append((X_TIME, "training time (s; gaps between sittings left out)"))
         series = [(x, xlabel, _curves(rows, x, key)) for x, xlabel in xs]
         series = [s for s in series if s[2]]
         if not series:

@@ -19,7 +19,7 @@ from jax_reset.evaluate import (
     run_protocol,
 )
 from jax_reset.networks import NetworkConfig
-from jax_reset.plot import PlotError, plot_run
+from jax_reset.plot import X_TIME, PlotError, plot_run, read_metrics
 from jax_reset.video import record_episode
 
 # Small frames and a small network: a Pong game is ~1,000 agent steps of inference on the CPU.
@@ -84,16 +84,21 @@ def test_video_refuses_bad_paths(policy, tmp_path):
 
 
 def test_plots_from_metrics(tmp_path):
-    rows = [{"update": u, "train/agent_steps": 1024 * u, "time": 1.7e9 + 2.0 * u,
+    # Two sittings: updates 1-9, an hour stopped, then 10-19 (2 s per update throughout).
+    rows = [{"update": u, "train/agent_steps": 1024 * u,
+             "time": 1.7e9 + 2.0 * u + (3600.0 if u >= 10 else 0.0),
              "curriculum/max_starting_point": 22000 - 40 * u, "curriculum/success_at_sp": 0.3,
-             "env/episode_score": float(u % 3), "train/agent_steps_per_s": 500.0}
+             "env/episode_score": float(u % 3), "train/agent_steps_per_s": 500.0,
+             "train/learning_rate": 3e-4}
             for u in range(1, 20)]
     (tmp_path / "metrics.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in rows) + '{"update": 20, "agent_ste')
     paths = plot_run(tmp_path)
     assert {p.name for p in paths} == {"starting_point.png", "success_rate.png", "score.png",
-                                       "steps_per_s.png"}
+                                       "learning_rate.png", "steps_per_s.png"}
     assert all(iio.imread(p).shape[0] > 100 for p in paths)
+    # The training time leaves the hour between the sittings out: 18 steps of 2 s.
+    assert [r[X_TIME] for r in read_metrics(tmp_path)][-1] == pytest.approx(36.0)
 
 
 def test_plot_errors(tmp_path):
