@@ -4,20 +4,23 @@ Writes into ``DIR/plots/``: the curriculum's maximum starting point against agen
 against training time (the gaps between the sittings of a resumed run left out), the success
 rate at the starting point, the mean episode score, the learning rate in force (it changes with
 the stall handling) and the agent steps per second. A run of several demos gets one curve per
-demo (its ``.../demo<i>/...`` keys) where the trainer logs the metric per demo.
+demo (its ``.../demo<i>/...`` keys) where the trainer logs the metric per demo. Also prints, and
+writes as ``milestones.json``, when the curriculum passed each frame where the demo scores
+(``jax_reset.milestones``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from jax_reset import disk, metrics
+from jax_reset import demos, disk, metrics, milestones
 from jax_reset.curriculum import demo_key
 
 # (file name, y key, y label); x is agent steps, and also wall time for the curriculum.
@@ -33,6 +36,7 @@ PLOTS = (
 # stopped and resumed later) counts as one median step.
 X_STEPS, X_TIME, UNIX_TIME = metrics.AGENT_STEPS, "training_time_s", metrics.TIME
 GAP_FACTOR = 10.0
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class PlotError(RuntimeError):
@@ -130,6 +134,32 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     return written
 
 
+def run_milestones(run_dir: str | Path) -> tuple[dict[str, list[dict]], list[str]]:
+    """``milestones.for_run`` per demo of the run (its ``config.json``), and a line for each demo
+    that could not be read (then left out)."""
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir)
+    try:
+        demo = json.loads((run_dir / "config.json").read_text())["demo"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}, [f"{run_dir}/config.json: no demo named; milestones skipped"]
+    paths = demo.get("demo_paths") or [demo.get("demo_path")]
+    per_demo, notes = {}, []
+    for index, name in enumerate(p for p in paths if p):
+        path = Path(name)
+        if not path.exists() and (REPO_ROOT / path).exists():
+            path = REPO_ROOT / path  # a relative path of a run started from the repository
+        try:
+            rewards = demos.load(path, check=False).rewards
+        except (OSError, demos.DemoError) as err:
+            notes.append(f"milestones of {name} skipped: {err}")
+            continue
+        key = demo_key(metrics.MAX_STARTING_POINT, index)
+        key = key if any(key in r for r in rows) else metrics.MAX_STARTING_POINT
+        per_demo[str(name)] = milestones.for_run(rows, rewards, X_TIME, key)
+    return per_demo, notes
+
+
 def _check_writable(out: Path) -> None:
     probe = out / f".write-check-{os.getpid()}"
     try:
@@ -150,8 +180,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/plots)")
     args = parser.parse_args(argv)
     try:
-        for path in plot_run(args.run_dir, args.out):
+        written = plot_run(args.run_dir, args.out)
+        for path in written:
             print(path)
+        per_demo, notes = run_milestones(args.run_dir)
+        for note in notes:
+            print(note, file=sys.stderr)
+        for path, rows in per_demo.items():
+            print(f"\n{path}: agent steps (training time) until the maximum starting point is "
+                  "below each frame where the demo scores")
+            print(milestones.table(rows))
+        if per_demo:
+            milestones.write(written[0].parent / "milestones.json", per_demo)
+            print(written[0].parent / "milestones.json")
     except PlotError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -7,9 +7,10 @@ import json
 
 import imageio.v3 as iio
 import jax
+import numpy as np
 import pytest
 
-from jax_reset import networks
+from jax_reset import milestones, networks
 from jax_reset.envs.config import EnvConfig
 from jax_reset.evaluate import (
     PROTOCOLS,
@@ -99,6 +100,18 @@ def test_plots_from_metrics(tmp_path):
     assert all(iio.imread(p).shape[0] > 100 for p in paths)
     # The training time leaves the hour between the sittings out: 18 steps of 2 s.
     assert [r[X_TIME] for r in read_metrics(tmp_path)][-1] == pytest.approx(36.0)
+
+
+def test_milestones_first_and_for_good():
+    """Below 100 first at line 2, back above at line 3, below for good from line 4; below 50 at
+    line 5, the last; below 10 never."""
+    sp = [150, 90, 120, 80, 40]
+    rows = milestones.passes([1000, 2000, 3000, 4000, 5000], [0, 10, 20, 30, 40], sp, [100, 50, 10])
+    assert [(r["first_agent_steps"], r["for_good_agent_steps"]) for r in rows] == [
+        (2000, 4000), (5000, 5000), (None, None)]
+    assert (rows[0]["first_training_s"], rows[0]["for_good_training_s"]) == (10, 30)
+    # Scoring frames: latest first, then the game's start; a reward at frame 0 or 1 is the start.
+    assert milestones.scoring_frames(np.array([0, 1, 0, 0, -1, 0, 1.0])) == [6, 4, 1]
 
 
 def test_plot_errors(tmp_path):

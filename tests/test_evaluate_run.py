@@ -29,6 +29,12 @@ def test_evaluate_a_run_directory(smoke_run_dir: Path, tmp_path: Path):
     plots = run_module("jax_reset.plot", "--run-dir", str(smoke_run_dir))
     assert plots.returncode == 0, plots.stderr
     assert (smoke_run_dir / "plots" / "starting_point.png").is_file()
+    # Two updates from Pong's end pass its last scoring frame (22,859, the demo's -1) at most.
+    passed = json.loads((smoke_run_dir / "plots" / "milestones.json").read_text())
+    frames = [r["frame"] for r in passed["demos/Pong.npz"]]
+    assert frames == [22859, 18251, 14004, 12889, 11778, 9457, 2070, 1]
+    assert all(r["for_good_agent_steps"] is None for r in passed["demos/Pong.npz"][1:])
+    assert "below frame" in plots.stdout
 
 
 def test_bad_run_directory_and_checkpoint(smoke_run_dir: Path, tmp_path: Path):
