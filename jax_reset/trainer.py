@@ -38,9 +38,10 @@ from jax_reset import curriculum as cur
 from jax_reset import metrics as m
 from jax_reset import run_dir as rd
 from jax_reset import stall as stall_lib
-from jax_reset.actor import Actor, Rollout, RolloutSource, make_source
+from jax_reset.actor import Actor, Rollout
 from jax_reset.envs.demo_history import DemoHistory
 from jax_reset.process_group import Exchanged, ProcessGroup
+from jax_reset.rollout_source import RolloutSource, make_source
 from jax_reset.run_config import detect_platform as detect_platform  # re-exported
 from jax_reset.run_config import resolve as resolve  # re-exported
 from jax_reset.sizes import Sizes

@@ -18,12 +18,12 @@ from jax_reset import checkpoint as ckpt_lib
 from jax_reset import curriculum as cur
 from jax_reset import metrics as m
 from jax_reset import run_dir as rd
-from jax_reset.actor import SyncSource, ThreadedSource
 from jax_reset.config import load
 from jax_reset.envs import AtariPool
 from jax_reset.mesh import make_data_mesh
 from jax_reset.ppo.update import create_train_state
 from jax_reset.process_group import ProcessGroup
+from jax_reset.rollout_source import SyncSource, ThreadedSource
 from jax_reset.sizes import derive
 from jax_reset.trainer import Trainer, resolve
 from tests.conftest import train_cmd

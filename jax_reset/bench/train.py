@@ -201,7 +201,7 @@ def run_round(trainer: Any, sink: MetricsSink, updates: int,
     """``1 + updates`` updates with a fresh rollout source; returns the agent steps/s of the
     last ``updates`` and their stages' mean seconds per update. The source is closed after,
     so that no actor thread runs while another variant is measured."""
-    from jax_reset.actor import make_source
+    from jax_reset.rollout_source import make_source
 
     t = trainer
     t.source = make_source(t.actor, t.group.local_params(t.state.train_state.params),
