@@ -53,6 +53,7 @@ def passes(steps: Sequence[float], seconds: Sequence[float] | None,
 
 
 def table(rows: list[dict[str, Any]]) -> str:
+    """``passes`` as text, down to the first frame not yet passed."""
     def cell(value: float | None, unit: str) -> str:
         if value is None:
             return "not yet"
@@ -60,11 +61,16 @@ def table(rows: list[dict[str, Any]]) -> str:
 
     lines = [f"{'below frame':>12} {'first (agent steps)':>20} {'for good (agent steps)':>23} "
              f"{'first (training)':>17} {'for good (training)':>20}"]
-    for r in rows:
+    shown = next((i + 1 for i, r in enumerate(rows) if r["first_agent_steps"] is None),
+                 len(rows))  # up to the first frame not yet passed
+    for r in rows[:shown]:
         lines.append(f"{r['frame']:>12,} {cell(r['first_agent_steps'], 'steps'):>20} "
                      f"{cell(r['for_good_agent_steps'], 'steps'):>23} "
                      f"{cell(r['first_training_s'], 's'):>17} "
                      f"{cell(r['for_good_training_s'], 's'):>20}")
+    if shown < len(rows):
+        lines.append(f"{'':>12} ({len(rows) - shown} earlier scoring frames, down to frame "
+                     f"{rows[-1]['frame']}, not yet passed)")
     return "\n".join(lines)
 
 

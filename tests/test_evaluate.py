@@ -106,9 +106,13 @@ def test_milestones_first_and_for_good():
     """Below 100 first at line 2, back above at line 3, below for good from line 4; below 50 at
     line 5, the last; below 10 never."""
     sp = [150, 90, 120, 80, 40]
-    rows = milestones.passes([1000, 2000, 3000, 4000, 5000], [0, 10, 20, 30, 40], sp, [100, 50, 10])
+    rows = milestones.passes([1000, 2000, 3000, 4000, 5000], [0, 10, 20, 30, 40], sp,
+                             [100, 50, 10, 5])
     assert [(r["first_agent_steps"], r["for_good_agent_steps"]) for r in rows] == [
-        (2000, 4000), (5000, 5000), (None, None)]
+        (2000, 4000), (5000, 5000), (None, None), (None, None)]
+    # The table stops at the first frame not yet passed and counts the rest.
+    text = milestones.table(rows)
+    assert "4,000" in text and text.count("not yet passed") == 1 and "(1 earlier" in text
     assert (rows[0]["first_training_s"], rows[0]["for_good_training_s"]) == (10, 30)
     # Scoring frames: latest first, then the game's start; a reward at frame 0 or 1 is the start.
     assert milestones.scoring_frames(np.array([0, 1, 0, 0, -1, 0, 1.0])) == [6, 4, 1]
