@@ -8,15 +8,14 @@ table for a run and writes it as ``milestones.json`` beside the plots.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jax_reset import metrics
 
+JSON_NAME = "milestones.json"  # written beside the plots
 START = 1  # "below frame 1": the maximum starting point reached the game's start (frame 0)
 
 
@@ -83,6 +82,3 @@ def for_run(rows: list[dict[str, Any]], rewards: np.ndarray, time_key: str,
                   None if any(s is None for s in seconds) else seconds,
                   [r[sp_key] for r in lines], scoring_frames(rewards))
 
-
-def write(path: Path, per_demo: dict[str, list[dict[str, Any]]]) -> None:
-    path.write_text(json.dumps(per_demo, indent=1) + "\n")

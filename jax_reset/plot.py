@@ -22,6 +22,7 @@ import numpy as np
 
 from jax_reset import demos, disk, metrics, milestones
 from jax_reset.curriculum import demo_key
+from jax_reset.run_layout import CONFIG_NAME
 
 # (file name, y key, y label); x is agent steps, and also wall time for the curriculum.
 PLOTS = (
@@ -90,12 +91,13 @@ def _curves(rows: list[dict], x: str, y: str) -> list[tuple[str | None, np.ndarr
     return [c for c in curves if len(c[1])]
 
 
-def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
-    """Writes the PNGs and returns their paths (a metric never logged is skipped). Raises
-    ``PlotError`` (one line) when there is nothing to plot, ``disk.WriteError`` when
-    ``out_dir`` takes no file."""
+def plot_run(run_dir: str | Path, out_dir: str | Path | None = None,
+             rows: list[dict] | None = None) -> list[Path]:
+    """Writes the PNGs and returns their paths (a metric never logged is skipped); ``rows``:
+    the run's ``read_metrics`` when already read. Raises ``PlotError`` (one line) when there is
+    nothing to plot, ``disk.WriteError`` when ``out_dir`` takes no file."""
     run_dir = Path(run_dir)
-    rows = read_metrics(run_dir)
+    rows = read_metrics(run_dir) if rows is None else rows
     out = Path(out_dir) if out_dir is not None else run_dir / "plots"
     _check_writable(out)  # before matplotlib's seconds of start-up
     import matplotlib
@@ -134,15 +136,16 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     return written
 
 
-def run_milestones(run_dir: str | Path) -> tuple[dict[str, list[dict]], list[str]]:
-    """``milestones.for_run`` per demo of the run (its ``config.json``), and a line for each demo
-    that could not be read (then left out)."""
+def run_milestones(run_dir: str | Path,
+                   rows: list[dict]) -> tuple[dict[str, list[dict]], list[str]]:
+    """``milestones.for_run`` per demo of the run (named in its config file) over its metrics
+    ``rows`` (``read_metrics``), and a line for each demo that could not be read (then left
+    out)."""
     run_dir = Path(run_dir)
-    rows = read_metrics(run_dir)
     try:
-        demo = json.loads((run_dir / "config.json").read_text())["demo"]
+        demo = json.loads((run_dir / CONFIG_NAME).read_text())["demo"]
     except (OSError, ValueError, KeyError, TypeError):
-        return {}, [f"{run_dir}/config.json: no demo named; milestones skipped"]
+        return {}, [f"{run_dir}/{CONFIG_NAME}: no demo named; milestones skipped"]
     paths = demo.get("demo_paths") or [demo.get("demo_path")]
     per_demo, notes = {}, []
     for index, name in enumerate(p for p in paths if p):
@@ -180,19 +183,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/plots)")
     args = parser.parse_args(argv)
     try:
-        written = plot_run(args.run_dir, args.out)
+        rows = read_metrics(Path(args.run_dir))
+        written = plot_run(args.run_dir, args.out, rows)
         for path in written:
             print(path)
-        per_demo, notes = run_milestones(args.run_dir)
+        per_demo, notes = run_milestones(args.run_dir, rows)
         for note in notes:
             print(note, file=sys.stderr)
-        for path, rows in per_demo.items():
+        for path, passed in per_demo.items():
             print(f"\n{path}: agent steps (training time) until the maximum starting point is "
                   "below each frame where the demo scores")
-            print(milestones.table(rows))
+            print(milestones.table(passed))
         if per_demo:
-            milestones.write(written[0].parent / "milestones.json", per_demo)
-            print(written[0].parent / "milestones.json")
+            out = written[0].parent / milestones.JSON_NAME
+            out.write_text(json.dumps(per_demo, indent=1) + "\n")
+            print(out)
     except PlotError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jax_reset import milestones
 from jax_reset.envs import AtariPool, EnvConfig
 from jax_reset.evaluate import make_envpool, protocol_env_config
 from tests.conftest import run_module
@@ -30,7 +31,7 @@ def test_evaluate_a_run_directory(smoke_run_dir: Path, tmp_path: Path):
     assert plots.returncode == 0, plots.stderr
     assert (smoke_run_dir / "plots" / "starting_point.png").is_file()
     # Two updates from Pong's end pass its last scoring frame (22,859, the demo's -1) at most.
-    passed = json.loads((smoke_run_dir / "plots" / "milestones.json").read_text())
+    passed = json.loads((smoke_run_dir / "plots" / milestones.JSON_NAME).read_text())
     frames = [r["frame"] for r in passed["demos/Pong.npz"]]
     assert frames == [22859, 18251, 14004, 12889, 11778, 9457, 2070, 1]
     assert all(r["for_good_agent_steps"] is None for r in passed["demos/Pong.npz"][1:])
