@@ -7,7 +7,6 @@ the two demos differ in length: an environment restored from the wrong demo show
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -17,8 +16,8 @@ import pytest
 
 from jax_reset import checkpoint as ckpt_lib
 from jax_reset import curriculum as cur
-from jax_reset import demos, stall
 from jax_reset import run_dir as rd
+from jax_reset import stall
 from jax_reset.config import load
 from jax_reset.envs import AtariPool
 from jax_reset.mesh import make_data_mesh
@@ -27,26 +26,10 @@ from jax_reset.process_group import ProcessGroup
 from jax_reset.sizes import derive
 from jax_reset.trainer import Trainer
 from tests.conftest import train_cmd
+from tests.helpers import PONG, PREFIX_FRAMES, make_prefix_demo, paths_override
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.toml"
-PONG = REPO / "demos" / "Pong.npz"
-PREFIX_FRAMES = 3000
-
-
-def make_prefix_demo(out: Path) -> Path:
-    """A 3,000-frame Pong demo from the first actions of Pong's (``demo from-actions``)."""
-    actions = np.asarray(demos.load(PONG, check=False).actions[:PREFIX_FRAMES])
-    np.save(out.with_suffix(".npy"), actions)
-    proc = subprocess.run([sys.executable, "-m", "jax_reset.demo", "from-actions", "--game",
-                           "Pong", "--minimal", str(out.with_suffix(".npy")), "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
-def paths_override(*paths: Path | str) -> str:
-    return "demo.demo_paths=[" + ",".join(f'"{p}"' for p in paths) + "]"
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from jax_reset.checkpoint import Checkpoints
 from jax_reset.distributed import free_port
 from jax_reset.metrics import read_jsonl
 from tests.conftest import processes_tagged, train_cmd, wait_for_update
-from tests.test_multidemo import PONG, PREFIX_FRAMES, make_prefix_demo, paths_override
+from tests.helpers import PONG, PREFIX_FRAMES, make_prefix_demo, paths_override
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.toml"

@@ -32,7 +32,7 @@ SPLIT_SCRIPT = textwrap.dedent("""
     from jax_reset.ppo.warmup import make_warmup_fn
     from jax_reset.process_group import ProcessGroup
     from jax_reset.sizes import Sizes
-    from tests.test_ppo_update import collect_rollout
+    from tests.helpers import collect_rollout
 
     devices = jax.devices()
     assert len(devices) == 3, devices

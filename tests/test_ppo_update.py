@@ -32,8 +32,8 @@ from jax_reset.ppo.update import (
     with_hyperparams,
 )
 from jax_reset.ppo.warmup import make_warmup_fn
+from tests.helpers import A, collect_rollout
 
-A = 6
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -46,45 +46,6 @@ def setup():
     cfg, ppo = tiny_network_config(), tiny_ppo_config(epochs=1, minibatches=1)
     net, state = create_train_state(cfg, ppo, TINY_OBS_SHAPE, A, jax.random.key(0))
     return cfg, ppo, net, state, make_update(net, ppo, make_data_mesh())
-
-
-def collect_rollout(act, warmup, params, cfg, ppo, carry, rng, key, first):
-    """Act step by step like the trainer; record what the acting function saw and returned.
-
-    Random episode starts (all environments at the very first step); half the episodes begin
-    from a demo warm-up state. Returns (rollout, bootstrap_value, tail_carry, carry_after).
-    """
-    b = jax.tree.leaves(carry)[0].shape[0]
-    steps = ppo.rollout_steps
-    tr = random_transition(rng, steps, b, TINY_OBS_SHAPE, A)
-    if first:
-        tr = tr.replace(episode_start=np.ones_like(tr.episode_start))
-    demo = rng.integers(0, 256, (b, 5, *TINY_OBS_SHAPE), dtype=np.uint8)
-    warm = warmup(params, demo, rng.random((b, 5)) < 0.8)
-    from_demo = rng.random(b) < 0.5
-    start_carry = jax.tree.map(
-        lambda w: np.where(from_demo[:, None], np.asarray(w), 0.0).astype(np.float32), warm
-    )
-    rec = {"action": [], "logp": [], "value": []}
-    tail_carry = None
-    for t in range(steps):
-        if t == steps - ppo.burn_in_steps:
-            tail_carry = carry  # the state entering step T - K
-        key, sub = jax.random.split(key)
-        out = act(
-            params, tr.obs[t], tr.episode_start[t], tr.entropy_boost[t], carry, sub, start_carry
-        )
-        carry = out.carry
-        for name in rec:
-            rec[name].append(np.asarray(getattr(out, name)))
-    tr = tr.replace(
-        start_carry=jax.tree.map(lambda x: np.broadcast_to(x, (steps, *x.shape)), start_carry),
-        **{name: np.stack(v) for name, v in rec.items()},
-    )
-    # Bootstrap: act once on the next observation (the next rollout's step 0 in the trainer).
-    nxt = random_transition(rng, 1, b, TINY_OBS_SHAPE, A)
-    boot = act(params, nxt.obs[0], nxt.episode_start[0], nxt.entropy_boost[0], carry, key)
-    return tr, np.asarray(boot.value), tail_carry, carry
 
 
 def test_acting_and_learning_agree(setup):
