@@ -2,7 +2,7 @@
 the learner, in turn or overlapped: ``jax_reset.rollout_source``).
 
 The pool belongs to whichever thread acts; starting points set from the learner's thread are
-applied at the start of the next rollout (the pool only accepts them between steps).
+applied at the start of the rollout they name (the pool only accepts them between steps).
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ class Actor:
         self.warmup_fn, self.warmup_steps = warmup_fn, warmup_steps
         # Each environment's demo (an index into the histories; all 0 with one demo).
         self.env_demo = np.asarray(getattr(pool, "env_demo", np.zeros(pool.num_envs, np.int64)))
-        self._pending_points: np.ndarray | None = None
+        # (first rollout number, starting points int [B]) in the order set.
+        self._pending_points: list[tuple[int, np.ndarray]] = []
         self._lock = threading.Lock()
         first = pool.reset()
         # Whole-batch host arrays [B, ...], updated group by group (slices are views).
@@ -173,16 +174,21 @@ class Actor:
                 o[i] = w
         return out
 
-    def set_starting_points(self, points: np.ndarray) -> None:
+    def set_starting_points(self, points: np.ndarray, from_rollout: int = 0) -> None:
         """This process's environments' starting points int [B], from any thread: applied at
-        the start of the next rollout."""
+        the start of the first rollout numbered ``from_rollout`` or later. The learner names
+        a rollout the actor cannot have started yet, so the rollout that first sees the points
+        does not depend on how the two threads' timings fell (runs repeat exactly)."""
         with self._lock:
-            self._pending_points = np.asarray(points, np.int64).copy()
+            self._pending_points.append((from_rollout, np.asarray(points, np.int64).copy()))
 
-    def _apply_points(self) -> None:
+    def _apply_points(self, index: int) -> None:
+        """The latest points due at rollout ``index``, if any (later ones stay pending)."""
         with self._lock:
-            points, self._pending_points = self._pending_points, None
-        if points is not None:
+            due = [p for at, p in self._pending_points if at <= index]
+            self._pending_points = [(at, p) for at, p in self._pending_points if at > index]
+        if due:
+            points = due[-1]
             if self.warm:
                 for d, history in enumerate(self.histories):
                     own = points[self.env_demo == d]
@@ -214,7 +220,7 @@ class Actor:
                 stop: threading.Event | None = None) -> Rollout:
         """Rollout number ``index`` with ``params`` (made by ``version`` updates); raises
         ``Stopped`` as soon as ``stop`` is set."""
-        self._apply_points()
+        self._apply_points(index)
         self._warm_cache.clear()  # new parameters
         timing = {m.ACTOR_INFERENCE_S: 0.0, m.ACTOR_WARMUP_S: 0.0, m.ACTOR_ENV_STEP_S: 0.0}
         rec = _RolloutBuffer(self)

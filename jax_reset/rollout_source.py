@@ -1,8 +1,9 @@
 """Rollout sources: how the learner gets rollouts from the ``Actor``, either in turn
 (``SyncSource``: act, then learn) or overlapped (``ThreadedSource``: an actor thread collects the
 next rollout with the previous parameters while the learner updates, Cleanba style: a queue of
-one, exactly one version behind; the stored behaviour log-probabilities keep the PPO ratio
-right).
+one, exactly one version behind whichever thread is faster; the stored behaviour
+log-probabilities keep the PPO ratio right). Which parameters and which starting points a
+rollout uses never depends on the threads' timing, so a run repeats exactly.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class RolloutSource(Protocol):
     """
 
     actor: Actor
+    # Rollouts the actor may be ahead of the learner: while update u + 1 learns rollout u,
+    # rollout u + 1 + lag is the first one certainly not started.
+    lag: int
 
     def start(self) -> None: ...
 
@@ -44,6 +48,8 @@ class SyncSource:
     """Acting and learning alternate: each rollout acts with the latest parameters (exact
     on-policy)."""
 
+    lag = 0
+
     def __init__(self, actor: Actor, params: Any, version: int) -> None:
         self.actor = actor
         self._params, self._version = params, version
@@ -62,26 +68,32 @@ class SyncSource:
 
 
 class ParamsBox:
-    """The latest parameters for the actor thread, with the number of updates that made them."""
+    """The parameters for the actor thread: the newest two versions (the number of updates
+    that made them), so the actor gets exactly the version it asks for however the threads'
+    timings fall."""
 
     def __init__(self, params: Any, version: int) -> None:
         self._cond = threading.Condition()
-        self._params = params
+        self._params = {version: params}
         self.version = version
 
     def set(self, params: Any, version: int) -> None:
         with self._cond:
-            self._params, self.version = params, version
+            self._params[version] = params
+            self._params = {v: p for v, p in self._params.items() if v >= version - 1}
+            self.version = version
             self._cond.notify_all()
 
-    def get(self, at_least: int, stop: threading.Event) -> tuple[Any, int] | None:
-        """The parameters once their version reaches ``at_least``; None if stopped first."""
+    def get(self, version: int, stop: threading.Event) -> tuple[Any, int] | None:
+        """The parameters of ``version`` once made (those of the first version held when it is
+        older, as for the first rollout after a start); None if stopped first."""
         with self._cond:
-            while self.version < at_least:
+            while self.version < version:
                 if stop.is_set():
                     return None
                 self._cond.wait(timeout=0.1)
-            return self._params, self.version
+            version = max(version, min(self._params))
+            return self._params[version], version
 
 
 STOP = object()  # the actor thread's last item when it ends on a stop (not an error)
@@ -89,6 +101,8 @@ STOP = object()  # the actor thread's last item when it ends on a stop (not an e
 
 class ThreadedSource:
     """An actor thread collects into a queue of one while the learner updates (Cleanba)."""
+
+    lag = 1
 
     def __init__(self, actor: Actor, params: Any, version: int) -> None:
         self.actor = actor
@@ -112,7 +126,8 @@ class ThreadedSource:
         try:
             while not self.stop.is_set():
                 # Rollout i is learned by update i + 1; acting with the parameters of update
-                # i - 1 keeps the actor exactly one version behind (Cleanba), however fast it is.
+                # i - 1 keeps the actor exactly one version behind (Cleanba), however fast it
+                # is, or the learner: a faster learner's newer parameters wait for the next one.
                 t0 = time.perf_counter()
                 got = self.box.get(self.index - 1, self.stop)
                 if got is None:

@@ -177,16 +177,19 @@ class Trainer:
             sums={"frames": rollout.frames, "valid": float(rollout.transition.valid.sum())},
             means=rollout.metrics, stop=stop_requested)
 
-    def advance_curriculum(self, records: cur.EpisodeRecords) -> tuple[cur.Decision, ...]:
-        """Each demo's curriculum after the job's ``records`` (its own episodes); moved
-        starting points go to the actor (applied at the start of its next rollout). Returns
-        each demo's decision."""
+    def advance_curriculum(self, records: cur.EpisodeRecords,
+                           rollout_index: int) -> tuple[cur.Decision, ...]:
+        """Each demo's curriculum after the job's ``records`` (its own episodes, from rollout
+        ``rollout_index``); moved starting points go to the actor, applied from the first
+        rollout it cannot have started yet (the next one, or the one after with an actor
+        thread). Returns each demo's decision."""
         curriculum, decisions = cur.update_curricula(self.state.curriculum, records,
                                                      self.config.ppo.rollout_steps,
                                                      self.config.curriculum)
         self.state = dataclasses.replace(self.state, curriculum=curriculum)
         if any(d.decided and d.new_max != d.old_max for d in decisions):
-            self.actor.set_starting_points(self.local_points(curriculum))
+            self.actor.set_starting_points(self.local_points(curriculum),
+                                           rollout_index + 1 + self.source.lag)
         return decisions
 
     def handle_stall(self, decisions: tuple[cur.Decision, ...]) -> bool:
@@ -283,12 +286,13 @@ class Trainer:
         after it."""
         from jax_reset.actor import Stopped
 
+        index = self.state.update  # the rollout's number (rollout i is learned by update i + 1)
         try:
             rollout, wait_s = self.collect(interrupt)
         except Stopped:
             return False
         got = self.exchange(rollout, stop.is_set())
-        decisions = self.advance_curriculum(got.records)
+        decisions = self.advance_curriculum(got.records, index)
         self.handle_stall(decisions)
         # The learner's seconds, and the updates between the acting parameters and the ones
         # this update started from.

@@ -120,14 +120,14 @@ def test_two_demo_trainer_saves_and_restores_both_curricula(tmp_path: Path,
                           state, tmp_path, checkpoints, meta)
         assert len(trainer.actor.histories) == 2
         seen = set()
-        for _ in range(3):
+        for index in range(3):
             rollout, _ = trainer.collect(threading.Event())
             got = trainer.exchange(rollout, stop_requested=False)
             # Each environment's episodes start inside its own demo.
             frames = np.asarray(pool.demos_num_frames)[got.records.demo]
             assert (got.records.start <= frames).all()
             seen |= set(got.records.demo.tolist())
-            trainer.handle_stall(trainer.advance_curriculum(got.records))
+            trainer.handle_stall(trainer.advance_curriculum(got.records, index))
             trainer.learn(rollout, int(got.sums["frames"]))
             trainer.publish()
         assert seen == {0, 1}

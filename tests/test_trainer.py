@@ -73,7 +73,7 @@ def test_steps_collect_curriculum_learn_save_restore(tmp_path: Path) -> None:
         got = trainer.exchange(rollout, stop_requested=False)
         assert got.sums["frames"] == rollout.frames and not got.stop
         assert got.means == rollout.metrics and len(got.records) == len(rollout.records)
-        trainer.advance_curriculum(got.records)
+        trainer.advance_curriculum(got.records, rollout_index=0)
         assert trainer.state.curriculum.agent_steps == t
         update_metrics = trainer.learn(rollout, int(got.sums["frames"]))
         assert np.isfinite(update_metrics["train/loss"])
@@ -130,6 +130,52 @@ def test_overlapped_run_stays_one_version_behind_and_stops(tmp_path: Path) -> No
     lags = [r[m.POLICY_LAG] for r in rows]
     assert lags[0] == 0 and set(lags) <= {0.0, 1.0}
     assert all(m.ACTOR_WAIT_S in r and m.LEARNER_WAIT_S in r for r in rows)
+
+
+# Metrics that time things (they differ from run to run); every other logged value must not.
+TIMED_KEYS = ("time", "timing/", "actor/env_step_s", "actor/inference_s", "actor/wait_s",
+              "actor/warmup_s", m.AGENT_STEPS_PER_S)
+
+
+def run_overlapped(config, run_dir: Path, slow: str) -> list[dict]:
+    """An overlapped run of ``config`` where the learner (``slow="learner"``) or the actor
+    (``"actor"``) takes 0.4 s longer per update: its metrics lines, the timings left out."""
+    import time
+
+    run_dir.mkdir()
+    with AtariPool(None, 4, 2, config=config.env, demo=config.demo, seed=0) as pool, \
+            m.MetricsWriter(run_dir, tensorboard=False) as writer:
+        trainer, checkpoints = fresh(config, run_dir, pool, writer)
+        target = trainer if slow == "learner" else trainer.actor
+        name = "publish" if slow == "learner" else "collect"
+        real = getattr(target, name)
+
+        def delayed(*args, **kwargs):
+            time.sleep(0.4)
+            return real(*args, **kwargs)
+
+        setattr(target, name, delayed)
+        trainer.run(threading.Event())
+        checkpoints.close()
+    return [{k: v for k, v in r.items() if not k.startswith(TIMED_KEYS)}
+            for r in m.read_jsonl(run_dir / m.JSONL_NAME)]
+
+
+def test_an_overlapped_run_repeats_exactly_whichever_thread_is_slower(tmp_path: Path) -> None:
+    """The actor thread acts with exactly the parameters one version behind and moves its
+    starting points at a rollout fixed by the update that decided: a slow learner (the actor
+    waits for parameters) and a slow actor (newer parameters are ready before it starts) give
+    the same run, value for value."""
+    config = load(SMOKE, ["train.overlap=true", "train.total_updates=8",
+                          "train.checkpoint_every=1000", "curriculum.decision_interval=16"])
+    slow_learner = run_overlapped(config, tmp_path / "a", "learner")
+    slow_actor = run_overlapped(config, tmp_path / "b", "actor")
+    assert [r["update"] for r in slow_learner] == list(range(1, 9))
+    points = {r[m.MAX_STARTING_POINT] for r in slow_learner}
+    assert len(points) > 1, points  # the curriculum moved: the new points' timing is covered
+    assert [r[m.POLICY_LAG] for r in slow_actor] == [0.0] + [1.0] * 7
+    for a, b in zip(slow_learner, slow_actor, strict=True):
+        assert a == b, {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)}
 
 
 def test_resume_overrides_persist_to_the_next_plain_resume(tmp_path: Path) -> None:
