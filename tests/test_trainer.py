@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import jax
@@ -140,8 +141,6 @@ TIMED_KEYS = ("time", "timing/", "actor/env_step_s", "actor/inference_s", "actor
 def run_overlapped(config, run_dir: Path, slow: str) -> list[dict]:
     """An overlapped run of ``config`` where the learner (``slow="learner"``) or the actor
     (``"actor"``) takes 0.4 s longer per update: its metrics lines, the timings left out."""
-    import time
-
     run_dir.mkdir()
     with AtariPool(None, 4, 2, config=config.env, demo=config.demo, seed=0) as pool, \
             m.MetricsWriter(run_dir, tensorboard=False) as writer:
