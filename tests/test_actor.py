@@ -5,7 +5,6 @@ same rollouts up to the float order of smaller inference batches."""
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -18,8 +17,8 @@ from jax_reset.envs.demo_history import DemoHistory
 from jax_reset.ppo.acting import make_act_fn
 from jax_reset.ppo.update import create_train_state
 from jax_reset.ppo.warmup import make_warmup_fn
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.toml"
 NUM_ENVS, WORKERS, ROLLOUTS = 6, 2, 3
 

@@ -16,8 +16,8 @@ from jax_reset import config as cfg
 from jax_reset.demos.roms import GAMES as GAME_TABLE
 from jax_reset.envs.config import EnvConfig
 from jax_reset.ppo.config import PPOConfig
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 PRESET_PARTS = ("base", "cpu")  # linked by the game files, not jobs by themselves
 CONFIGS = sorted(p for p in (REPO / "configs").glob("*.toml") if p.stem not in PRESET_PARTS)
 GAMES = ("Pong", "MontezumaRevenge", "PrivateEye", "Pitfall", "Gravitar")

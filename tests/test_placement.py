@@ -13,9 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from jax_reset.metrics import read_jsonl
-from tests.conftest import train_cmd
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO, train_cmd
 
 # 1 acting + 2 learning devices: where each part lives; one update on the same batch on the
 # two learning devices against one device; acting and learning log-probabilities.

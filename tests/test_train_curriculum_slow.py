@@ -22,8 +22,8 @@ import pytest
 from jax_reset import demos
 from jax_reset import metrics as m
 from jax_reset.metrics import read_jsonl
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 UPDATES = 160
 MIN_MOVED = 100  # frames; the measured value is printed (and recorded in docs/benchmarks.md)
 

@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 
 from jax_reset.envs import AtariPool, PoolError
-from tests.conftest import processes_tagged, train_cmd, wait_for_update
+from tests.conftest import REPO, processes_tagged, train_cmd, wait_for_update
 
-REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.toml"
 
 

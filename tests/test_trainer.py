@@ -27,9 +27,8 @@ from jax_reset.process_group import ProcessGroup
 from jax_reset.rollout_source import SyncSource, ThreadedSource
 from jax_reset.sizes import derive
 from jax_reset.trainer import Trainer, resolve
-from tests.conftest import train_cmd
+from tests.conftest import REPO, train_cmd
 
-REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.toml"
 
 
