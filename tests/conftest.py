@@ -9,6 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DEMOS = REPO / "demos"
+SMOKE = REPO / "configs" / "smoke.toml"  # the tiny job most tests train
 ORIGINALS = DEMOS / "original"  # the 2018 pickles (MIT), shipped with the repository
 SHIPPED_GAMES = ("MontezumaRevenge", "Pitfall", "Pong", "PrivateEye")  # exact on ale-py's ROMs
 

@@ -17,9 +17,8 @@ from jax_reset.envs.demo_history import DemoHistory
 from jax_reset.ppo.acting import make_act_fn
 from jax_reset.ppo.update import create_train_state
 from jax_reset.ppo.warmup import make_warmup_fn
-from tests.conftest import REPO
+from tests.conftest import SMOKE
 
-SMOKE = REPO / "configs" / "smoke.toml"
 NUM_ENVS, WORKERS, ROLLOUTS = 6, 2, 3
 
 

@@ -16,7 +16,7 @@ from jax_reset import config as cfg
 from jax_reset.demos.roms import GAMES as GAME_TABLE
 from jax_reset.envs.config import EnvConfig
 from jax_reset.ppo.config import PPOConfig
-from tests.conftest import REPO
+from tests.conftest import REPO, SMOKE
 
 PRESET_PARTS = ("base", "cpu")  # linked by the game files, not jobs by themselves
 CONFIGS = sorted(p for p in (REPO / "configs").glob("*.toml") if p.stem not in PRESET_PARTS)
@@ -130,7 +130,7 @@ def test_game_files_hold_only_what_differs_from_base() -> None:
         assert set(raw["demo"]) <= {"demo_path", "game"}, path
         # The trainer prints its CPU note when the resolved file has an overlay.
         assert cfg.CPU_TABLE in cfg.read_file(path)
-    assert cfg.CPU_TABLE not in cfg.read_file(REPO / "configs" / "smoke.toml")
+    assert cfg.CPU_TABLE not in cfg.read_file(SMOKE)
 
 
 def test_minibatches_default_is_the_references_full_batch(tmp_path: Path) -> None:

@@ -25,10 +25,8 @@ from jax_reset.ppo.update import create_train_state
 from jax_reset.process_group import ProcessGroup
 from jax_reset.sizes import derive
 from jax_reset.trainer import Trainer
-from tests.conftest import REPO, train_cmd
+from tests.conftest import REPO, SMOKE, train_cmd
 from tests.helpers import PONG, PREFIX_FRAMES, make_prefix_demo, paths_override
-
-SMOKE = REPO / "configs" / "smoke.toml"
 
 
 @pytest.fixture(scope="module")

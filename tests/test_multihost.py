@@ -33,10 +33,9 @@ import pytest
 from jax_reset.checkpoint import Checkpoints
 from jax_reset.distributed import free_port
 from jax_reset.metrics import read_jsonl
-from tests.conftest import REPO, processes_tagged, train_cmd, wait_for_update
+from tests.conftest import REPO, SMOKE, processes_tagged, train_cmd, wait_for_update
 from tests.helpers import PONG, PREFIX_FRAMES, make_prefix_demo, paths_override
 
-SMOKE = REPO / "configs" / "smoke.toml"
 STEPS_PER_UPDATE = 4 * 16  # smoke: num_envs x rollout_steps, over all processes
 TINY = ("train.workers=1",)  # one environment worker per process: 2 busy cores
 

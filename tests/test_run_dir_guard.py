@@ -20,9 +20,8 @@ import pytest
 from jax_reset.checkpoint import Checkpoints
 from jax_reset.lock import RunLock, holder
 from jax_reset.metrics import read_jsonl
-from tests.conftest import REPO, train_cmd, wait_for_update
+from tests.conftest import REPO, SMOKE, train_cmd, wait_for_update
 
-SMOKE = REPO / "configs" / "smoke.toml"
 IN_CI = bool(os.environ.get("CI"))
 
 

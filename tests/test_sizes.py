@@ -6,8 +6,7 @@ import pytest
 
 from jax_reset.config import load
 from jax_reset.sizes import SizeError, derive
-
-SMOKE = "configs/smoke.toml"
+from tests.conftest import SMOKE
 
 
 def config(num_envs: int, minibatches: int = 1, rollout_steps: int = 16):

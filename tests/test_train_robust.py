@@ -17,9 +17,7 @@ import numpy as np
 import pytest
 
 from jax_reset.envs import AtariPool, PoolError
-from tests.conftest import REPO, processes_tagged, train_cmd, wait_for_update
-
-SMOKE = REPO / "configs" / "smoke.toml"
+from tests.conftest import REPO, SMOKE, processes_tagged, train_cmd, wait_for_update
 
 
 @pytest.fixture(scope="module")

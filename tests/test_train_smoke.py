@@ -21,9 +21,8 @@ import pytest
 from jax_reset.checkpoint import Checkpoints
 from jax_reset.config import load, save_json
 from jax_reset.metrics import read_jsonl
-from tests.conftest import REPO, processes_tagged, train_cmd, wait_for_update
+from tests.conftest import REPO, SMOKE, processes_tagged, train_cmd, wait_for_update
 
-SMOKE = REPO / "configs" / "smoke.toml"
 STEPS_PER_UPDATE = 4 * 16  # smoke: num_envs x rollout_steps
 
 

@@ -27,9 +27,7 @@ from jax_reset.process_group import ProcessGroup
 from jax_reset.rollout_source import SyncSource, ThreadedSource
 from jax_reset.sizes import derive
 from jax_reset.trainer import Trainer, resolve
-from tests.conftest import REPO, train_cmd
-
-SMOKE = REPO / "configs" / "smoke.toml"
+from tests.conftest import REPO, SMOKE, train_cmd
 
 
 def fresh(config, run_dir: Path, pool: AtariPool, writer: m.MetricsWriter | None = None,
