@@ -9,8 +9,11 @@ constants below (the ``curriculum/`` keys of ``curriculum.summary`` and ``stall.
 defined in those pure modules and re-exported here). Each JSON line
 is ``{"update": n, "time": unix seconds, key: value, ...}``, non-finite values as ``null``.
 
-On resume the writer drops what was logged after the restored checkpoint (a crash can leave
-lines, and a torn last line, beyond it), so the log reads as one continuous run.
+On resume the writer takes what was logged after the restored checkpoint out of the log (a crash
+can leave lines, and a torn last line, beyond it; ``--checkpoint N`` rolls a run back), so the
+log reads as one continuous run. Those lines are not lost: they are appended, whole, to
+``metrics-set-aside.jsonl`` beside it (the torn line is the only one dropped), as the newer
+checkpoints go to ``checkpoints-set-aside/``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from jax_reset.stall import STALL_DECISIONS, STALL_SCALE  # noqa: F401  (stall.s
 
 NAMESPACES = ("train/", "curriculum/", "env/", "timing/", "actor/", "eval/")
 JSONL_NAME = "metrics.jsonl"
+SET_ASIDE_NAME = "metrics-set-aside.jsonl"  # the lines a resume took out of metrics.jsonl
 TB_DIR = "tb"
 TIME = "time"  # each line's unix time (not a metric)
 
@@ -134,8 +138,9 @@ class MetricsWriter:
 
     Args:
       run_dir: the run directory (must exist).
-      resume_update: the update counter of the restored checkpoint; lines logged after it are
-        dropped (and TensorBoard purges its later events). None for a fresh run.
+      resume_update: the update counter of the restored checkpoint; lines logged after it move
+        to ``metrics-set-aside.jsonl`` (and TensorBoard purges its later events; the JSON lines
+        are the record). None for a fresh run.
       tensorboard: also write TensorBoard event files (``run_dir/tb``).
     """
 
@@ -143,17 +148,26 @@ class MetricsWriter:
                  tensorboard: bool = True) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / JSONL_NAME
+        # How many lines the resume moved to metrics-set-aside.jsonl (0 for a fresh run).
+        self.set_aside_lines = 0
         if resume_update is not None:
-            self._truncate_after(resume_update)
+            self.set_aside_lines = self._set_aside_after(resume_update)
         self._file = self.path.open("a", encoding="utf-8")
         self._tb = None
         if tensorboard:
             purge = None if resume_update is None else resume_update + 1
             self._tb = SummaryWriter(str(self.run_dir / TB_DIR), purge_step=purge, flush_secs=30)
 
-    def _truncate_after(self, update: int) -> None:
-        rows = [r for r in read_jsonl(self.path) if int(r.get("update", 0)) <= update]
-        text = "".join(json.dumps(r) + "\n" for r in rows)
+    def _set_aside_after(self, update: int) -> int:
+        rows = read_jsonl(self.path)
+        later = [r for r in rows if int(r.get("update", 0)) > update]
+        if later:  # appended before the log is rewritten: a crash in between duplicates a
+            # line in both files, never loses one (the rewrite always runs: a torn line goes)
+            with (self.run_dir / SET_ASIDE_NAME).open("a", encoding="utf-8") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in later))
+                f.flush()
+                os.fsync(f.fileno())
+        text = "".join(json.dumps(r) + "\n" for r in rows if int(r.get("update", 0)) <= update)
         fd, tmp = tempfile.mkstemp(prefix=f".{JSONL_NAME}.", dir=self.run_dir)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -162,6 +176,7 @@ class MetricsWriter:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        return len(later)
 
     def write(self, update: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
         """Logs one update's metrics; returns the JSON row written."""

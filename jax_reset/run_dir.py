@@ -6,6 +6,7 @@ a new run or a resume); the restorable run state is ``jax_reset.run_state``'s.
     RUN_DIR/checkpoints/     Orbax: the run state every N updates (the last K plus the best)
     RUN_DIR/checkpoints-set-aside/   newer checkpoints moved away by a resume from an older one
     RUN_DIR/metrics.jsonl    RUN_DIR/tb/    metrics (``jax_reset.metrics``)
+    RUN_DIR/metrics-set-aside.jsonl   metrics lines after the checkpoint a resume continued from
     RUN_DIR/processes/       per-process agreement digests (several processes only)
     RUN_DIR/profile/         a ``jax.profiler`` trace (``--profile-steps``)
 
@@ -17,7 +18,8 @@ next checkpoint and persists to the next plain ``--resume``.
 
 A resume continues from the newest checkpoint that restores (one that does not is named in one
 line, and the next older is tried), or from ``--checkpoint N``; checkpoints newer than the one
-it continues from are moved to ``checkpoints-set-aside/`` (kept) before anything is saved.
+it continues from are moved to ``checkpoints-set-aside/`` (kept) before anything is saved, and
+the metrics lines logged after it to ``metrics-set-aside.jsonl`` (kept).
 
 ``TrainConfig`` (the ``[train]`` section: ``jax_reset.train_config``), the names of the layout
 with ``UsageError`` (``jax_reset.run_layout``) and the run state (``jax_reset.run_state``) are

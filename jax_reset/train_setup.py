@@ -124,6 +124,9 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
         if group.is_main:
             writer = m.MetricsWriter(req.run_dir,
                                      resume_update=state.update if req.resume else None)
+            if writer.set_aside_lines:
+                print(f"moved the {writer.set_aside_lines} metrics lines after update "
+                      f"{state.update} to {req.run_dir / m.SET_ASIDE_NAME} (kept)", flush=True)
             display = m.ProgressDisplay(train.total_updates, pool.demo_num_frames,
                                         start_update=state.update,
                                         enabled=None if train.progress else False,

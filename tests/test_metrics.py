@@ -47,7 +47,7 @@ def test_rejects_keys_outside_the_namespaces(tmp_path: Path) -> None:
         w.write(1, {"loss": 1.0})
 
 
-def test_resume_drops_lines_after_the_checkpoint(tmp_path: Path) -> None:
+def test_resume_sets_lines_after_the_checkpoint_aside(tmp_path: Path) -> None:
     with MetricsWriter(tmp_path, tensorboard=False) as w:
         for u in range(1, 6):
             w.write(u, {"train/loss": float(u)})
@@ -59,6 +59,28 @@ def test_resume_drops_lines_after_the_checkpoint(tmp_path: Path) -> None:
     assert [(r["update"], r["train/loss"]) for r in rows] == [(1, 1), (2, 2), (3, 3), (4, 40)]
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert all(json.loads(line) for line in lines)
+    # The lines taken out are kept whole (the torn one is not a line); a second rollback appends.
+    aside = read_jsonl(tmp_path / "metrics-set-aside.jsonl")
+    assert [(r["update"], r["train/loss"]) for r in aside] == [(4, 4), (5, 5)]
+    with MetricsWriter(tmp_path, resume_update=2, tensorboard=False) as w:
+        assert w.set_aside_lines == 2
+    aside = read_jsonl(tmp_path / "metrics-set-aside.jsonl")
+    assert [r["update"] for r in aside] == [4, 5, 3, 4]
+    assert [r["update"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2]
+    with MetricsWriter(tmp_path, resume_update=2, tensorboard=False) as w:
+        assert w.set_aside_lines == 0  # nothing later: nothing moved, the file unchanged
+    assert len(read_jsonl(tmp_path / "metrics-set-aside.jsonl")) == 4
+
+
+def test_resume_removes_a_torn_last_line_with_nothing_later(tmp_path: Path) -> None:
+    with MetricsWriter(tmp_path, tensorboard=False) as w:
+        w.write(1, {"train/loss": 1.0})
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"update": 2, "train/lo')
+    with MetricsWriter(tmp_path, resume_update=1, tensorboard=False) as w:
+        w.write(2, {"train/loss": 2.0})
+    assert [r["update"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2]
+    assert not (tmp_path / "metrics-set-aside.jsonl").exists()
 
 
 def test_progress_display_shows_the_curriculum() -> None:

@@ -116,6 +116,9 @@ def test_resume_from_an_explicit_checkpoint_sets_newer_ones_aside(
     assert "resumed from update 2" in done.stdout and "checkpoints-set-aside" in done.stdout
     assert (run_dir / "checkpoints-set-aside" / "4" / "state").is_dir()  # kept, whole
     assert [r["update"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 3]
+    # The rolled-back updates' metrics are kept beside the log, like their checkpoints.
+    assert [r["update"] for r in read_jsonl(run_dir / "metrics-set-aside.jsonl")] == [3, 4]
+    assert "metrics-set-aside.jsonl" in done.stdout
     with Checkpoints(run_dir / "checkpoints", read_only=True) as ckpt:
         assert ckpt.steps() == [2, 3]
     done = run(train_cmd("--config", str(SMOKE), "--run-dir", str(tmp_path / "new"),
