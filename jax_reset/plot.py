@@ -3,7 +3,8 @@
 Writes into ``DIR/plots/``: the curriculum's maximum starting point against agent steps and
 against training time (the gaps between the sittings of a resumed run left out), the success
 rate at the starting point, the mean episode score, the learning rate in force (it changes with
-the stall handling) and the agent steps per second. A run of several demos gets one curve per
+the stall handling), the approximate KL of each update (a policy collapse stands out) and the
+agent steps per second. A run of several demos gets one curve per
 demo (its ``.../demo<i>/...`` keys) where the trainer logs the metric per demo. Also prints, and
 writes as ``milestones.json``, when the curriculum passed each frame where the demo scores
 (``jax_reset.milestones``).
@@ -30,8 +31,11 @@ PLOTS = (
     ("success_rate", metrics.SUCCESS_AT_SP, "success rate at the starting point"),
     ("score", metrics.EPISODE_SCORE, "mean episode score"),
     ("learning_rate", metrics.LEARNING_RATE, "learning rate in force"),
+    ("approx_kl", metrics.APPROX_KL, "approximate KL of an update (log scale)"),
     ("steps_per_s", metrics.AGENT_STEPS_PER_S, "agent steps per second"),
 )
+# Plots whose values span decades: a policy collapse shows as an update's KL ~100x the usual.
+LOG_Y = {"approx_kl"}
 # The trainer logs the unix time of each line; the plots show training seconds since the first
 # line, where a step in time of over GAP_FACTOR times the median step between two lines (a run
 # stopped and resumed later) counts as one median step.
@@ -123,7 +127,11 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None,
             ax.set_xlabel(xlabel)
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
-            ax.ticklabel_format(axis="both", style="plain", useOffset=False)
+            if name in LOG_Y:
+                ax.set_yscale("log")
+                ax.ticklabel_format(axis="x", style="plain", useOffset=False)
+            else:
+                ax.ticklabel_format(axis="both", style="plain", useOffset=False)
         fig.suptitle(f"{run_dir.name}: {label}")
         fig.tight_layout()
         path = out / f"{name}.png"

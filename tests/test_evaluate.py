@@ -90,13 +90,13 @@ def test_plots_from_metrics(tmp_path):
              "time": 1.7e9 + 2.0 * u + (3600.0 if u >= 10 else 0.0),
              "curriculum/max_starting_point": 22000 - 40 * u, "curriculum/success_at_sp": 0.3,
              "env/episode_score": float(u % 3), "train/agent_steps_per_s": 500.0,
-             "train/learning_rate": 3e-4}
+             "train/learning_rate": 3e-4, "train/approx_kl": 0.004 * (1 + u % 5)}
             for u in range(1, 20)]
     (tmp_path / "metrics.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in rows) + '{"update": 20, "agent_ste')
     paths = plot_run(tmp_path)
     assert {p.name for p in paths} == {"starting_point.png", "success_rate.png", "score.png",
-                                       "learning_rate.png", "steps_per_s.png"}
+                                       "learning_rate.png", "approx_kl.png", "steps_per_s.png"}
     assert all(iio.imread(p).shape[0] > 100 for p in paths)
     # The training time leaves the hour between the sittings out: 18 steps of 2 s.
     assert [r[X_TIME] for r in read_metrics(tmp_path)][-1] == pytest.approx(36.0)

@@ -322,3 +322,86 @@ def test_cut_mode_end_keeps_the_reward_of_the_cut_step():
     assert float(adv_end[t // 2 - 1, 0]) - float(adv_zero[t // 2 - 1, 0]) > 0.5
     assert float(out["zero"].advantage[t // 2, 0]) == 0.0
     assert float(out["end"].advantage[t // 2, 0]) > 0.0
+
+
+def on_policy_batch(net, ppo, params, rng):
+    """A random batch whose behaviour logp and values are the network's own under ``params``:
+    the update's first optimiser step sees ratio 1 (approximate KL ~0)."""
+    cfg = tiny_network_config()
+    batch = random_batch(rng, cfg, ppo, 4, TINY_OBS_SHAPE, A, with_start_carry=True)
+    apply = lambda p, *a: net.apply({"params": p}, *a)  # noqa: E731
+    logits, value = sequence_forward(apply, params, batch, ppo.burn_in_steps)
+    k, d = ppo.burn_in_steps, batch.data
+    logp = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)),
+                              np.asarray(d.action[k:])[..., None], -1)[..., 0]
+    return batch.replace(data=d.replace(
+        logp=np.concatenate([np.asarray(d.logp[:k]), logp]).astype(np.float32),
+        value=np.concatenate([np.asarray(d.value[:k]), np.asarray(value)]).astype(np.float32)))
+
+
+@pytest.mark.parametrize("loop", ["scan", "host"])
+def test_target_kl_stops_the_update_at_the_first_step_that_drifted(loop):
+    """With a high learning rate the second step's KL is far above a tiny target_kl: the update
+    keeps the first step only (the same parameters as a one-epoch update), and counts it;
+    a target below the first step's KL refuses every step; a loose one changes nothing."""
+    cfg = tiny_network_config()
+    base = tiny_ppo_config(epochs=3, minibatches=1, learning_rate=3e-2)
+    net, state = create_train_state(cfg, base, TINY_OBS_SHAPE, A, jax.random.key(4))
+    batch = on_policy_batch(net, base, state.params, np.random.default_rng(5))
+
+    def run(**overrides):
+        ppo = tiny_ppo_config(**{**dict(epochs=3, minibatches=1, learning_rate=3e-2),
+                                 **overrides})
+        return make_update(net, ppo, make_data_mesh(), loop=loop)(state, batch)
+
+    full, m_full = run()
+    one_epoch, _ = run(epochs=1)
+    stopped, m_stopped = run(target_kl=1e-6)
+    loose, m_loose = run(target_kl=1e6)
+    assert int(m_full["train/sgd_steps"]) == int(m_loose["train/sgd_steps"]) == 3
+    assert float(m_full["train/approx_kl"]) > 1e-3  # steps 2 and 3 drifted far (lr 3e-2)
+    assert int(m_stopped["train/sgd_steps"]) == 1 and int(stopped.grad_step) == 1
+    for a, b in zip(jax.tree.leaves(stopped.params), jax.tree.leaves(one_epoch.params),
+                    strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    for a, b in zip(jax.tree.leaves(loose.params), jax.tree.leaves(full.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The means cover the applied step and the refused one: (~0 + KL_2) / 2.
+    assert 1e-6 < float(m_stopped["train/approx_kl"]) < float(m_full["train/approx_kl"]) * 1.5
+    # A target the first step already exceeds (a batch from other parameters): no step at all.
+    other = on_policy_batch(net, base, full.params, np.random.default_rng(5))
+    update = make_update(net, tiny_ppo_config(epochs=3, minibatches=1, learning_rate=3e-2,
+                                              target_kl=1e-6), make_data_mesh(), loop=loop)
+    none, m_none = update(state, other)
+    assert int(m_none["train/sgd_steps"]) == 0 and int(none.grad_step) == 0
+    assert int(none.update_step) == 1
+    for a, b in zip(jax.tree.leaves((none.params, none.opt_state)),
+                    jax.tree.leaves((state.params, state.opt_state)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_max_grad_norm_clips_outside_the_optimiser_state():
+    """The clip bounds the step's gradient, not Adam's state: a state made without it trains
+    with it (a resume may switch it on), and a norm far below the gradient's changes the step."""
+    cfg = tiny_network_config()
+    ppo = tiny_ppo_config(epochs=1, minibatches=1)
+    net, state = create_train_state(cfg, ppo, TINY_OBS_SHAPE, A, jax.random.key(6))
+    batch = random_batch(np.random.default_rng(7), cfg, ppo, 4, TINY_OBS_SHAPE, A)
+    plain, m_plain = make_update(net, ppo, make_data_mesh())(state, batch)
+    clipped_ppo = tiny_ppo_config(epochs=1, minibatches=1, max_grad_norm=1e-3)
+    clipped, m_clipped = make_update(net, clipped_ppo, make_data_mesh())(state, batch)
+    # grad_norm is measured before the clip: the same gradient in both.
+    np.testing.assert_allclose(float(m_clipped["train/grad_norm"]),
+                               float(m_plain["train/grad_norm"]), rtol=1e-6)
+    assert float(m_plain["train/grad_norm"]) > 1e-2
+    assert jax.tree.structure(clipped.opt_state) == jax.tree.structure(plain.opt_state)
+    # Adam's first step is lr * sign-like whatever the scale, but its second moment keeps the
+    # scale: a second update with an unclipped gradient moves much further after a clipped one.
+    mu_plain = jax.tree.leaves(plain.opt_state)[1]
+    mu_clipped = jax.tree.leaves(clipped.opt_state)[1]
+    assert float(np.abs(np.asarray(mu_clipped)).max()) < 0.1 * float(
+        np.abs(np.asarray(mu_plain)).max())
+    with pytest.raises(ValueError, match="max_grad_norm must be positive"):
+        tiny_ppo_config(max_grad_norm=0.0)
+    with pytest.raises(ValueError, match="target_kl must be positive"):
+        tiny_ppo_config(target_kl=-1.0)

@@ -36,6 +36,12 @@ class PPOConfig:
     max_grad_norm: float | None = None
     # Optimisation epochs over the full batch per update.
     epochs: int = 4
+    # KL early stopping: an update stops taking optimiser steps at the first one whose
+    # approximate KL from the behaviour policy (0.5 * mean (logp - old)^2 over the minibatch,
+    # measured before the step) exceeds this; that step is not applied. None = every step (the
+    # reference). PPO's ratio clip alone let the CPU Pong job's policy move by a KL of 2.9 in
+    # one update and collapse (docs/results.md).
+    target_kl: float | None = None
     # Minibatches per epoch, split along the (global) environment axis: minibatch m holds the
     # environments whose global index is = m (mod minibatches). The number of environments must
     # be divisible by minibatches * number of devices. The reference trains on the full batch.
@@ -71,6 +77,10 @@ class PPOConfig:
         if self.cut_mode not in CUT_MODES:
             raise ValueError(f"cut_mode must be one of {', '.join(CUT_MODES)}, not "
                              f"{self.cut_mode!r}")
+        if self.target_kl is not None and not self.target_kl > 0:
+            raise ValueError(f"target_kl must be positive or None, not {self.target_kl}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be positive or None, not {self.max_grad_norm}")
         if not self.clip > 0:
             raise ValueError(f"clip must be positive, not {self.clip}")
 

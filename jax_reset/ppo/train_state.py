@@ -143,20 +143,28 @@ def lift_train_state(old: TrainStateV1, config: PPOConfig) -> TrainState:
 def make_optimizer(
     config: PPOConfig, learning_rate: float | jax.Array | None = None
 ) -> optax.GradientTransformation:
-    """Adam(lr, eps) as the reference, after optional global-norm clipping.
+    """Adam(lr, eps) as the reference.
 
     ``learning_rate``: a float or a traced scalar (the update passes
     ``TrainState.hyperparams.learning_rate``); None: ``config.learning_rate``. The optimiser
     state does not depend on it (Adam's count and moments only), so one state serves any rate.
 
     The L2 term is added to the gradient by the update (not as weight decay): the reference put
-    l2_coef * 0.5 * sum(p^2) into the loss, so its gradient passes through Adam's scaling.
+    l2_coef * 0.5 * sum(p^2) into the loss, so its gradient passes through Adam's scaling. So is
+    the optional global-norm clip (``clip_gradients``), outside the optimiser, so that the
+    optimiser state's structure does not depend on it and a resume may switch it on or off.
     """
     lr = config.learning_rate if learning_rate is None else learning_rate
-    adam = optax.adam(lr, eps=config.adam_eps)
+    return optax.adam(lr, eps=config.adam_eps)
+
+
+def clip_gradients(config: PPOConfig, grads: Params, norm: jax.Array) -> Params:
+    """``grads`` scaled to a global norm of at most ``config.max_grad_norm`` (``norm`` is
+    theirs); unchanged when it is None."""
     if config.max_grad_norm is None:
-        return adam
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adam)
+        return grads
+    scale = jnp.minimum(1.0, config.max_grad_norm / jnp.maximum(norm, 1e-12))
+    return jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
 
 
 def create_train_state(

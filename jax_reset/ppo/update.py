@@ -3,9 +3,12 @@
 Every device runs the same program on its share of the environments (axis ``"data"``):
 GAE, global advantage normalisation (``psum`` of sums and counts), then ``epochs`` passes of
 ``minibatches`` optimiser steps, each re-running its whole sequences from the stored recurrent
-state through the burn-in under the current parameters. Gradients are summed over devices
-(each device's loss is its share of the global mean), so parameters stay identical everywhere
-and the result does not depend on the number of devices (up to float rounding).
+state through the burn-in under the current parameters. With ``ppo.target_kl`` the update stops
+at the first step whose minibatch has drifted further than that from the behaviour policy
+(that step is not applied): the scan carries an ``active`` flag, the host loop breaks.
+Gradients are summed over devices (each device's loss is its share of the global mean), so
+parameters stay identical everywhere and the result does not depend on the number of devices
+(up to float rounding).
 
 Minibatch m holds the environments whose *global* index is = m (mod minibatches); with
 environments split over devices in contiguous blocks whose size is a multiple of minibatches,
@@ -46,6 +49,7 @@ from jax_reset.ppo.train_state import (  # noqa: F401  (re-exported: imported fr
     Params,
     TrainState,
     TrainStateV1,
+    clip_gradients,
     create_train_state,
     current_hyperparams,
     lift_train_state,
@@ -121,13 +125,19 @@ def sgd_step(
     batch: TrainBatch,
     prepared: Prepared,
     m: jax.Array,
+    active: jax.Array,
     axis_name: str = DATA_AXIS,
 ) -> tuple[Params, optax.OptState, Metrics]:
     """One optimiser step on minibatch ``m`` (int32 scalar, the same on every device).
 
     Runs inside ``shard_map``: ``params``/``opt_state``/``hyperparams`` replicated,
-    ``batch``/``prepared`` this device's environments. Returns the new replicated parameters,
-    optimiser state and metrics.
+    ``batch``/``prepared`` this device's environments. ``active`` (bool scalar): no earlier
+    step of this update was refused. The step is applied when ``active`` and, with
+    ``config.target_kl``, the minibatch's approximate KL from the behaviour policy under
+    ``params`` (before the step) is at most ``target_kl``; otherwise parameters and optimiser
+    state come back unchanged. Returns the new replicated parameters, optimiser state and
+    metrics, with ``measured`` (1.0 when ``active``: the step's metrics count in the update's
+    means) and ``applied`` (1.0 when the step was taken).
     """
     mbs = config.minibatches
     take_t = lambda x: _take_minibatch(x, m, mbs, axis=1)  # noqa: E731
@@ -152,10 +162,21 @@ def sgd_step(
     grads = jax.lax.psum(grads, axis_name)
     # L2 once, on the replicated parameters (not per device).
     grads = jax.tree.map(lambda g, p: g + config.l2_coef * p, grads, params)
+    metrics["grad_norm"] = optax.tree.norm(grads)  # before the clip
+    grads = clip_gradients(config, grads, metrics["grad_norm"])
     optimizer = make_optimizer(config, hyperparams.learning_rate)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    metrics["grad_norm"] = optax.tree.norm(grads)
-    return optax.apply_updates(params, updates), opt_state, metrics
+    updates, new_opt_state = optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    apply = jnp.asarray(active, jnp.bool_)
+    if config.target_kl is not None:
+        # approx_kl is already the global mean (psum-ed): every device takes the same branch.
+        apply = apply & (metrics["approx_kl"] <= config.target_kl)
+        keep = lambda new, old: jax.tree.map(  # noqa: E731
+            lambda n, o: jnp.where(apply, n, o), new, old)
+        new_params, new_opt_state = keep(new_params, params), keep(new_opt_state, opt_state)
+    metrics["measured"] = jnp.asarray(active, jnp.float32)
+    metrics["applied"] = apply.astype(jnp.float32)
+    return new_params, new_opt_state, metrics
 
 
 def minibatch_orders(config: PPOConfig, key: jax.Array) -> jax.Array:
@@ -168,8 +189,14 @@ def finish(
     config: PPOConfig, state: TrainState, params: Params, opt_state: optax.OptState,
     step_metrics: Metrics, prepared_metrics: Metrics, rng: jax.Array,
 ) -> tuple[TrainState, Metrics]:
-    """The new state and the update's metrics (step metrics are [epochs * minibatches])."""
-    metrics = jax.tree.map(jnp.mean, step_metrics)  # over epochs x minibatches
+    """The new state and the update's metrics (step metrics are [steps]: epochs x minibatches,
+    or those up to the one ``target_kl`` refused)."""
+    step_metrics = dict(step_metrics)
+    measured, applied = step_metrics.pop("measured"), step_metrics.pop("applied")
+    # Means over the steps taken and the one that was refused (steps after it measure nothing).
+    metrics = {k: (v * measured).sum() / measured.sum() for k, v in step_metrics.items()}
+    sgd_steps = applied.sum().astype(jnp.int32)
+    metrics["sgd_steps"] = sgd_steps
     l2 = l2_penalty(params)
     metrics["l2_loss"] = l2
     metrics["loss"] = (
@@ -183,7 +210,7 @@ def finish(
         params=params,
         opt_state=opt_state,
         update_step=state.update_step + 1,
-        grad_step=state.grad_step + config.epochs * config.minibatches,
+        grad_step=state.grad_step + sgd_steps,
         rng=rng,
         hyperparams=state.hyperparams,
     )
@@ -210,14 +237,18 @@ def local_update(
     prepared = prepare(config, batch, axis_name)
 
     def step(carry, m):
+        params, opt_state, active = carry
         params, opt_state, metrics = sgd_step(
-            network, config, *carry, state.hyperparams, batch, prepared, m, axis_name
+            network, config, params, opt_state, state.hyperparams, batch, prepared, m, active,
+            axis_name,
         )
-        return (params, opt_state), metrics
+        # Once a step is refused (target_kl), the rest of the update takes none.
+        return (params, opt_state, metrics["applied"] > 0), metrics
 
     rng, key = jax.random.split(state.rng)
     orders = minibatch_orders(config, key).reshape(-1)
-    (params, opt_state), metrics = jax.lax.scan(step, (state.params, state.opt_state), orders)
+    (params, opt_state, _), metrics = jax.lax.scan(
+        step, (state.params, state.opt_state, jnp.ones((), jnp.bool_)), orders)
     return finish(config, state, params, opt_state, metrics, prepared.metrics, rng)
 
 
@@ -256,7 +287,8 @@ def make_update(
     with ``shard_batch`` to avoid a transfer inside the call), and returns the new state and a
     dict of scalar metrics (``train/loss``, ``train/policy_loss``, ``train/value_loss``,
     ``train/entropy``, ``train/l2_loss``, ``train/approx_kl``, ``train/kl``,
-    ``train/clip_fraction``, ``train/grad_norm`` (means over all minibatch steps),
+    ``train/clip_fraction``, ``train/grad_norm`` (means over the minibatch steps, the one
+    ``target_kl`` refused included), ``train/sgd_steps`` (optimiser steps applied),
     ``train/explained_variance``, ``train/advantage_mean``, ``train/valid_fraction``).
     The learning rate and entropy coefficient come from ``state.hyperparams`` (runtime
     values: ``with_hyperparams`` changes them without a recompile).
@@ -311,7 +343,8 @@ def make_update(
         out_specs=prepared_spec))
     step_jit = jax.jit(jax.shard_map(
         lambda params, opt_state, hyperparams, batch, prepared, m: sgd_step(
-            network, config, params, opt_state, hyperparams, batch, prepared, m, DATA_AXIS),
+            network, config, params, opt_state, hyperparams, batch, prepared, m, True,
+            DATA_AXIS),
         mesh=mesh, in_specs=(P(), P(), P(), batch_spec, prepared_spec, P()),
         out_specs=(P(), P(), P())), donate_argnums=(0, 1) if donate_state else ())
     split_jit = jax.jit(lambda key: jax.random.split(key))
@@ -332,6 +365,9 @@ def make_update(
             params, opt_state, metrics = step_jit(params, opt_state, state.hyperparams, batch,
                                                   prepared, jnp.asarray(m, jnp.int32))
             step_metrics.append(metrics)
+            # A refused step (target_kl) ends the update: the later ones would all be refused.
+            if config.target_kl is not None and not float(metrics["applied"]):
+                break
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *step_metrics)
         return finish_jit(state, params, opt_state, stacked, prepared.metrics, rng)
 
