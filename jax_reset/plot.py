@@ -4,9 +4,9 @@ Writes into ``DIR/plots/``: the curriculum's maximum starting point against agen
 against training time (the gaps between the sittings of a resumed run left out), the success
 rate at the starting point, the mean episode score, the learning rate in force (it changes with
 the stall handling), the approximate KL of each update (a policy collapse stands out) and the
-agent steps per second. A run of several demos gets one curve per
-demo (its ``.../demo<i>/...`` keys) where the trainer logs the metric per demo. Also prints, and
-writes as ``milestones.json``, when the curriculum passed each frame where the demo scores
+agent steps per second. A run of several demos gets one curve per demo (its ``.../demo<i>/...``
+keys) where the trainer logs the metric per demo. Also prints, and writes as
+``milestones.json``, when the curriculum passed each frame where the demo scores
 (``jax_reset.milestones``).
 """
 
