@@ -68,7 +68,9 @@ PONG_FULL: dict[str, Any] = {
     "demo": {"allowed_lag_frames": 50, "demo_path": "demos/Pong.npz", "demo_paths": [],
              "dense_stride": 16, "entropy_boost_frames": 100, "extra_frames_log_max": 7.0,
              "p_start_at_starting_point": 0.8, "rom_path": None,
-             "game": "Pong"},  # (pinned later: the trainer checks it against the demo)
+             "game": "Pong",  # (pinned later: the trainer checks it against the demo)
+             # (later: episodes from the game's start begin with no-ops and play on)
+             "start_noop_max": 30, "run_on_from_start": True},
     "env": {"autoreset": "same_step", "episodic_life": False, "fire_reset": None, "frame_skip": 4,
             "gray_scale": False, "img_height": 105, "img_width": 80, "inter_area_resize": True,
             "max_episode_steps": 27000, "max_pool": True, "noop_max": 1,

@@ -9,6 +9,7 @@ from jax_reset import demos
 from jax_reset.envs import AtariPool, DemoResetConfig, EndReason
 
 MONTEZUMA = "demos/MontezumaRevenge.npz"
+PONG = "demos/Pong.npz"
 PLAY_DEMO = -1  # the pool's action that plays the demo's own frame actions
 RIGHT = 3  # Montezuma's minimal action set: NOOP, FIRE, UP, RIGHT, ...
 
@@ -20,7 +21,8 @@ def demo() -> demos.Demo:
 
 @pytest.fixture(scope="module")
 def pool():
-    with AtariPool(None, 4, 2, demo=DemoResetConfig(MONTEZUMA), seed=7) as p:
+    # start_noop_max=0: frame 0 is the game's reset itself (exact frame accounting below).
+    with AtariPool(None, 4, 2, demo=DemoResetConfig(MONTEZUMA, start_noop_max=0), seed=7) as p:
         yield p
 
 
@@ -98,6 +100,49 @@ def test_reaching_the_demo_score_cuts_after_extra_frames(pool, demo) -> None:
     # The countdown starts on the frame that reaches the score, e = int(exp(7 U)) frames.
     extra = out.ep_end_frame[0] - (last_reward + 1) + 1
     assert 1 <= extra <= int(np.exp(7.0))
+
+
+def test_an_episode_from_the_game_start_begins_as_a_plain_reset() -> None:
+    # U{1..2} reset frames, the last FIRE (Pong's fire reset): a 1-frame start is exactly the
+    # plain evaluation protocol's first observation, so that start is one training practises.
+    demo = DemoResetConfig(PONG, start_noop_max=2)
+    with AtariPool(None, 4, 1, demo=demo, seed=3) as pool, AtariPool("Pong", 1, 1) as plain:
+        first = plain.reset()
+        assert first.frame[0] == 1 and first.reset_frames[0] == 1
+        by_frames = {}
+        for _ in range(6):
+            out = pool.restore(None, [0] * 4, starting_points=[0] * 4)
+            np.testing.assert_array_equal(out.reset_frames, out.frame)
+            assert out.episode_start.all() and (out.score == 0).all()
+            for i in range(4):
+                by_frames.setdefault(int(out.frame[i]), out.obs[i])
+        assert sorted(by_frames) == [1, 2]
+        np.testing.assert_array_equal(by_frames[1], first.obs[0])
+        assert not np.array_equal(by_frames[2], first.obs[0])
+        # The episode still started at the demo's frame 0, for the curriculum.
+        out = _run_until_end(pool, 0, action=0, max_steps=400)  # NOOP: lags the demo
+        assert out.ep_start_frame[0] == 0 and out.end_reason[0] == EndReason.LAG
+
+
+@pytest.mark.parametrize("run_on", [False, True])
+def test_an_episode_from_the_game_start_plays_on_after_the_demo_score(run_on: bool) -> None:
+    # The demo's own actions from the game's reset replay its game: the demo's final score (5)
+    # is reached at frame 14,005. The 2018 rule cuts such an episode within ~1,100 frames;
+    # run_on_from_start lets it play on, here to the demo's end and beyond, where the replayed
+    # game loses a point and so lags the demo's final score.
+    final = demos.load(PONG).returns[-1]
+    reached = int(np.flatnonzero(demos.load(PONG).returns >= final)[0]) + 1
+    demo = DemoResetConfig(PONG, start_noop_max=0, run_on_from_start=run_on)
+    with AtariPool(None, 1, 1, demo=demo, seed=3) as pool:
+        pool.restore([0], [0], starting_points=[0])
+        out = _run_until_end(pool, 0, action=PLAY_DEMO, max_steps=8000)
+    assert out.ep_as_good_as_demo[0]  # it reached the demo's score: success either way
+    if run_on:
+        assert out.end_reason[0] == EndReason.LAG and out.done[0]
+        assert out.ep_end_frame[0] > reached + int(np.exp(7.0)) + 5000
+    else:
+        assert out.end_reason[0] == EndReason.DEMO_SCORE_CUT and out.cut[0]
+        assert reached <= out.ep_end_frame[0] <= reached + int(np.exp(7.0))
 
 
 def test_life_loss_ends_episode_and_next_start_frame_is_used(pool) -> None:

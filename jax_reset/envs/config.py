@@ -145,7 +145,17 @@ class DemoResetConfig:
     uniform in [starting_point, T)."""
     extra_frames_log_max: float = 7.0
     """After reaching the demo's final score, the episode is cut after int(exp(this * U))
-    more frames, U ~ U[0, 1)."""
+    more frames, U ~ U[0, 1) (not from the game's start with `run_on_from_start`)."""
+    start_noop_max: int = 30
+    """An episode that starts at the game's start (frame 0) begins as a plain reset does:
+    `reset_game()`, then U{1..start_noop_max} NOOP frames, the last one FIRE where the game
+    uses a fire reset. Without it every such episode replays one deterministic opening, the
+    policy learns that one, and a full game started one frame differently (the plain protocol's
+    FIRE frame) is lost. 0: the game's reset itself, as the demo's frame 0."""
+    run_on_from_start: bool = True
+    """An episode that starts at the game's start is not cut after reaching the demo's final
+    score: it plays on until the game ends (or lags the demo's score), so the rest of the game
+    is practised too. False: the 2018 rule (cut after the extra frames) everywhere."""
 
     def __post_init__(self) -> None:
         if not self.paths:
@@ -156,6 +166,8 @@ class DemoResetConfig:
             raise ValueError("dense_stride must be >= 1")
         if not 0.0 <= self.p_start_at_starting_point <= 1.0:
             raise ValueError("p_start_at_starting_point must be in [0, 1]")
+        if self.start_noop_max < 0:
+            raise ValueError("start_noop_max must be >= 0")
 
     @property
     def paths(self) -> tuple[str, ...]:

@@ -38,6 +38,9 @@ from jax_reset.envs.rules import (
 _GAME_OVER = int(EndReason.GAME_OVER)
 _LIFE_LOSS = int(EndReason.LIFE_LOSS)
 _TIME_LIMIT = int(EndReason.TIME_LIMIT)
+# The extra-frames budget of an episode that plays on after the demo's final score
+# (`DemoResetConfig.run_on_from_start`): more frames than any time limit allows.
+_RUN_ON = 1 << 62
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +71,8 @@ def make_ale(rom_path: str, seed: int, repeat_action_probability: float):
 class _EnvState:
     """Per-environment bookkeeping that is not in shared memory."""
 
-    __slots__ = ("ale", "elapsed", "extra", "frame", "lives", "needs_reset", "score", "sp",
-                 "start_frame")
+    __slots__ = ("ale", "elapsed", "extra", "frame", "lives", "needs_reset", "run_on", "score",
+                 "sp", "start_frame")
 
     def __init__(self, ale) -> None:
         self.ale = ale
@@ -80,6 +83,7 @@ class _EnvState:
         self.frame = 0  # absolute frame index (frames since the game's reset)
         self.lives = 0
         self.needs_reset = True
+        self.run_on = False  # plays on after the demo's final score (`_RUN_ON`)
         self.score = 0.0  # episode's running (unclipped) score
         self.sp = 0  # curriculum starting point of the current episode
         self.start_frame = 0
@@ -285,8 +289,10 @@ class Worker:
         v["ep_start_frame"][i] = e.start_frame
         v["ep_end_frame"][i] = e.frame
         v["ep_score"][i] = e.score
-        v["ep_as_good_as_demo"][i] = (self.demo is not None
-                                      and e.score >= self.env_demos[i].final_score)
+        # An episode that plays on (`_RUN_ON`) tied the demo if it ever reached its final score
+        # (the budget started counting down then), as it would have been when cut there.
+        v["ep_as_good_as_demo"][i] = self.demo is not None and (
+            e.score >= self.env_demos[i].final_score or (e.run_on and e.extra < _RUN_ON))
         v["ep_starting_point"][i] = e.sp
 
     def _write_status(self, i: int, e: _EnvState, boost: bool) -> None:
@@ -372,8 +378,33 @@ class Worker:
         e.sp = int(v["starting_point"][i])
         start = self.env_demos[i].start_frame(self.rng, e.sp, int(v["next_start"][i]))
         v["next_start"][i] = -1
-        frames = self.restore_demo_frame(i, e, start)
-        e.extra = draw_extra_frames(self.rng, self.spec.demo.extra_frames_log_max)
+        demo = self.spec.demo
+        if start == 0 and demo.start_noop_max > 0:
+            frames = self._reset_game_start(i, e, demo.start_noop_max)
+        else:
+            frames = self.restore_demo_frame(i, e, start)
+        e.extra = draw_extra_frames(self.rng, demo.extra_frames_log_max)
+        e.run_on = start == 0 and demo.run_on_from_start
+        if e.run_on:
+            e.extra = _RUN_ON  # never counts down to 0: no cut after the demo's final score
+        return frames
+
+    def _reset_game_start(self, i: int, e: _EnvState, noop_max: int) -> int:
+        """An episode from the game's start as a plain reset begins it: `reset_game()`,
+        U{1..noop_max} NOOP frames (the last one FIRE with a fire reset), the stack filled with
+        the last screen. Its start frame stays 0 (the demo frame it starts from, for the
+        curriculum); `e.frame` counts the reset's frames, for the rules. Returns them."""
+        ale = e.ale
+        ale.reset_game()
+        frames = int(self.rng.integers(1, noop_max + 1))
+        for k in range(frames):
+            ale.act(self.fire if self.fire_reset and k == frames - 1 else self.noop)
+        getattr(ale, self.grab)(self.bufs[1])
+        self._push(i, self.bufs[1], push_all=True)
+        e.frame = frames
+        e.start_frame = 0
+        e.score = 0.0
+        e.lives = ale.lives()
         return frames
 
     def restore_demo_frame(self, i: int, e: _EnvState, frame: int) -> int:
