@@ -25,7 +25,9 @@ def test_stacks_equal_the_pools_restores(env) -> None:
     # reaches back across it (101-199), and anywhere after.
     frames = np.concatenate([[0, 1, 3, 99, 100, 101, 104, 113, 150, 199, 200, t - 1, t],
                              rng.integers(101, 200, size=4), rng.integers(200, t + 1, size=8)])
-    with AtariPool(None, len(frames), 2, config=env, demo=DemoResetConfig(DEMO)) as pool:
+    # start_noop_max=0: a start at frame 0 is the game's reset itself, the demo's frame 0.
+    demo = DemoResetConfig(DEMO, start_noop_max=0)
+    with AtariPool(None, len(frames), 2, config=env, demo=demo) as pool:
         restored = pool.restore(None, frames).obs
     mine = full.stacked(frames)
     for f, a, b in zip(frames, restored, mine, strict=True):

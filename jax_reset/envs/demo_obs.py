@@ -240,7 +240,8 @@ class DemoRenderer:
 def demo_observations(demo: Any, config: EnvConfig, frames: np.ndarray | Sequence[int],
                       rom_path: str | None = None) -> np.ndarray:
     """uint8 [B, stack * C, H, W]: what `AtariPool.restore(ids, frames)` returns as `obs` for a
-    pool with `config` on `demo` (a `demos.Demo`), for demo frames `frames` [B] in [0, T]."""
+    pool with `config` on `demo` (a `demos.Demo`), for demo frames `frames` [B] in [0, T] (frame
+    0: the game's reset itself, as with `DemoResetConfig.start_noop_max = 0`)."""
     return DemoRenderer(demo, config, rom_path).observations(frames)
 
 

@@ -254,7 +254,8 @@ class AtariPool:
     ) -> PoolStep:
         """Start a new episode of `env_ids` now at demo frames `frames` int [B] (the state after
         demo actions [0, frame)); returns their first observations, stacks filled as an agent
-        following the demo would see them."""
+        following the demo would see them. Frame 0 is the game's start: the reset followed by
+        the drawn reset frames of `DemoResetConfig.start_noop_max` (the reset alone with 0)."""
         if self.demo is None:
             raise ValueError("restore() needs a pool made with a demo")
         ids = self._check_idle(env_ids)
