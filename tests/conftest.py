@@ -1,11 +1,31 @@
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+
+# One compilation cache for the whole session, this process and every trainer it starts (they
+# inherit the environment): the tests compile the same small programs (the smoke job's network,
+# update and warm-up) in dozens of processes and fixtures, and XLA's compile is most of their
+# CPU time on a 2-core machine. Set before anything imports JAX, which reads it at import; a
+# fresh folder per session, so timings stay those of a fresh clone. A cache the user set wins.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _SESSION_CACHE = tempfile.mkdtemp(prefix="jax-reset-tests-xla-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+else:
+    _SESSION_CACHE = None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _SESSION_CACHE is not None:
+        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 REPO = Path(__file__).resolve().parent.parent
 DEMOS = REPO / "demos"
