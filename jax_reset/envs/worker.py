@@ -337,16 +337,21 @@ class Worker:
                                                                  self.boost_frames)
         self._write_status(i, e, boost)
 
-    def _reset_plain(self, i: int, e: _EnvState) -> int:
+    def _reset_plain(self, i: int, e: _EnvState, noop_max: int | None = None,
+                     new_game: bool = False) -> int:
         """EnvPool's Reset(): reset_game (unless episodic life continues the game), NOOP frames,
         an optional FIRE frame; the stack is filled with the single last screen. Returns the
-        frames run by `act` (not the ones `reset_game()` emulates inside ALE)."""
+        frames run by `act` (not the ones `reset_game()` emulates inside ALE). noop_max: U{1..}
+        frames in all, `cfg.noop_max` by default; new_game: reset the game whatever episodic
+        life says (both for a demo episode from the game's start)."""
         cfg = self.cfg
         ale = e.ale
-        noops = int(self.rng.integers(1, cfg.noop_max + 1)) - int(self.fire_reset)
+        noop_max = cfg.noop_max if noop_max is None else noop_max
+        noops = int(self.rng.integers(1, noop_max + 1)) - int(self.fire_reset)
         push_all = False
         frames = 0
-        if not cfg.episodic_life or ale.game_over() or e.elapsed >= cfg.max_episode_steps:
+        if (new_game or not cfg.episodic_life or ale.game_over()
+                or e.elapsed >= cfg.max_episode_steps):
             ale.reset_game()
             e.elapsed = 0
             e.frame = 0
@@ -380,31 +385,17 @@ class Worker:
         v["next_start"][i] = -1
         demo = self.spec.demo
         if start == 0 and demo.start_noop_max > 0:
-            frames = self._reset_game_start(i, e, demo.start_noop_max)
+            # The game's start as a plain reset begins it (`DemoResetConfig.start_noop_max`).
+            # The start frame stays 0, the demo frame it starts from, for the curriculum;
+            # `e.frame` counts the reset's frames, for the rules.
+            frames = self._reset_plain(i, e, demo.start_noop_max, new_game=True)
+            e.sp, e.start_frame = int(v["starting_point"][i]), 0
         else:
             frames = self.restore_demo_frame(i, e, start)
         e.extra = draw_extra_frames(self.rng, demo.extra_frames_log_max)
         e.run_on = start == 0 and demo.run_on_from_start
         if e.run_on:
             e.extra = _RUN_ON  # never counts down to 0: no cut after the demo's final score
-        return frames
-
-    def _reset_game_start(self, i: int, e: _EnvState, noop_max: int) -> int:
-        """An episode from the game's start as a plain reset begins it: `reset_game()`,
-        U{1..noop_max} NOOP frames (the last one FIRE with a fire reset), the stack filled with
-        the last screen. Its start frame stays 0 (the demo frame it starts from, for the
-        curriculum); `e.frame` counts the reset's frames, for the rules. Returns them."""
-        ale = e.ale
-        ale.reset_game()
-        frames = int(self.rng.integers(1, noop_max + 1))
-        for k in range(frames):
-            ale.act(self.fire if self.fire_reset and k == frames - 1 else self.noop)
-        getattr(ale, self.grab)(self.bufs[1])
-        self._push(i, self.bufs[1], push_all=True)
-        e.frame = frames
-        e.start_frame = 0
-        e.score = 0.0
-        e.lives = ale.lives()
         return frames
 
     def restore_demo_frame(self, i: int, e: _EnvState, frame: int) -> int:
