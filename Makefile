@@ -28,9 +28,12 @@ train: $(STAMP)
 	$(PY) -m jax_reset.train --run-dir $(RUN_DIR) \
 		$(if $(wildcard $(RUN_DIR)/config.json),--resume,--config configs/pong.toml)
 
+# Two pytest processes (pytest-xdist): the slowest tests start trainers and wait on them, so one
+# process leaves a 2-core machine a third idle. TEST_JOBS=1 runs the suite in one process.
+TEST_JOBS ?= 2
 test: $(STAMP)
 	$(PY) -m ruff check jax_reset tests
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

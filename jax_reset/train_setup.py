@@ -69,7 +69,8 @@ def run(req: rd.Request, full_size: bool = False, profile: tuple[int, int] | Non
     with ckpt_lib.StopFlag() as stop, AtariPool(
             None, sizes.num_envs_local, train.workers, config=config.env, demo=config.demo,
             seed=train.seed + sizes.env_lo,
-            env_demos=env_demos[sizes.env_lo:sizes.env_hi]) as pool, rd.open_checkpoints(
+            env_demos=env_demos[sizes.env_lo:sizes.env_hi],
+            wait=False) as pool, rd.open_checkpoints(  # workers start while the network builds
             req.run_dir, train.keep_last) as checkpoints:
         network, train_state = create_train_state(config.network, config.ppo,
                                                   config.env.obs_shape, pool.num_actions,

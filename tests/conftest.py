@@ -15,12 +15,28 @@ import pytest
 # update and warm-up) in dozens of processes and fixtures, and XLA's compile is most of their
 # CPU time on a 2-core machine. Set before anything imports JAX, which reads it at import; a
 # fresh folder per session, so timings stay those of a fresh clone. A cache the user set wins.
+# Tests that start trainers pass os.environ on, never a cache of their own (each would compile
+# everything again); an entry left unfinished by a killed trainer only reads as a miss (JAX
+# warns and compiles). pytest-xdist's workers inherit the controller's folder.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _SESSION_CACHE = tempfile.mkdtemp(prefix="jax-reset-tests-xla-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 else:
     _SESSION_CACHE = None
+
+# The tests compile hundreds of small programs and run each for milliseconds: LLVM's -O0 in
+# XLA's CPU backend cuts the suite's compile time by about a fifth (the same HLO, unoptimised
+# machine code). Passed on to the trainers the tests start; add a device count with
+# ``xla_flags``.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):  # (pytest-xdist's workers inherit it)
+    os.environ["XLA_FLAGS"] = f"{TEST_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
+
+
+def xla_flags(devices: int) -> str:
+    """``XLA_FLAGS`` for a process with ``devices`` fake CPU devices, compiled as the tests'."""
+    return f"{TEST_XLA_FLAGS} --xla_force_host_platform_device_count={devices}"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -86,11 +102,25 @@ def run_module(module: str, *args: str, timeout: int = 300) -> subprocess.Comple
 
 
 @pytest.fixture(scope="session")
-def smoke_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two updates of the smoke config: a real run directory with a real checkpoint, shared by
-    the tests that only read it (evaluation, plots, demos from a run)."""
+def smoke_run_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four updates of the smoke config, checkpoints 2 and 4: a real run directory that no test
+    changes (copy it with ``copy_run``); one trainer start for the whole session."""
     path = tmp_path_factory.mktemp("smoke_run") / "run"
     done = run_module("jax_reset.train", "--config", "configs/smoke.toml", "--run-dir", str(path),
-                      "train.total_updates=2", "train.checkpoint_every=2")
-    assert done.returncode == 0, done.stderr[-3000:]
+                      "train.total_updates=4", "train.checkpoint_every=2")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert sorted(int(p.name) for p in (path / "checkpoints").iterdir()) == [2, 4]
     return path
+
+
+def copy_run(base: Path, dest: Path) -> Path:
+    """A copy of the run directory ``base`` at ``dest`` (returned)."""
+    shutil.copytree(base, dest, symlinks=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def smoke_run_dir(smoke_run_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of ``smoke_run_template`` shared by the tests that only read the run (evaluation,
+    plots, demos from a run); they may add their outputs to it."""
+    return copy_run(smoke_run_template, tmp_path_factory.mktemp("smoke_run_read") / "run")

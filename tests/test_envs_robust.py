@@ -114,6 +114,39 @@ def test_worker_exception_is_reported_with_its_traceback() -> None:
     assert not _leaked(names)
 
 
+def test_a_pool_that_does_not_wait_finishes_its_start_at_the_first_call(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``wait=False``: the constructor returns while the workers start and replay the demos for
+    their dense states (the trainer builds its network meanwhile); the first call finishes the
+    start and sees what a pool that waited sees. Two demos (here the same file twice): each
+    worker was asked for a chunk of both before any is loaded. A worker lost meanwhile raises
+    at the first call."""
+    from jax_reset.envs import DemoResetConfig, demo_states
+
+    monkeypatch.setattr(demo_states, "_STATE_CACHE", {})  # the states are replayed, not reused
+    two = DemoResetConfig(demo_paths=("demos/Pong.npz", "demos/Pong.npz"), start_noop_max=0)
+    frames = np.array([9_000, 22_869, 9_000, 22_869])
+    with AtariPool(None, 4, 2, demo=two, seed=3, env_demos=[0, 0, 1, 1], wait=False) as pool:
+        assert not pool._started and pool.num_actions == 6  # known before the workers answer
+        assert [len(r.jobs) for r in pool._states_requests] == [2, 2]
+        got, got_ram = pool.restore(None, frames), pool.ram()
+        assert pool._started and pool.demo_states_build_s > 0
+    one = DemoResetConfig("demos/Pong.npz", start_noop_max=0)
+    with AtariPool(None, 4, 2, demo=one, seed=3) as waited:
+        assert waited._started
+        want, want_ram = waited.restore(None, frames), waited.ram()
+    np.testing.assert_array_equal(got.obs, want.obs)
+    np.testing.assert_array_equal(got.frame, want.frame)
+    np.testing.assert_array_equal(got_ram, want_ram)
+
+    pool = AtariPool(None, 2, 2, demo=one, wait=False)
+    names, pids = _segments(pool), [p.pid for p in pool._workers.procs]
+    os.kill(pids[0], signal.SIGKILL)
+    with pytest.raises(PoolError, match=r"worker 0 .* died"):
+        pool.reset()
+    assert not any(_alive(pid) for pid in pids) and not _leaked(names)  # closed itself
+
+
 def test_close_and_exceptions_stop_workers_and_free_memory() -> None:
     with pytest.raises(KeyboardInterrupt), AtariPool("Pong", 2, 2) as pool:
         pids = [p.pid for p in pool._workers.procs]

@@ -22,7 +22,7 @@ def test_evaluate_a_run_directory(smoke_run_dir: Path, tmp_path: Path):
                "--video", str(video))
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert out["game"] == "Pong" and out["checkpoint"] == 2
+    assert out["game"] == "Pong" and out["checkpoint"] == 4
     assert [p["protocol"] for p in out["protocols"]] == ["plain", "epsilon"]
     for p in out["protocols"]:
         assert p["episodes"] == 2 and -21 <= p["score_min"] <= p["score_max"] <= 21
@@ -30,7 +30,7 @@ def test_evaluate_a_run_directory(smoke_run_dir: Path, tmp_path: Path):
     plots = run_module("jax_reset.plot", "--run-dir", str(smoke_run_dir))
     assert plots.returncode == 0, plots.stderr
     assert (smoke_run_dir / "plots" / "starting_point.png").is_file()
-    # Two updates from Pong's end pass its last scoring frame (22,859, the demo's -1) at most.
+    # Four updates from Pong's end pass its last scoring frame (22,859, the demo's -1) at most.
     passed = json.loads((smoke_run_dir / "plots" / milestones.JSON_NAME).read_text())
     frames = [r["frame"] for r in passed["demos/Pong.npz"]]
     assert frames == [22859, 18251, 14004, 12889, 11778, 9457, 2070, 1]

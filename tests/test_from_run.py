@@ -22,7 +22,7 @@ def test_from_run_writes_the_best_game_as_a_demo(smoke_run_dir: Path, tmp_path: 
     demo = demos.load(out)
     header = demo.header
     assert header["source"] == "from-run" and header["seed"] == 7
-    assert header["run_dir"] == str(smoke_run_dir.resolve()) and header["checkpoint_step"] == 2
+    assert header["run_dir"] == str(smoke_run_dir.resolve()) and header["checkpoint_step"] == 4
     assert len(header["episode_scores"]) == 3
     assert demo.score == max(header["episode_scores"]) and demo.game == "Pong"
     # Pong's plain reset is one FIRE frame (index 1), then 4 frames per agent step.

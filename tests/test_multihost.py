@@ -15,7 +15,7 @@ One test, three runs sharing a run directory (each JAX start costs seconds on a 
 3. Resumed as 1 process (a different number of processes) with ``train.placement=shared``
    (today's arrangement): the counters continue.
 
-The compiled programs are cached between runs (and between test sessions) in pytest's cache.
+The compiled programs are cached between runs in the test session's compilation cache.
 """
 
 from __future__ import annotations
@@ -41,15 +41,9 @@ TINY = ("train.workers=1",)  # one environment worker per process: 2 busy cores
 
 
 @pytest.fixture(scope="module")
-def env(request: pytest.FixtureRequest,
-        tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    # pytest's cache keeps compiled programs across runs; without its plugin, a fresh folder.
-    store = getattr(request.config, "cache", None)
-    cache = (store.mkdir("jax-compilation-cache") if store is not None
-             else tmp_path_factory.mktemp("jax-compilation-cache"))
-    return {**os.environ, "PYTHONPATH": str(REPO), "JAX_COMPILATION_CACHE_DIR": str(cache),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_RESET_TEST_TAG": uuid.uuid4().hex}
+def env() -> dict[str, str]:
+    # The test session's compilation cache (conftest) comes with os.environ.
+    return {**os.environ, "PYTHONPATH": str(REPO), "JAX_RESET_TEST_TAG": uuid.uuid4().hex}
 
 
 

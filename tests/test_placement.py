@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from jax_reset.metrics import read_jsonl
-from tests.conftest import REPO, train_cmd
+from tests.conftest import REPO, TEST_XLA_FLAGS, train_cmd, xla_flags
 
 # 1 acting + 2 learning devices: where each part lives; one update on the same batch on the
 # two learning devices against one device; acting and learning log-probabilities.
@@ -87,14 +87,14 @@ SPLIT_SCRIPT = textwrap.dedent("""
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    return {**env, "PYTHONPATH": str(REPO), **extra}
+    # No device count unless given: the tests' own flags only.
+    return {**os.environ, "XLA_FLAGS": TEST_XLA_FLAGS, "PYTHONPATH": str(REPO), **extra}
 
 
 def test_one_acting_two_learning_devices_update_and_act_as_one_device() -> None:
     proc = subprocess.run([sys.executable, "-c", SPLIT_SCRIPT], cwd=REPO, capture_output=True,
                           text=True, timeout=300,
-                          env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=3"))
+                          env=_env(XLA_FLAGS=xla_flags(3)))
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["acting"] == [0] and out["learning"] == [1, 2]
@@ -128,7 +128,7 @@ def test_the_trainer_starts_its_own_fake_devices_and_trains_with_1_acting_2_lear
         train_cmd("--config", "configs/smoke.toml", "--run-dir", str(tmp_path / "bad"),
                   "train.placement=2+2"),
         cwd=REPO, capture_output=True, text=True, timeout=120,
-        env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=3"))
+        env=_env(XLA_FLAGS=xla_flags(3)))
     assert bad.returncode == 2, bad.stderr[-2000:]
     assert bad.stderr.strip().splitlines() == [
         "error: train.placement=2+2 needs 4 devices per process; this one has 3 (cpu) "

@@ -32,6 +32,7 @@ from jax_reset.ppo.update import (
     with_hyperparams,
 )
 from jax_reset.ppo.warmup import make_warmup_fn
+from tests.conftest import xla_flags
 from tests.helpers import A, collect_rollout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -147,7 +148,7 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent(
 
 
 def test_same_update_on_1_2_and_4_devices():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(4))
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
         [sys.executable, "-c", MULTI_DEVICE_SCRIPT],

@@ -20,34 +20,23 @@ import pytest
 from jax_reset.checkpoint import Checkpoints
 from jax_reset.lock import RunLock, holder
 from jax_reset.metrics import read_jsonl
-from tests.conftest import REPO, SMOKE, train_cmd, wait_for_update
+from tests.conftest import REPO, SMOKE, copy_run, train_cmd, wait_for_update
 
 IN_CI = bool(os.environ.get("CI"))
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO),
-            "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax-cache")),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
             "JAX_RESET_TEST_TAG": uuid.uuid4().hex}
 
 
 @pytest.fixture(scope="module")
-def base_run(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Path:
-    """Four smoke updates, checkpoints 2 and 4: copied by each test that changes it."""
-    run_dir = tmp_path_factory.mktemp("guard") / "run"
-    done = subprocess.run(train_cmd("--config", str(SMOKE), "--run-dir", str(run_dir),
-                                    "train.total_updates=4"),
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir()) == [2, 4]
-    return run_dir
+def base_run(smoke_run_template: Path) -> Path:
+    """Four smoke updates, checkpoints 2 and 4 (the session's): copied by each test that
+    changes it."""
+    return smoke_run_template
 
-
-def copy_run(base: Path, dest: Path) -> Path:
-    shutil.copytree(base, dest, symlinks=True)
-    return dest
 
 
 def run(cmd: list[str], env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:

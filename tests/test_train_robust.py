@@ -21,10 +21,8 @@ from tests.conftest import REPO, SMOKE, processes_tagged, train_cmd, wait_for_up
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO),
-            "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax-cache")),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def workers_of(pid: int) -> list[int]:

@@ -28,11 +28,9 @@ STEPS_PER_UPDATE = 4 * 16  # smoke: num_envs x rollout_steps
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def env() -> dict[str, str]:
     tag = uuid.uuid4().hex
     return {**os.environ, "PYTHONPATH": str(REPO),
-            "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax-cache")),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
             "JAX_RESET_TEST_TAG": tag}
 
 

@@ -178,9 +178,7 @@ def test_resume_overrides_persist_to_the_next_plain_resume(tmp_path: Path) -> No
     """New run; ``--resume ppo.learning_rate=5e-5``; plain ``--resume``: the rate stays 5e-5
     in config.json, in the config the run trains with, and in the checkpoints it writes."""
     run_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(REPO),
-           "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     def train(*args: str) -> str:
         proc = subprocess.run(train_cmd("--run-dir", str(run_dir), *args), cwd=REPO, env=env,

@@ -1,13 +1,15 @@
 """Dense demo states for the pool's restores: built once by the workers in parallel (each
 replays a contiguous chunk of the demo), shared with all of them through one more segment.
 
-Parent side: `share_dense_states`. Worker side: `WorkerDemo` (the worker's demo: a chunk's
-replay with `build_state_chunk`, the shared `DemoStates`, and the restores made of them).
+Parent side: `request_dense_states` (returns at once) then `share_dense_states`. Worker side:
+`WorkerDemo` (the worker's demo: a chunk's replay with `build_state_chunk`, the shared
+`DemoStates`, and the restores made of them).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import pickle
 import time
 from multiprocessing import shared_memory
@@ -25,53 +27,79 @@ _STATE_CACHE: dict[tuple, list[bytes]] = {}
 _CACHE_DEMOS = 4  # demos kept: tens of MB each for a long demo
 
 
-def share_dense_states(workers: Workers, demo, stride: int, segments: list,
-                       index: int = 0) -> float:
-    """States every `stride` frames of `demo`, the pool's demo number `index` (from this
-    process's cache or replayed by the workers), copied into a new segment (appended to
-    `segments`, the pool's list to free) and loaded by every worker. Returns the time it took
-    in seconds."""
+@dataclasses.dataclass
+class StatesRequest:
+    """Dense states asked of the workers (``request_dense_states``), shared by
+    ``share_dense_states``: the workers replay while the parent does other work."""
+
+    index: int  # the pool's demo number
+    stride: int
+    key: tuple  # into _STATE_CACHE
+    num_states: int
+    jobs: list[int]  # the workers replaying a chunk, in chunk order
+    cached: list[bytes] | None  # the states from this process's cache (then no jobs)
+    t0: float  # when it was asked
+
+
+def request_dense_states(workers: Workers, demo, stride: int, index: int = 0) -> StatesRequest:
+    """Asks for the states every `stride` frames of `demo`, the pool's demo number `index`: each
+    worker replays one contiguous chunk (nothing when this process's cache holds them). Returns
+    at once; the workers answer after what they were sent before (their start)."""
     t0 = time.perf_counter()
     num_frames = int(demo.num_frames)
     grid = np.arange(0, num_frames + 1, stride)
     key = (str(demo.path), demo.header.get("source_sha256"), num_frames, stride)
-    states = _STATE_CACHE.get(key)
-    if states is None:
-        states = _replay_states(workers, grid, stride, index)
-        while len(_STATE_CACHE) >= _CACHE_DEMOS:
-            del _STATE_CACHE[next(iter(_STATE_CACHE))]  # the oldest
-        _STATE_CACHE[key] = states
-    offsets = np.zeros(len(states) + 1, np.int64)
-    offsets[1:] = np.cumsum([len(s) for s in states])
-    seg = shared_memory.SharedMemory(create=True, size=max(int(offsets[-1]), 1))
-    segments.append(seg)
-    seg.buf[: offsets[-1]] = b"".join(states)
-    msg = bytes((OP_LOAD_STATES,)) + pickle.dumps((index, seg.name, stride, offsets))
-    for w in range(len(workers)):
-        workers.send(w, msg)
-    for w in range(len(workers)):
-        workers.reply(w)
-    return time.perf_counter() - t0
+    jobs: list[int] = []
+    cached = _STATE_CACHE.get(key)
+    if cached is None:
+        cuts = np.linspace(0, len(grid), len(workers) + 1).round().astype(np.int64)
+        for w in range(len(workers)):
+            if cuts[w] == cuts[w + 1]:
+                continue
+            lo = int(grid[cuts[w]])
+            hi = int(grid[cuts[w + 1] - 1]) + 1
+            workers.send(w, bytes((OP_BUILD_STATES,)) + pickle.dumps((index, lo, hi, stride)))
+            jobs.append(w)
+    return StatesRequest(index, stride, key, len(grid), jobs, cached, t0)
 
 
-def _replay_states(workers: Workers, grid: np.ndarray, stride: int,
-                   index: int = 0) -> list[bytes]:
-    """States at the frames of `grid` of demo `index`, each worker replaying one contiguous
-    chunk."""
-    cuts = np.linspace(0, len(grid), len(workers) + 1).round().astype(np.int64)
-    jobs = []
-    for w in range(len(workers)):
-        if cuts[w] == cuts[w + 1]:
-            continue
-        lo = int(grid[cuts[w]])
-        hi = int(grid[cuts[w + 1] - 1]) + 1
-        workers.send(w, bytes((OP_BUILD_STATES,)) + pickle.dumps((index, lo, hi, stride)))
-        jobs.append(w)
+def share_dense_states(workers: Workers, requests: list[StatesRequest],
+                       segments: list) -> float:
+    """The requested states of each demo (gathered from the workers, or this process's cache),
+    each copied into a new segment (appended to `segments`, the pool's list to free) and loaded
+    by every worker. Returns the seconds since the first request.
+
+    Every demo's chunks are gathered before any is loaded: a worker answers in the order it was
+    asked, and it was asked for all of them first."""
+    gathered = [_gather(workers, request) for request in requests]
+    for request, states in zip(requests, gathered, strict=True):
+        offsets = np.zeros(len(states) + 1, np.int64)
+        offsets[1:] = np.cumsum([len(s) for s in states])
+        seg = shared_memory.SharedMemory(create=True, size=max(int(offsets[-1]), 1))
+        segments.append(seg)
+        seg.buf[: offsets[-1]] = b"".join(states)
+        msg = bytes((OP_LOAD_STATES,)) + pickle.dumps((request.index, seg.name, request.stride,
+                                                       offsets))
+        for w in range(len(workers)):
+            workers.send(w, msg)
+        for w in range(len(workers)):
+            workers.reply(w)
+    return time.perf_counter() - min((r.t0 for r in requests), default=time.perf_counter())
+
+
+def _gather(workers: Workers, request: StatesRequest) -> list[bytes]:
+    """One demo's requested states: the cached ones, or the workers' replies (always read when
+    it asked them, so that the next reply on each pipe is the next request's)."""
+    if request.cached is not None:
+        return request.cached
     states: list[bytes] = []
-    for w in jobs:
+    for w in request.jobs:
         states.extend(pickle.loads(workers.reply(w)[1:]))
-    if len(states) != len(grid):
-        raise PoolError(f"built {len(states)} demo states, expected {len(grid)}")
+    if len(states) != request.num_states:
+        raise PoolError(f"built {len(states)} demo states, expected {request.num_states}")
+    while len(_STATE_CACHE) >= _CACHE_DEMOS:
+        del _STATE_CACHE[next(iter(_STATE_CACHE))]  # the oldest
+    _STATE_CACHE[request.key] = states
     return states
 
 

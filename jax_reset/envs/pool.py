@@ -12,7 +12,7 @@ import numpy as np
 from jax_reset.envs import shm as shm_lib
 from jax_reset.envs.config import DemoResetConfig, EnvConfig, rom_id
 from jax_reset.envs.contract import OUTPUT_FIELDS, PoolStep
-from jax_reset.envs.demo_states import share_dense_states
+from jax_reset.envs.demo_states import request_dense_states, share_dense_states
 from jax_reset.envs.procs import OP_RAM, OP_RESET, OP_STEP, PoolError, Workers
 from jax_reset.envs.worker import WorkerSpec, make_ale, worker_main
 
@@ -54,12 +54,18 @@ class AtariPool:
         poll_s: float = 0.25,
         heartbeat_s: float = 5.0,
         env_demos: Sequence[int] | np.ndarray | None = None,
+        wait: bool = True,
     ) -> None:
         """game: EnvPool-style name ("Pong", "MontezumaRevenge"); None to take the demo's.
         num_workers is capped at num_envs; envs are split into contiguous, near-equal slices.
         timeout_s: the longest a single command may take before the pool gives up on it.
         heartbeat_s: how long a worker's heartbeat may stand still while the pool waits on it.
         env_demos: int [num_envs], each env's index into `demo.paths` (None: all the first).
+        wait: False returns once the workers are started and asked for the demos' dense
+          states; the rest of the start (their answers: seconds of process start-up and demo
+          replay) completes in the first call that needs the workers, or in `wait_ready()`,
+          so that the caller can build and compile its network meanwhile. A worker's failure
+          to start then raises there.
         """
         if start_method == "fork":
             raise ValueError("fork is unsafe with a threaded parent (JAX): use spawn/forkserver")
@@ -70,6 +76,9 @@ class AtariPool:
             raise ValueError("num_envs must be >= 1")
         self.num_workers = max(1, min(int(num_workers), self.num_envs))
         self._closed = False
+        self._started = False  # every worker ready and holding the demos' states (wait_ready)
+        self._states_requests: list = []
+        self.demo_states_build_s = 0.0  # seconds from the request to every worker holding them
         self._workers = Workers(timeout_s, poll_s, heartbeat_s)
         self._segments: list = []  # shared memory to free at close: the pool's, demo states
         self.demo = None
@@ -136,15 +145,35 @@ class AtariPool:
                     env_demo=tuple(self.env_demo[bounds[w]:bounds[w + 1]].tolist()),
                 )
                 self._workers.start(ctx, worker_main, spec, name=f"atari-{w}")
-            for w in range(self.num_workers):
-                self._reply(w)
+            # Read here while the workers start (they answer "ready" first, then the states).
             self.num_actions = len(make_ale(self.rom_path, 0, 0.0).getMinimalActionSet())
-            self.demo_states_build_s = sum(
-                share_dense_states(self._workers, d, demo.dense_stride, self._segments, index)
-                for index, d in enumerate(self.demos))
+            self._states_requests = [
+                request_dense_states(self._workers, d, demo.dense_stride, index)
+                for index, d in enumerate(self.demos)]
         except BaseException:
             self.close()
             raise
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Completes the start (`wait=False`): every worker ready, the demos' dense states
+        shared. Idempotent; the pool's calls do it themselves. Raises PoolError (and closes the
+        pool) when a worker failed to start."""
+        if self._started:
+            return
+        if self._closed:
+            raise PoolError("the pool is closed")
+        try:
+            for w in range(self.num_workers):
+                self._reply(w)
+            if self._states_requests:
+                self.demo_states_build_s = share_dense_states(
+                    self._workers, self._states_requests, self._segments)
+        except BaseException:
+            self.close()
+            raise
+        self._started = True
 
     # ------------------------------------------------------------------ properties
 
@@ -301,6 +330,7 @@ class AtariPool:
     def _check_ids(self, env_ids) -> np.ndarray:
         if self._closed:
             raise PoolError("the pool is closed")
+        self.wait_ready()
         if env_ids is None:
             ids = np.arange(self.num_envs, dtype=np.int32)
         else:

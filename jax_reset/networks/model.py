@@ -214,7 +214,9 @@ def init_params(network: ActorCritic, rng: jax.Array, obs_shape: Sequence[int]) 
     obs = jnp.zeros((1, 1, *obs_shape), jnp.uint8)
     flags = jnp.zeros((1, 1), bool)
     carry = init_carry(network.config, 1)
-    return network.init(rng, obs, flags, flags, carry)["params"]
+    # Compiled as one program: run eagerly, each of the init's ~100 operations is lowered and
+    # compiled on its own (seconds at every start); the values are the same.
+    return jax.jit(network.init)(rng, obs, flags, flags, carry)["params"]
 
 
 def forward_flops(config: NetworkConfig, obs_shape: Sequence[int], num_actions: int) -> int:
