@@ -173,11 +173,14 @@ def test_learner_benchmark_smoke(capsys):
     from jax_reset.bench.learner import main
 
     args = "--envs 4 --steps 6 --burn-in 2 --epochs 1 --minibatches 1 --conv-channels 8,16,16"
-    args += " --dense 16 --core-size 16 --obs 6,42,40 --iters 1 --warmup-len 3 --json"
-    assert main(args.split()) == 0
+    args += " --dense 16 --core-size 16 --obs 6,42,40 --iters 2 --warmup-len 3 --json"
+    assert main([*args.split(), "--target-kl", "1e-9", "--max-grad-norm", "2"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     (result,) = out["results"]
     assert result["processed_samples_per_s"] > 0 and result["warmup_frames_per_s"] > 0
+    guarded = result["guarded"]  # timed beside the plain update; a KL stop this tight stops
+    assert guarded["update_s"] > 0 and guarded["over_plain"] > 0  # after the first step
+    assert guarded["sgd_steps_full"] == 1 and guarded["sgd_steps_mean"] <= 1
 
 
 def test_scan_and_host_loops_compute_the_same_update():

@@ -8,7 +8,10 @@ minibatches, forward + backward through burn-in and rollout, Adam), and from it
   TFLOP/s              = 3 x analytic forward FLOPs x processed samples / update time
   share of peak        = TFLOP/s / the device's dense peak (GPUs in ``PEAK_TFLOPS``)
 
-and the warm-up's throughput in demo frames per second. Random uint8 frames: the cost does not
+and the warm-up's throughput in demo frames per second. With ``--target-kl`` and/or
+``--max-grad-norm`` each case also times the update with those guards (KL early stopping, the
+gradient-norm clip), its calls alternating with the plain update's: their cost as a ratio, and
+the optimiser steps the guarded update took. Random uint8 frames: the cost does not
 depend on the content. Without size flags a CPU runs a reduced network plus the reference
 network on a tiny batch (the reference sizes take minutes per update there, see
 ``docs/benchmarks.md``); a GPU runs the reference sizes. ``--json`` prints one JSON object on
@@ -58,6 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup-envs", type=int, help="environments warmed up at once")
     p.add_argument("--warmup-len", type=int, default=128, help="demo steps per warm-up")
     p.add_argument("--no-reference", action="store_true", help="CPU: skip the reference-net case")
+    p.add_argument("--target-kl", type=float, help="also time the update with this KL stop")
+    p.add_argument("--max-grad-norm", type=float, help="also time it with this gradient clip")
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
     return p.parse_args(argv)
 
@@ -176,17 +181,43 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     batch = shard_batch(random_batch(rng, net_cfg, ppo, case.envs, obs_shape, args.actions), mesh)
 
+    guarded = None  # (update, state): the same start, with the guards asked for
+    if args.target_kl is not None or args.max_grad_norm is not None:
+        guarded_ppo = dataclasses.replace(ppo, target_kl=args.target_kl,
+                                          max_grad_norm=args.max_grad_norm)
+        guarded = (make_update(network, guarded_ppo, mesh), state)
+
     t0 = time.perf_counter()
     state, metrics = update(state, batch)
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - t0
-    times = []
-    for _ in range(args.iters):
+    if guarded is not None:
+        guarded_state, guarded_metrics = guarded[0](guarded[1], batch)
+        jax.block_until_ready(guarded_metrics)
+    times, guarded_times, guarded_steps = [], [], []
+    for _ in range(args.iters):  # alternating: the same machine state for both
         t0 = time.perf_counter()
         state, metrics = update(state, batch)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t0)
+        if guarded is not None:
+            t0 = time.perf_counter()
+            guarded_state, guarded_metrics = guarded[0](guarded_state, batch)
+            jax.block_until_ready(guarded_metrics)
+            guarded_times.append(time.perf_counter() - t0)
+            guarded_steps.append(float(guarded_metrics["train/sgd_steps"]))
     update_s = statistics.median(times)
+    guards = None
+    if guarded is not None:
+        guards = {
+            "target_kl": args.target_kl,
+            "max_grad_norm": args.max_grad_norm,
+            "update_s": round(statistics.median(guarded_times), 4),
+            "over_plain": round(statistics.median(
+                g / p for g, p in zip(guarded_times, times, strict=True)), 3),
+            "sgd_steps_mean": round(statistics.mean(guarded_steps), 2),
+            "sgd_steps_full": case.epochs * case.minibatches,
+        }
 
     processed = case.envs * case.steps * case.epochs
     fwd = forward_flops(net_cfg, obs_shape, args.actions)
@@ -236,6 +267,7 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
         "warmup_s": round(warm_s, 4),
         "warmup_frames_per_s": round(case.warmup_envs * args.warmup_len / warm_s, 1),
         "loss": float(metrics["train/loss"]),
+        "guarded": guards,
     }
 
 
@@ -275,6 +307,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['processed_samples_per_s']:>10.1f} {r['tflops']:>8.3f} {peak:>6} "
             f"{r['warmup_frames_per_s']:>12.1f}"
         )
+        g = r["guarded"]
+        if g is not None:
+            print(f"  with target_kl={g['target_kl']}, max_grad_norm={g['max_grad_norm']}: "
+                  f"update {g['update_s']:.3f} s, {g['over_plain']:.3f} x the plain update's "
+                  f"(pairwise median), {g['sgd_steps_mean']:g} of {g['sgd_steps_full']} "
+                  "optimiser steps")
     if args.json:
         summary = {
             "benchmark": "learner",

@@ -174,6 +174,7 @@ class AtariPool:
             self.close()
             raise
         self._started = True
+        self._states_requests = []  # (their states stay in this process's cache, not here)
 
     # ------------------------------------------------------------------ properties
 
