@@ -178,9 +178,9 @@ def test_learner_benchmark_smoke(capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     (result,) = out["results"]
     assert result["processed_samples_per_s"] > 0 and result["warmup_frames_per_s"] > 0
-    guarded = result["guarded"]  # timed beside the plain update; a KL stop this tight stops
-    assert guarded["update_s"] > 0 and guarded["over_plain"] > 0  # after the first step
-    assert guarded["sgd_steps_full"] == 1 and guarded["sgd_steps_mean"] <= 1
+    guarded = result["guarded"]  # timed beside the plain update; the random batch's KL is far
+    assert guarded["update_s"] > 0 and guarded["over_plain"] > 0  # over a target this tight:
+    assert guarded["sgd_steps_full"] == 1 and guarded["sgd_steps_mean"] == 0  # every step refused
 
 
 def test_scan_and_host_loops_compute_the_same_update():
