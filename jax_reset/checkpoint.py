@@ -1,6 +1,6 @@
 """Orbax checkpoints of a run (the signal flag ``StopFlag`` is ``jax_reset.stop``'s, re-exported).
 
-A checkpoint step (the update counter) holds three items:
+A checkpoint step (the update counter) holds four items (``stall`` optional):
 
 * ``state``: the training state pytree (parameters, optimizer state, counters, RNG), saved with
   ``ocp.args.StandardSave``. Counters must be arrays (``np.asarray(n, np.int64)``), RNG keys raw

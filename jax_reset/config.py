@@ -1,13 +1,13 @@
 """The run configuration: one typed, frozen schema, read from TOML, validated once.
 
-A config file is TOML with one table per section (``[env]``, ``[network]``, ``[ppo]``,
-``[curriculum]``, ``[stall]``, ``[train]``). Every key must exist in the schema and have the
-declared type, and each problem is reported as one line naming the dotted key (the sizes that
-must divide depend on the number of processes and devices: ``jax_reset.sizes.derive`` checks
-them when the run starts). Command-line overrides use the same dotted names
-(``ppo.lr=3e-4 train.num_envs=32``) and are parsed as TOML values, so ``x=3e-4`` is a float,
-``x=true`` a bool, ``x=[16,32]`` a list and anything that is not a TOML value
-(``train.demo=demos/Pong.npz``) a string.
+A config file is TOML with one table per section (``[demo]``, the one required, ``[env]``,
+``[network]``, ``[ppo]``, ``[curriculum]``, ``[stall]``, ``[train]``). Every key must exist in the
+schema and have the declared type, and each problem is reported as one line naming the dotted key
+(the sizes that must divide depend on the number of processes and devices:
+``jax_reset.sizes.derive`` checks them when the run starts). Command-line overrides use the same
+dotted names (``ppo.learning_rate=3e-4 train.num_envs=32``) and are parsed as TOML values, so
+``x=3e-4`` is a float, ``x=true`` a bool, ``x=[16,32]`` a list and anything that is not a TOML
+value (``demo.demo_path=demos/Pong.npz``) a string.
 
 Presets (TOML has no include, so three reserved top-level keys link files):
 

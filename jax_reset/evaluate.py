@@ -4,7 +4,8 @@ Evaluation runs on **EnvPool** (the standard, independent implementation of the 
 with the training preprocessing, from the game's reset with no demo, and with the test-time
 policy (logits doubled, no entropy boost):
 
-* ``plain``: one NOOP frame after the reset (as training's plain reset);
+* ``plain``: one NOOP frame after the reset (FIRE in a game with a fire reset; as training's plain
+  reset);
 * ``noop``: 1 to 30 NOOP frames after the reset;
 * ``sticky``: ALE repeats the previous action with probability 0.25 per emulator frame;
 * ``epsilon``: a uniformly random action with probability 0.01 per agent step.

@@ -132,7 +132,7 @@ class DemoResetConfig:
     checked by md5. None: ale-py's ROM."""
     dense_stride: int = 16
     """Frames between the in-memory states built once at start-up by replaying the demo, so a
-    restore is one `restoreState` plus at most dense_stride + frame_skip * (stack_num - 1)
+    restore is one `restoreState` plus at most dense_stride + frame_skip * (stack_num - 1) + 1
     emulated frames (to fill the frame stack)."""
     allowed_lag_frames: int = 50
     """An episode ends (done) when its score is below the demo's score this many frames ago."""
