@@ -4,10 +4,10 @@ A config file is TOML with one table per section (``[demo]``, the one required, 
 ``[network]``, ``[ppo]``, ``[curriculum]``, ``[stall]``, ``[train]``). Every key must exist in the
 schema and have the declared type, and each problem is reported as one line naming the dotted key
 (the sizes that must divide depend on the number of processes and devices:
-``jax_reset.sizes.derive`` checks them when the run starts). Command-line overrides use the same
-dotted names (``ppo.learning_rate=3e-4 train.num_envs=32``) and are parsed as TOML values, so
-``x=3e-4`` is a float, ``x=true`` a bool, ``x=[16,32]`` a list and anything that is not a TOML
-value (``demo.demo_path=demos/Pong.npz``) a string.
+``jax_reset.parallel.sizes.derive`` checks them when the run starts). Command-line overrides
+use the same dotted names (``ppo.learning_rate=3e-4 train.num_envs=32``) and are parsed as TOML
+values, so ``x=3e-4`` is a float, ``x=true`` a bool, ``x=[16,32]`` a list and anything that is not a
+TOML value (``demo.demo_path=demos/Pong.npz``) a string.
 
 Presets (TOML has no include, so three reserved top-level keys link files):
 
@@ -35,47 +35,36 @@ not name them).
 
 The generic part (``from_dict``, ``to_dict``, ``apply_overrides``, ``read_file``, ``merge``,
 ``diff``, ``save_json``) works for any tree of frozen dataclasses and lives in
-``jax_reset.config_tree`` (re-exported here); each section is owned by the module that uses it
+``jax_reset.config_tree`` (import them from there); each section is owned by the module that uses it
 (``EnvConfig`` and ``DemoResetConfig`` by the pool, ``NetworkConfig`` by the network,
 ``PPOConfig`` by the PPO update, ``CurriculumConfig`` by the curriculum, ``StallConfig`` by the
-stall controller) and they are composed here with ``TrainConfig``, the run's own.
+stall controller) and they are composed here with ``TrainConfig``, the run's own (defined
+here). Nothing here imports JAX.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from jax_reset import config_tree
 from jax_reset.config_tree import (
-    BASE_KEY,
-    CPU_KEY,
     CPU_TABLE,
     ConfigError,
     apply_overrides,
-    diff,
     from_dict,
     merge,
-    parse_override,
-    parse_value,
-    save_json,
     to_dict,
 )
 from jax_reset.curriculum import CurriculumConfig
+from jax_reset.curriculum.stall import StallConfig
 from jax_reset.envs.config import DemoResetConfig, EnvConfig
 from jax_reset.networks import NetworkConfig
 from jax_reset.ppo.config import PPOConfig
-from jax_reset.stall import StallConfig
-from jax_reset.train_config import TrainConfig
-
-__all__ = [
-    "BASE_KEY", "CPU_KEY", "CPU_TABLE", "RESUME_FROZEN", "RETIRED_KEYS", "Config",
-    "ConfigError", "apply_overrides", "diff", "drop_retired", "from_dict", "load", "merge",
-    "parse_override", "parse_value", "read_file", "resolve", "save_json", "to_dict",
-]
 
 # What a checkpoint's arrays and episodes depend on: a resume may not change these (a lower
 # learning rate or entropy coefficient, the authors' advice when progress stalls, is allowed).
@@ -85,6 +74,20 @@ RESUME_FROZEN = ("env", "demo", "network", "train.num_envs")
 RETIRED_KEYS: dict[str, Any] = {
     "network.obs_layout": "chw",  # the pool always emitted [stack * C, H, W]; "hwc" never ran
 }
+
+
+def frozen_keys(changed: Sequence[str], frozen: Sequence[str] = RESUME_FROZEN) -> list[str]:
+    """The dotted keys of ``changed`` that ``frozen`` (keys or sections) covers."""
+    return [k for k in changed if any(k == f or k.startswith(f + ".") for f in frozen)]
+
+
+def with_defaults(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved config with the keys added to the schema since at their defaults (so a section
+    added later, like ``[stall]``, is not a changed setting); as saved if it no longer reads."""
+    try:
+        return to_dict(from_dict(Config, saved))
+    except ConfigError:
+        return dict(saved)
 
 
 def _check(ok: bool, message: str) -> None:
@@ -108,10 +111,81 @@ def read_file(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict[st
     return config_tree.read_file(path, _chain, retired=RETIRED_KEYS)
 
 
-def _parse(path: Path) -> dict[str, Any]:
-    """One config file as it is written, without its links resolved (``config_tree._parse``;
-    a saved config without its ``RETIRED_KEYS``)."""
-    return config_tree._parse(path, RETIRED_KEYS)
+# --------------------------------------------------------------------------------------------
+# The ``[train]`` section, the run's own: its sizes and the schedule of its checkpoints and logs.
+
+#: ``train.placement`` values besides "A+L" (A acting and L learning devices per process).
+PLACEMENTS = ("auto", "shared", "host")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The run: sizes, schedule of checkpoints and logs."""
+
+    # Environments in total (all processes; ``jax_reset.parallel.sizes.derive`` splits them) and CPU
+    # worker processes on each host.
+    num_envs: int = 32
+    workers: int = 2
+    # PPO updates to run in total (a resumed run continues to this number).
+    total_updates: int = 1000
+    seed: int = 0
+    # Collect the next rollout with the previous parameters while the learner updates
+    # (Cleanba-style, one policy version behind; the stored log-probabilities keep the PPO
+    # ratio right). False: exact on-policy, acting and learning alternate.
+    overlap: bool = True
+    # Split each process's environments into this many contiguous groups and step them
+    # EnvPool's asynchronous way: while one group's workers emulate, the policy infers for the
+    # next group (``jax_reset.training.actor``). 1: infer for all, then step all. Each environment
+    # samples with its own key, so the grouping changes only the float order of inference.
+    env_groups: int = 1
+    # Which of each process's devices act (policy inference and warm-up, with a copy of the
+    # parameters refreshed once per update) and which learn (the update's data mesh spans the
+    # learning devices of every process), Cleanba's split (``jax_reset.parallel.placement``):
+    #   "auto": "shared" on a CPU or a single accelerator, "1+(N-1)" on N >= 2 accelerators;
+    #   "shared": every device learns and the first also acts (the learner's own arrays);
+    #   "host": acting on the host CPU while every accelerator learns (one GPU: both busy);
+    #   "A+L", e.g. "1+7": the first A devices act, the next L learn. On a CPU-only machine
+    #     the trainer starts A+L fake CPU devices (XLA's host device count) when it has fewer.
+    placement: str = "auto"
+    # Save a checkpoint every this many updates (and always on SIGTERM/SIGINT and at the end).
+    checkpoint_every: int = 50
+    # Keep the last K checkpoints, plus the best one (lowest maximum starting point).
+    keep_last: int = 3
+    # Write metrics every this many updates.
+    log_every: int = 1
+    # Live terminal display (turned off automatically when stdout is not a terminal).
+    progress: bool = True
+    # Agent steps of the demo before each episode's start that warm the recurrent state up
+    # (a scan over stored demo observations; no environment steps). 0: start from zeros.
+    warmup_steps: int = 128
+
+    def __post_init__(self) -> None:
+        for ok, message in (
+                (self.num_envs >= 1, "num_envs must be at least 1"),
+                (self.workers >= 1, "workers must be at least 1"),
+                (self.env_groups >= 1, "env_groups must be at least 1"),
+                (placement_split(self.placement) is not None or self.placement in PLACEMENTS,
+                 f"placement must be one of {', '.join(PLACEMENTS)} or A+L (acting+learning "
+                 f"devices per process, e.g. 1+7), got {self.placement!r}"),
+                (self.env_groups <= self.num_envs,
+                 f"env_groups ({self.env_groups}) must not exceed num_envs ({self.num_envs})"),
+                (self.total_updates >= 1, "total_updates must be at least 1"),
+                (self.checkpoint_every >= 1, "checkpoint_every must be at least 1"),
+                (self.keep_last >= 1, "keep_last must be at least 1"),
+                (self.log_every >= 1, "log_every must be at least 1"),
+                (self.warmup_steps >= 0, "warmup_steps must be non-negative"),
+                (self.workers <= self.num_envs,
+                 f"workers ({self.workers}) must not exceed num_envs ({self.num_envs})")):
+            if not ok:
+                raise ValueError(message)
+
+
+def placement_split(placement: str) -> tuple[int, int] | None:
+    """``(A, L)`` of a ``train.placement`` "A+L" (both at least 1); None for any other value."""
+    found = re.fullmatch(r"\s*(\d+)\s*\+\s*(\d+)\s*", placement)
+    if found is None or min(int(found[1]), int(found[2])) < 1:
+        return None
+    return int(found[1]), int(found[2])
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,7 +214,7 @@ class Config:
                f"leave nothing of a {self.env.img_height}x{self.env.img_width} frame")
 
 
-def resolve(data: Mapping[str, Any], overrides: Sequence[str] = (), on_cpu: bool = False,
+def from_data(data: Mapping[str, Any], overrides: Sequence[str] = (), on_cpu: bool = False,
             ) -> Config:
     """A config from a file's nested dict: ``[on_cpu]`` merged when asked, then the overrides.
 
@@ -164,6 +238,6 @@ def load(path: str | os.PathLike, overrides: Sequence[str] = (), on_cpu: bool = 
     """Reads and validates a config file (``configs/<game>.toml`` or a run's ``config.json``)."""
     data = read_file(path)  # its errors name the file already
     try:
-        return resolve(data, overrides, on_cpu)
+        return from_data(data, overrides, on_cpu)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None

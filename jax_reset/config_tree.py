@@ -7,7 +7,7 @@ and sets them in a nested mapping (``parse_value``, ``parse_override``, ``apply_
 reads a TOML (or saved JSON) file with its ``base`` chain merged in and its CPU overlay as the
 ``[on_cpu]`` table (``read_file``, the linking rules are ``jax_reset.config``'s docstring);
 and merges, compares and atomically saves such trees (``merge``, ``diff``, ``save_json``). The
-run's own schema and its loader are ``jax_reset.config``, which re-exports these names.
+run's own schema and its loader are ``jax_reset.config``; callers import these names from here.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import tempfile
 import tomllib
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 # Reserved top-level keys of a config file: the file it extends, its CPU overlay (both paths
 # relative to the file naming them) and the inline form of the overlay.
@@ -274,21 +274,32 @@ def read_file(path: str | os.PathLike, _chain: tuple[Path, ...] = (),
     return result
 
 
-def save_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Writes the config (dataclass or dict) as JSON, atomically (temp file, then rename)."""
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], Any],
+                 binary: bool = False) -> Path:
+    """Writes ``path`` whole or not at all: ``write(f)`` fills a temporary file beside it, which
+    then replaces ``path`` by a rename (a crash leaves the old file or the new one, never a
+    torn one; the temporary file is removed on failure). The package's one atomic write
+    (configs, metrics logs, demo files); it lives here because this module imports nothing of
+    the package, so every layer may use it."""
     path = Path(path)
-    data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        encoding = None if binary else "utf-8"
+        with os.fdopen(fd, "wb" if binary else "w", encoding=encoding) as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Writes the config (dataclass or dict) as JSON, atomically (``atomic_write``)."""
+    data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    return atomic_write(path, lambda f: f.write(text))
 
 
 def diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from jax_reset import demos
+from jax_reset.demos.from_actions import from_actions
 from jax_reset.demos.roms import RomError, file_md5
 
 # Piped or redirected, rich would cut tables at 80 columns: a wide console keeps every column.
@@ -112,8 +113,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_from_actions(args: argparse.Namespace) -> int:
-    from jax_reset.demos.from_actions import from_actions
-
     path, result = from_actions(args.game, args.actions, args.out,
                                 per_agent_step=args.per_agent_step, minimal=args.minimal)
     _print_written(path, args.game, result)
@@ -121,6 +120,7 @@ def cmd_from_actions(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    # pygame, the optional [record] extra: only for this subcommand
     from jax_reset.demos.record_window import record
 
     saved = record(args.game, args.out, speed=args.speed, rewind_s=args.rewind_seconds)
@@ -129,7 +129,8 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_from_run(args: argparse.Namespace) -> int:
-    from jax_reset.demos.from_run import from_run
+    # JAX and the network: only for this subcommand
+    from jax_reset.evaluation.from_run import from_run
 
     path, result, scores = from_run(args.run_dir, args.out, checkpoint=args.checkpoint,
                                     episodes=args.episodes, seed=args.seed,

@@ -2,12 +2,12 @@
 terminal display with the curriculum's position as a bar from the demo's end to its start.
 
 Keys are namespaced: ``train/`` (losses, KL, clip fraction, explained variance, steps per
-second), ``curriculum/`` (starting points, success), ``env/`` (scores, episode lengths, share of
-valid steps), ``timing/`` (the learner's seconds in and waiting on each stage), ``actor/`` (the
-actor's seconds per stage and its policy lag), ``eval/``. The keys the trainer writes are the
-constants below (the ``curriculum/`` keys of ``curriculum.summary`` and ``stall.summary`` are
-defined in those pure modules and re-exported here). Each JSON line
-is ``{"update": n, "time": unix seconds, key: value, ...}``, non-finite values as ``null``.
+second), ``curriculum/`` (starting points, success), ``env/`` (scores, episode lengths),
+``timing/`` (the learner's seconds in and waiting on each stage), ``actor/`` (the actor's
+seconds per stage and its policy lag), ``eval/``. The keys the trainer writes are the
+constants below, and the ``curriculum/`` keys of ``curriculum.summary`` and
+``curriculum.stall.summary``, defined in those pure modules. Each JSON line is ``{"update": n,
+"time": unix seconds, key: value, ...}``, non-finite values as ``null``.
 
 On resume the writer takes what was logged after the restored checkpoint out of the log (a crash
 can leave lines, and a torn last line, beyond it; ``--checkpoint N`` rolls a run back), so the
@@ -22,7 +22,6 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -32,17 +31,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from tensorboardX import SummaryWriter
 
-from jax_reset.curriculum import (  # noqa: F401  (re-exported: curriculum.summary's keys)
-    DECISIONS,
-    MAX_STARTING_POINT,
-    MIN_STARTING_POINT,
-    PENDING_EPISODES,
-    PROGRESS,
-    SHARE_AT_MAX,
-    SPREAD_FRAMES,
-    SUCCESS_TABLE_AT_SP,
-)
-from jax_reset.stall import STALL_DECISIONS, STALL_SCALE  # noqa: F401  (stall.summary's keys)
+from jax_reset.config_tree import atomic_write
+from jax_reset.curriculum import MAX_STARTING_POINT
 
 NAMESPACES = ("train/", "curriculum/", "env/", "timing/", "actor/", "eval/")
 JSONL_NAME = "metrics.jsonl"
@@ -56,7 +46,6 @@ AGENT_STEPS = "train/agent_steps"
 FRAMES = "train/frames"
 AGENT_STEPS_PER_S = "train/agent_steps_per_s"
 # Episodes that ended in the log window, and the rollouts' valid steps.
-VALID_SHARE = "env/valid_share"
 EPISODES = "env/episodes"
 EPISODE_SCORE = "env/episode_score"
 EPISODE_FRAMES = "env/episode_frames"
@@ -89,6 +78,7 @@ UPDATE_METRICS = {
 # The values in force (``TrainState.hyperparams``): the configured ones times the stall scale.
 LEARNING_RATE = "train/learning_rate"
 ENT_COEF = "train/ent_coef"
+HYPERPARAMS = {"learning_rate": LEARNING_RATE, "ent_coef": ENT_COEF}  # ppo current_hyperparams
 # The learner's seconds per update: updating, and waiting for a rollout.
 LEARNER_S = "timing/learner_s"
 LEARNER_WAIT_S = "timing/learner_wait_s"
@@ -171,14 +161,7 @@ class MetricsWriter:
                 f.flush()
                 os.fsync(f.fileno())
         text = "".join(json.dumps(r) + "\n" for r in rows if int(r.get("update", 0)) <= update)
-        fd, tmp = tempfile.mkstemp(prefix=f".{JSONL_NAME}.", dir=self.run_dir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path, lambda f: f.write(text))
         return len(later)
 
     def write(self, update: int, metrics: Mapping[str, Any]) -> dict[str, Any]:

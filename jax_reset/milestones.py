@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from jax_reset import curriculum as cur
 from jax_reset import metrics
 
 JSON_NAME = "milestones.json"  # written beside the plots
@@ -74,7 +75,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def for_run(rows: list[dict[str, Any]], rewards: np.ndarray, time_key: str,
-            sp_key: str = metrics.MAX_STARTING_POINT) -> list[dict[str, Any]]:
+            sp_key: str = cur.MAX_STARTING_POINT) -> list[dict[str, Any]]:
     """``passes`` over a run's metrics lines (those with agent steps and ``sp_key``)."""
     lines = [r for r in rows if metrics.AGENT_STEPS in r and r.get(sp_key) is not None]
     seconds = [r.get(time_key) for r in lines]

@@ -21,13 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from jax_reset import demos, disk, metrics, milestones
+from jax_reset import curriculum as cur
+from jax_reset import demos, metrics, milestones
 from jax_reset.curriculum import demo_key
-from jax_reset.run_layout import CONFIG_NAME
+from jax_reset.run import disk
+from jax_reset.run.layout import CONFIG_NAME
 
 # (file name, y key, y label); x is agent steps, and also wall time for the curriculum.
 PLOTS = (
-    ("starting_point", metrics.MAX_STARTING_POINT, "max starting point (demo frame)"),
+    ("starting_point", cur.MAX_STARTING_POINT, "max starting point (demo frame)"),
     ("success_rate", metrics.SUCCESS_AT_SP, "success rate at the starting point"),
     ("score", metrics.EPISODE_SCORE, "mean episode score"),
     ("learning_rate", metrics.LEARNING_RATE, "learning rate in force"),
@@ -165,8 +167,8 @@ def run_milestones(run_dir: str | Path,
         except (OSError, demos.DemoError) as err:
             notes.append(f"milestones of {name} skipped: {err}")
             continue
-        key = demo_key(metrics.MAX_STARTING_POINT, index)
-        key = key if any(key in r for r in rows) else metrics.MAX_STARTING_POINT
+        key = demo_key(cur.MAX_STARTING_POINT, index)
+        key = key if any(key in r for r in rows) else cur.MAX_STARTING_POINT
         per_demo[str(name)] = milestones.for_run(rows, rewards, X_TIME, key)
     return per_demo, notes
 

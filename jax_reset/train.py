@@ -8,10 +8,11 @@
     python -m jax_reset.train --config configs/smoke.toml --run-dir /tmp/s --profile-steps 3:5
     python -m jax_reset.train --config configs/smoke.toml --run-dir /tmp/s --local-processes 2
 
-The command line only: the run directory and the config's precedence are ``jax_reset.run_dir``,
-the sizes ``jax_reset.sizes``, the loop ``jax_reset.trainer``, acting ``jax_reset.actor``, the
-processes ``jax_reset.process_group`` and ``jax_reset.distributed``. Without a GPU the config's
-``[on_cpu]`` table applies (and the run says so).
+The command line only: the request's checks are ``jax_reset.run.request``, the config's
+precedence ``jax_reset.run.resolve``, the run's phases ``jax_reset.training.setup``, the loop
+``jax_reset.training.trainer``, the processes ``jax_reset.parallel``. Without a GPU the config's
+``[on_cpu]`` table applies (and the run says so). Everything this module imports at its top is
+free of JAX, so a bad command line fails before JAX starts.
 
 ``--resume`` continues exactly: update and step counters, parameters, optimizer state, RNG,
 the curriculum's starting points, success table and pending records; the config is the newest
@@ -26,9 +27,9 @@ prints one line and leaves at once; the others fail on the missing peer.
 A resume continues from the newest checkpoint that restores (one that does not is named in
 one line), or from ``--checkpoint N``; newer ones are moved to ``checkpoints-set-aside/``.
 
-One trainer per run directory: ``RUN_DIR/train.lock`` (``jax_reset.lock``) is held for the
+One trainer per run directory: ``RUN_DIR/train.lock`` (``jax_reset.run.lock``) is held for the
 run's life; a second trainer says who holds it and exits 2. Before JAX starts, the run directory
-must take a file and, on a resume, have room for one more checkpoint (``jax_reset.disk``).
+must take a file and, on a resume, have room for one more checkpoint (``jax_reset.run.disk``).
 
 Exit codes: 0 done or stopped cleanly by SIGTERM/SIGINT (a checkpoint was written), 2 bad
 input or a run directory in use (one line on stderr, nothing written), 1 a failure during the
@@ -46,9 +47,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jax_reset import config as config_lib
-from jax_reset import disk
-from jax_reset import run_dir as rd
-from jax_reset.lock import LockHeld, RunLock
+from jax_reset import config_tree
+from jax_reset.demos import DemoError
+from jax_reset.envs import PoolError
+from jax_reset.parallel import distributed as dist
+from jax_reset.parallel.placement import ask_for_host_devices, host_device_count
+from jax_reset.run import disk
+from jax_reset.run.layout import CONFIG_NAME, UsageError
+from jax_reset.run.lock import LockHeld, RunLock
+from jax_reset.run.request import Request, check_request, profile_window
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -80,18 +87,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def ask_for_placement_devices(args: argparse.Namespace) -> None:
     """Before JAX starts: the fake CPU devices ``train.placement`` "A+L" needs on a CPU-only
-    machine (``jax_reset.placement.ask_for_host_devices``; a count already in ``XLA_FLAGS``
+    machine (``jax_reset.parallel.placement.ask_for_host_devices``; a count already in ``XLA_FLAGS``
     wins). The placement is the command line's, else the config file's, else on ``--resume``
     the run's ``config.json``; a bad config is left for the run's own one-line error."""
-    from jax_reset.placement import ask_for_host_devices, host_device_count
-
     given = [o.split("=", 1)[1] for o in args.overrides if o.startswith("train.placement=")]
-    path = args.config or (Path(args.run_dir) / rd.CONFIG_NAME if args.resume else None)
+    path = args.config or (Path(args.run_dir) / CONFIG_NAME if args.resume else None)
     placement = given[-1] if given else None
     if placement is None and path is not None and Path(path).is_file():
         try:
             placement = config_lib.load(path, args.overrides).train.placement
-        except (config_lib.ConfigError, OSError):
+        except (config_tree.ConfigError, OSError):
             return
     if placement is not None:
         ask_for_host_devices(host_device_count(placement.strip().strip("\"'")))
@@ -100,24 +105,22 @@ def ask_for_placement_devices(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace, take_lock: bool = True) -> int:
     """Checks the request before JAX starts, takes the run directory's lock (``take_lock``:
     process 0), checks it takes files, then trains."""
-    req = rd.Request(Path(args.run_dir), args.resume, args.config, tuple(args.overrides),
+    req = Request(Path(args.run_dir), args.resume, args.config, tuple(args.overrides),
                      args.checkpoint)
-    profile = rd.profile_window(args.profile_steps)
-    rd.check_request(req)  # bad input: nothing written, not even the lock file
+    profile = profile_window(args.profile_steps)
+    check_request(req)  # bad input: nothing written, not even the lock file
     with RunLock(req.run_dir) if take_lock else contextlib.nullcontext():
         if take_lock:
             # Again under the lock: a trainer that just ended may have created the run.
-            rd.check_request(req)
+            check_request(req)
             disk.check_writable(req.run_dir, req.resume)
-        from jax_reset import train_setup
+        from jax_reset.training import setup as train_setup  # JAX: only once checked
 
         return train_setup.run(req, full_size=args.full_size, profile=profile)
 
 
 def _launch_local(args: argparse.Namespace, argv: list[str]) -> int:
     """``--local-processes N``: this command without that flag, as N processes of one job."""
-    from jax_reset.distributed import DistributedError, launch_local
-
     if args.distributed or args.coordinator or args.num_processes is not None or (
             args.process_id is not None):
         print("error: --local-processes starts its own processes; it does not combine with "
@@ -126,7 +129,7 @@ def _launch_local(args: argparse.Namespace, argv: list[str]) -> int:
     if args.config:
         try:  # bad input fails once, here, before any process starts
             config_lib.load(args.config, args.overrides)
-        except config_lib.ConfigError as err:
+        except config_tree.ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
     rest, skip = [], False
@@ -139,9 +142,9 @@ def _launch_local(args: argparse.Namespace, argv: list[str]) -> int:
             rest.append(a)
     try:
         # A stop (Ctrl-C, SIGTERM) lets the processes agree, finish the update and save.
-        return launch_local("jax_reset.train", rest, args.local_processes, grace_s=10,
+        return dist.launch_local("jax_reset.train", rest, args.local_processes, grace_s=10,
                             stop_grace_s=300)
-    except DistributedError as err:
+    except dist.DistributedError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -152,11 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ask_for_placement_devices(args)  # inherited by --local-processes' processes
     if args.local_processes is not None:
         return _launch_local(args, argv)
-    from jax_reset import distributed as dist
-    from jax_reset.demos import DemoError
-    from jax_reset.envs import PoolError
-
-    bad_input = (rd.UsageError, config_lib.ConfigError, DemoError)
+    bad_input = (UsageError, config_tree.ConfigError, DemoError)
     try:
         spec = dist.spec_from(args.coordinator, args.num_processes, args.process_id,
                               auto_detect=args.distributed,

@@ -10,13 +10,13 @@ import jax
 import numpy as np
 import pytest
 
-from jax_reset.actor import Actor, Rollout, Stopped, group_bounds
 from jax_reset.config import load
 from jax_reset.envs import AtariPool
 from jax_reset.envs.demo_history import DemoHistory
 from jax_reset.ppo.acting import make_act_fn
-from jax_reset.ppo.update import create_train_state
+from jax_reset.ppo.train_state import create_train_state
 from jax_reset.ppo.warmup import make_warmup_fn
+from jax_reset.training.actor import Actor, Rollout, Stopped, WarmUp, group_bounds
 from tests.conftest import SMOKE
 
 NUM_ENVS, WORKERS, ROLLOUTS = 6, 2, 3
@@ -35,8 +35,9 @@ def rollouts(env_groups: int, pipelined: bool, stop_at: int | None = None) -> li
         pool.set_starting_points(None, points)
         history.ensure(history.needed_from(int(points.min()), config.train.warmup_steps))
         actor = Actor(pool, make_act_fn(network), config.network, config.ppo.rollout_steps,
-                      config.ppo.burn_in_steps, jax.random.PRNGKey(7), history,
-                      make_warmup_fn(network), config.train.warmup_steps,
+                      config.ppo.burn_in_steps, jax.random.PRNGKey(7),
+                      WarmUp([history],
+                             make_warmup_fn(network), config.train.warmup_steps),
                       env_groups=env_groups, pipelined=pipelined)
         out = []
         for i in range(ROLLOUTS):

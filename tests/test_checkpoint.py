@@ -17,16 +17,15 @@ import optax
 import pytest
 
 from jax_reset import curriculum as cur
-from jax_reset.checkpoint import (
+from jax_reset.curriculum import MAX_STARTING_POINT, CurriculumConfig
+from jax_reset.run.checkpoint import Checkpoints
+from jax_reset.run.checkpoint_meta import (
     CheckpointError,
-    Checkpoints,
-    StopFlag,
     check_compatible,
     make_meta,
     network_shape,
 )
-from jax_reset.curriculum import CurriculumConfig
-from jax_reset.metrics import MAX_STARTING_POINT
+from jax_reset.training.stop import StopFlag
 
 FROZEN = ("network", "env", "train.num_envs", "train.demo")
 
@@ -181,7 +180,7 @@ def test_killed_during_a_save_keeps_the_last_checkpoint(tmp_path: Path) -> None:
     """A process killed while Orbax writes leaves the previous checkpoint restorable."""
     script = textwrap.dedent(f"""
         import os, numpy as np
-        from jax_reset.checkpoint import Checkpoints
+        from jax_reset.run.checkpoint import Checkpoints
         ckpt = Checkpoints({str(tmp_path)!r}, keep_last=1)
         small = {{"w": np.ones(4, np.float32), "update": np.asarray(1, np.int64)}}
         ckpt.save(1, small, {{"at": 1}}, {{"format": 1}}, {{"curriculum/max_starting_point": 5}})
@@ -250,7 +249,7 @@ def test_orbax_closed_loop_race_is_quiet_and_other_thread_errors_are_not() -> No
     import sys
     import threading
 
-    from jax_reset import disk
+    from jax_reset.run import disk
 
     seen: list[str] = []
     saved = threading.excepthook, sys.unraisablehook
@@ -276,7 +275,7 @@ def test_read_failures_of_a_passed_over_checkpoint_are_not_logged_again() -> Non
     errors are kept."""
     import logging
 
-    from jax_reset import disk
+    from jax_reset.run import disk
 
     quiet = disk.QuietWriteFailures(only_from=None)
 

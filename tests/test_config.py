@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from jax_reset import config as cfg
+from jax_reset import config_tree
 from jax_reset.demos.roms import GAMES as GAME_TABLE
 from jax_reset.envs.config import EnvConfig
 from jax_reset.ppo.config import PPOConfig
@@ -123,7 +124,7 @@ def test_presets_resolve_to_the_values_of_the_single_file_configs(stem: str, gam
                                                                   on_cpu: bool) -> None:
     expected = changed(PONG_FULL, {"demo.demo_path": f"demos/{game}.npz", "demo.game": game}
                        | (CPU_CHANGES if on_cpu else {}))
-    got = cfg.to_dict(cfg.load(REPO / "configs" / f"{stem}.toml", on_cpu=on_cpu))
+    got = config_tree.to_dict(cfg.load(REPO / "configs" / f"{stem}.toml", on_cpu=on_cpu))
     # As saved in config.json: the same text, so also the same types (64, not 64.0).
     assert json.dumps(got, sort_keys=True) == json.dumps(expected, sort_keys=True)
 
@@ -132,13 +133,13 @@ def test_game_files_hold_only_what_differs_from_base() -> None:
     for path in CONFIGS:
         if path.stem == "smoke":
             continue
-        raw = cfg._parse(path)
+        raw = config_tree._parse(path, cfg.RETIRED_KEYS)
         assert raw["base"] == "base.toml", path
         assert set(raw) <= {"base", "demo", "train"}, path
         assert set(raw["demo"]) <= {"demo_path", "game"}, path
         # The trainer prints its CPU note when the resolved file has an overlay.
-        assert cfg.CPU_TABLE in cfg.read_file(path)
-    assert cfg.CPU_TABLE not in cfg.read_file(SMOKE)
+        assert config_tree.CPU_TABLE in cfg.read_file(path)
+    assert config_tree.CPU_TABLE not in cfg.read_file(SMOKE)
 
 
 def test_minibatches_default_is_the_references_full_batch(tmp_path: Path) -> None:
@@ -220,7 +221,7 @@ def test_cpu_overlay_is_inherited_replaced_and_refined(tmp_path: Path) -> None:
 ])
 def test_link_errors_are_one_line(tmp_path: Path, files: dict[str, str], message: str) -> None:
     write_files(tmp_path, files)
-    with pytest.raises(cfg.ConfigError) as err:
+    with pytest.raises(config_tree.ConfigError) as err:
         cfg.load(tmp_path / "c.toml")  # on a GPU machine too: the overlay is always checked
     text = str(err.value)
     assert message.format(d=tmp_path) in text and "\n" not in text
@@ -275,24 +276,24 @@ def test_cpu_table_applies_before_the_command_line(tmp_path: Path) -> None:
 def test_errors_are_one_line_and_name_the_key(tmp_path: Path, text: str, overrides: list[str],
                                                message: str) -> None:
     path = write(tmp_path, text)
-    with pytest.raises(cfg.ConfigError) as err:
+    with pytest.raises(config_tree.ConfigError) as err:
         cfg.load(path, overrides)
     text = str(err.value)
     assert message in text and "\n" not in text and text.startswith(str(path))
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(cfg.ConfigError, match="no such config file"):
+    with pytest.raises(config_tree.ConfigError, match="no such config file"):
         cfg.load(tmp_path / "nope.toml")
 
 
 def test_saved_config_round_trips(tmp_path: Path) -> None:
     c = cfg.load(REPO / "configs" / "pong.toml", ["ppo.max_grad_norm=0.5"], on_cpu=True)
-    saved = cfg.save_json(c, tmp_path / "run" / "config.json")
+    saved = config_tree.save_json(c, tmp_path / "run" / "config.json")
     assert cfg.load(saved) == c
     assert [p.name for p in saved.parent.iterdir()] == ["config.json"]  # no temporary left
     other = cfg.load(saved, ["ppo.learning_rate=1e-5", "network.core_size=64"])
-    assert cfg.diff(cfg.to_dict(c), cfg.to_dict(other)) == [
+    assert config_tree.diff(config_tree.to_dict(c), config_tree.to_dict(other)) == [
         "network.core_size", "ppo.learning_rate"]
 
 
@@ -300,7 +301,7 @@ def test_a_saved_config_drops_its_retired_keys(tmp_path: Path) -> None:
     """A run's config.json written before ``network.obs_layout`` was removed still loads (its
     one possible value, "chw", is today's behaviour); another value is a one-line error."""
     c = cfg.load(REPO / "configs" / "pong.toml", on_cpu=True)
-    old = cfg.to_dict(c)
+    old = config_tree.to_dict(c)
     old["network"]["obs_layout"] = "chw"
     path = tmp_path / "config.json"
     path.write_text(json.dumps(old))
@@ -308,11 +309,11 @@ def test_a_saved_config_drops_its_retired_keys(tmp_path: Path) -> None:
     assert "obs_layout" not in cfg.read_file(path)["network"]
     old["network"]["obs_layout"] = "hwc"
     path.write_text(json.dumps(old))
-    with pytest.raises(cfg.ConfigError) as err:
+    with pytest.raises(config_tree.ConfigError) as err:
         cfg.load(path)
     text = str(err.value)
     assert text.startswith(str(path)) and "network.obs_layout = 'hwc'" in text
     assert "\n" not in text
     # The table is generic: drop_retired leaves every other key, and a config without them alone.
-    assert cfg.drop_retired(cfg.to_dict(c)) == cfg.to_dict(c)
+    assert cfg.drop_retired(config_tree.to_dict(c)) == config_tree.to_dict(c)
     assert set(cfg.RETIRED_KEYS) == {"network.obs_layout"}

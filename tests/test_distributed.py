@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from jax_reset.distributed import DistributedError, free_port, spec_from
+from jax_reset.parallel.distributed import DistributedError, free_port, spec_from
 
 PROGRAM = textwrap.dedent('''
     import os, signal, sys, time
     import numpy as np
-    from jax_reset.distributed import initialize, spec_from
+    from jax_reset.parallel.distributed import initialize, spec_from
     initialize(spec_from(heartbeat_timeout_s=5))
     import jax
     from jax.sharding import NamedSharding, PartitionSpec as P
@@ -35,7 +35,7 @@ PROGRAM = textwrap.dedent('''
 
 LAUNCH = textwrap.dedent('''
     import sys
-    from jax_reset.distributed import launch_local
+    from jax_reset.parallel.distributed import launch_local
     sys.exit(launch_local("probe_program", sys.argv[1:], num_processes=2, grace_s=5))
 ''')
 

@@ -12,16 +12,11 @@ import pytest
 
 from jax_reset import milestones, networks
 from jax_reset.envs.config import EnvConfig
-from jax_reset.evaluate import (
-    PROTOCOLS,
-    EvalError,
-    NetworkPolicy,
-    protocol_env_config,
-    run_protocol,
-)
+from jax_reset.evaluation.envs import PROTOCOLS, EvalError, protocol_env_config
+from jax_reset.evaluation.play import NetworkPolicy, run_protocol
+from jax_reset.evaluation.video import record_episode
 from jax_reset.networks import NetworkConfig
 from jax_reset.plot import X_TIME, PlotError, plot_run, read_metrics
-from jax_reset.video import record_episode
 
 # Small frames and a small network: a Pong game is ~1,000 agent steps of inference on the CPU.
 ENV = EnvConfig(img_height=42, img_width=42, gray_scale=True, stack_num=2)

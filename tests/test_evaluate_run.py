@@ -11,7 +11,7 @@ import numpy as np
 
 from jax_reset import milestones
 from jax_reset.envs import AtariPool, EnvConfig
-from jax_reset.evaluate import make_envpool, protocol_env_config
+from jax_reset.evaluation.envs import make_envpool, protocol_env_config
 from tests.conftest import run_module
 
 

@@ -10,21 +10,18 @@ import subprocess
 import threading
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 
-from jax_reset import checkpoint as ckpt_lib
 from jax_reset import curriculum as cur
-from jax_reset import run_dir as rd
-from jax_reset import stall
 from jax_reset.config import load
+from jax_reset.curriculum import stall
 from jax_reset.envs import AtariPool
-from jax_reset.mesh import make_data_mesh
-from jax_reset.ppo.update import create_train_state
-from jax_reset.process_group import ProcessGroup
-from jax_reset.sizes import derive
-from jax_reset.trainer import Trainer
+from jax_reset.parallel.sizes import derive
+from jax_reset.run import checkpoint as ckpt_lib
+from jax_reset.run import state as run_state
+from jax_reset.training.setup import build_trainer, make_group
+from jax_reset.training.trainer import RunOutputs
 from tests.conftest import REPO, SMOKE, train_cmd
 from tests.helpers import PONG, PREFIX_FRAMES, make_prefix_demo, paths_override
 
@@ -103,18 +100,9 @@ def test_two_demo_trainer_saves_and_restores_both_curricula(tmp_path: Path,
     with AtariPool(None, 4, 2, config=config.env, demo=config.demo, seed=0,
                    env_demos=env_demos) as pool:
         assert pool.demos_num_frames == (22_869, PREFIX_FRAMES)
-        network, train_state = create_train_state(config.network, config.ppo,
-                                                  config.env.obs_shape, pool.num_actions,
-                                                  jax.random.PRNGKey(0))
-        state = rd.RunState(train_state=train_state, update=0, agent_steps=0, frames=0,
-                            curriculum=cur.init_curricula(4, pool.demos_num_frames,
-                                                          config.curriculum), config=config)
-        meta = ckpt_lib.make_meta(config, train_state.params, game=pool.game,
-                                  num_actions=int(pool.num_actions),
-                                  num_frames=pool.demo_num_frames)
-        checkpoints = rd.open_checkpoints(tmp_path, keep_last=2)
-        trainer = Trainer(config, sizes, ProcessGroup(make_data_mesh(), sizes), pool, network,
-                          state, tmp_path, checkpoints, meta)
+        checkpoints = ckpt_lib.open_checkpoints(tmp_path, keep_last=2)
+        trainer = build_trainer(config, make_group(config), pool,
+                                RunOutputs(tmp_path, checkpoints))
         assert len(trainer.actor.histories) == 2
         seen = set()
         for index in range(3):
@@ -134,10 +122,9 @@ def test_two_demo_trainer_saves_and_restores_both_curricula(tmp_path: Path,
         assert saved.curriculum.states[0].max_starting_point > 20_000
         assert trainer.save()
         checkpoints.wait()
-        target = rd.RunState(train_state=train_state, update=0, agent_steps=0, frames=0,
-                             curriculum=cur.init_curricula(4, pool.demos_num_frames,
-                                                           config.curriculum), config=config)
-        restored, _ = rd.restore_state(checkpoints, target, meta, "here")
+        restored = build_trainer(config, make_group(config), pool, RunOutputs(tmp_path),
+                                 restore=lambda target, meta: run_state.restore_state(
+                                     checkpoints, target, meta, "here")).state
         checkpoints.close()
     assert restored.update == 3 and cur.equal(restored.curriculum, saved.curriculum)
     assert len(saved.stall.best_maxes) == 2 and restored.stall == saved.stall

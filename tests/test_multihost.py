@@ -30,9 +30,9 @@ from pathlib import Path
 
 import pytest
 
-from jax_reset.checkpoint import Checkpoints
-from jax_reset.distributed import free_port
 from jax_reset.metrics import read_jsonl
+from jax_reset.parallel.distributed import free_port
+from jax_reset.run.checkpoint import Checkpoints
 from tests.conftest import REPO, SMOKE, processes_tagged, train_cmd, wait_for_update
 from tests.helpers import PONG, PREFIX_FRAMES, make_prefix_demo, paths_override
 

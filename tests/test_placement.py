@@ -20,16 +20,17 @@ from tests.conftest import REPO, TEST_XLA_FLAGS, train_cmd, xla_flags
 SPLIT_SCRIPT = textwrap.dedent("""
     import json
     import jax, numpy as np
-    from jax_reset.mesh import make_data_mesh
+    from jax_reset.parallel.mesh import make_data_mesh
     from jax_reset.networks import init_carry
-    from jax_reset.placement import PlacementError, resolve_placement
+    from jax_reset.parallel.placement import PlacementError, resolve_placement
     from jax_reset.ppo.acting import make_act_fn
     from jax_reset.ppo.data import assemble_batch, initial_burn_in
     from jax_reset.ppo.synthetic import *
-    from jax_reset.ppo.update import create_train_state, make_update
+    from jax_reset.ppo.train_state import create_train_state
+    from jax_reset.ppo.update import make_update
     from jax_reset.ppo.warmup import make_warmup_fn
-    from jax_reset.process_group import ProcessGroup
-    from jax_reset.sizes import Sizes
+    from jax_reset.parallel.process_group import ProcessGroup
+    from jax_reset.parallel.sizes import Sizes
     from tests.helpers import collect_rollout
 
     devices = jax.devices()
@@ -80,8 +81,8 @@ SPLIT_SCRIPT = textwrap.dedent("""
             burn_in = initial_burn_in(rollout, init_carry(cfg, 4), ppo.burn_in_steps)
         batch, burn_in = assemble_batch(burn_in, rollout, boot, tail)
         _, metrics = update(state, batch)
-        out["kl"].append(float(metrics["train/approx_kl"]))
-        out["clip"].append(float(metrics["train/clip_fraction"]))
+        out["kl"].append(float(metrics["approx_kl"]))
+        out["clip"].append(float(metrics["clip_fraction"]))
     print(json.dumps(out))
 """)
 

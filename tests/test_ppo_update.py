@@ -10,9 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from jax_reset.checkpoint import CheckpointError, Checkpoints
-from jax_reset.mesh import make_data_mesh
 from jax_reset.networks import init_carry
+from jax_reset.parallel.mesh import make_data_mesh
 from jax_reset.ppo.acting import make_act_fn
 from jax_reset.ppo.data import assemble_batch, initial_burn_in
 from jax_reset.ppo.losses import sequence_forward
@@ -23,15 +22,17 @@ from jax_reset.ppo.synthetic import (
     tiny_network_config,
     tiny_ppo_config,
 )
-from jax_reset.ppo.update import (
+from jax_reset.ppo.train_state import (
     create_train_state,
     current_hyperparams,
     lift_train_state,
-    make_update,
     v1_target,
     with_hyperparams,
 )
+from jax_reset.ppo.update import make_update
 from jax_reset.ppo.warmup import make_warmup_fn
+from jax_reset.run.checkpoint import Checkpoints
+from jax_reset.run.checkpoint_meta import CheckpointError
 from tests.conftest import xla_flags
 from tests.helpers import A, collect_rollout
 
@@ -78,8 +79,8 @@ def test_acting_and_learning_agree(setup):
         np.testing.assert_allclose(value, rollout.value, rtol=1e-5, atol=1e-5)
         # Through the update itself: its one optimiser step sees ratio 1 everywhere.
         _, metrics = update(state, batch)
-        assert float(metrics["train/approx_kl"]) < 1e-9, metrics
-        assert float(metrics["train/clip_fraction"]) == 0.0
+        assert float(metrics["approx_kl"]) < 1e-9, metrics
+        assert float(metrics["clip_fraction"]) == 0.0
 
 
 def test_update_compiles_once_and_changes_parameters(setup):
@@ -123,9 +124,10 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import jax, numpy as np
-    from jax_reset.mesh import make_data_mesh
+    from jax_reset.parallel.mesh import make_data_mesh
     from jax_reset.ppo.synthetic import *
-    from jax_reset.ppo.update import create_train_state, make_update
+    from jax_reset.ppo.train_state import create_train_state
+    from jax_reset.ppo.update import make_update
 
     assert len(jax.devices()) == 4, jax.devices()
     cfg, ppo = tiny_network_config(), tiny_ppo_config()
@@ -225,8 +227,8 @@ def test_runtime_hyperparams_take_effect_without_recompiling(setup):
     """Learning rate and entropy coefficient are inputs of the compiled update, not constants."""
     cfg, ppo, _, state, update = setup
     assert current_hyperparams(state) == {
-        "train/learning_rate": float(np.float32(ppo.learning_rate)),
-        "train/ent_coef": float(np.float32(ppo.ent_coef)),
+        "learning_rate": float(np.float32(ppo.learning_rate)),
+        "ent_coef": float(np.float32(ppo.ent_coef)),
     }
     batch = random_batch(np.random.default_rng(3), cfg, ppo, 4, TINY_OBS_SHAPE, A)
     update(state, batch)
@@ -244,14 +246,14 @@ def test_runtime_hyperparams_take_effect_without_recompiling(setup):
         assert np.abs(a).max() > 3e-5  # ~lr: far above the tolerance below
         # (atol: the deltas are differences of float32 parameters of size ~1)
         np.testing.assert_allclose(b, 3 * a, rtol=1e-3, atol=3e-7)
-    assert current_hyperparams(new)["train/learning_rate"] == float(np.float32(3e-4))
+    assert current_hyperparams(new)["learning_rate"] == float(np.float32(3e-4))
     # The entropy bonus enters the loss and its gradient (the step changes direction).
     _, m_ent, d_ent = one_update(1e-4, 0.5)
-    np.testing.assert_allclose(float(m_ent["train/entropy"]), float(m1["train/entropy"]),
+    np.testing.assert_allclose(float(m_ent["entropy"]), float(m1["entropy"]),
                                rtol=1e-6)
-    np.testing.assert_allclose(float(m_ent["train/loss"]) - float(m1["train/loss"]),
-                               -0.5 * float(m1["train/entropy"]), rtol=1e-3)
-    assert float(m_ent["train/grad_norm"]) != float(m1["train/grad_norm"])
+    np.testing.assert_allclose(float(m_ent["loss"]) - float(m1["loss"]),
+                               -0.5 * float(m1["entropy"]), rtol=1e-3)
+    assert float(m_ent["grad_norm"]) != float(m1["grad_norm"])
     assert max(float(np.abs(a - b).max()) for a, b in
                zip(jax.tree.leaves(d1), jax.tree.leaves(d_ent), strict=True)) > 0
     assert update.jitted._cache_size() == compiled
@@ -363,20 +365,20 @@ def test_target_kl_stops_the_update_at_the_first_step_that_drifted(loop):
     tight = update_with(target_kl=1e-6)  # compiled once, used twice (compiles are the cost)
     stopped, m_stopped = tight(state, batch)
     loose, m_loose = update_with(target_kl=1e6)(state, batch)
-    assert int(m_full["train/sgd_steps"]) == int(m_loose["train/sgd_steps"]) == 3
-    assert float(m_full["train/approx_kl"]) > 1e-3  # steps 2 and 3 drifted far (lr 3e-2)
-    assert int(m_stopped["train/sgd_steps"]) == 1 and int(stopped.grad_step) == 1
+    assert int(m_full["sgd_steps"]) == int(m_loose["sgd_steps"]) == 3
+    assert float(m_full["approx_kl"]) > 1e-3  # steps 2 and 3 drifted far (lr 3e-2)
+    assert int(m_stopped["sgd_steps"]) == 1 and int(stopped.grad_step) == 1
     for a, b in zip(jax.tree.leaves(stopped.params), jax.tree.leaves(one_epoch.params),
                     strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
     for a, b in zip(jax.tree.leaves(loose.params), jax.tree.leaves(full.params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # The means cover the applied step and the refused one: (~0 + KL_2) / 2.
-    assert 1e-6 < float(m_stopped["train/approx_kl"]) < float(m_full["train/approx_kl"]) * 1.5
+    assert 1e-6 < float(m_stopped["approx_kl"]) < float(m_full["approx_kl"]) * 1.5
     # A target the first step already exceeds (a batch from other parameters): no step at all.
     other = on_policy_batch(net, base, full.params, np.random.default_rng(5))
     none, m_none = tight(state, other)
-    assert int(m_none["train/sgd_steps"]) == 0 and int(none.grad_step) == 0
+    assert int(m_none["sgd_steps"]) == 0 and int(none.grad_step) == 0
     assert int(none.update_step) == 1
     for a, b in zip(jax.tree.leaves((none.params, none.opt_state)),
                     jax.tree.leaves((state.params, state.opt_state)), strict=True):
@@ -394,9 +396,9 @@ def test_max_grad_norm_clips_outside_the_optimiser_state():
     clipped_ppo = tiny_ppo_config(epochs=1, minibatches=1, max_grad_norm=1e-3)
     clipped, m_clipped = make_update(net, clipped_ppo, make_data_mesh())(state, batch)
     # grad_norm is measured before the clip: the same gradient in both.
-    np.testing.assert_allclose(float(m_clipped["train/grad_norm"]),
-                               float(m_plain["train/grad_norm"]), rtol=1e-6)
-    assert float(m_plain["train/grad_norm"]) > 1e-2
+    np.testing.assert_allclose(float(m_clipped["grad_norm"]),
+                               float(m_plain["grad_norm"]), rtol=1e-6)
+    assert float(m_plain["grad_norm"]) > 1e-2
     assert jax.tree.structure(clipped.opt_state) == jax.tree.structure(plain.opt_state)
     # Adam's first step is lr * sign-like whatever the scale, but its second moment keeps the
     # scale: a second update with an unclipped gradient moves much further after a clipped one.

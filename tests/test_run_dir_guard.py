@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from jax_reset.checkpoint import Checkpoints
-from jax_reset.lock import RunLock, holder
 from jax_reset.metrics import read_jsonl
+from jax_reset.run.checkpoint import Checkpoints
+from jax_reset.run.lock import RunLock, holder
 from tests.conftest import REPO, SMOKE, copy_run, train_cmd, wait_for_update
 
 IN_CI = bool(os.environ.get("CI"))

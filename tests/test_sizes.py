@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jax_reset.config import load
-from jax_reset.sizes import SizeError, derive
+from jax_reset.parallel.sizes import SizeError, derive
 from tests.conftest import SMOKE
 
 
@@ -71,7 +71,7 @@ def test_environments_split_over_acting_devices_and_groups_or_one_line_naming_th
                                                   ("shared", None), ("host", None)])
 def test_placements_parse_and_say_how_many_host_devices_they_need(placement: str,
                                                                   count: int | None) -> None:
-    from jax_reset.placement import ask_for_host_devices, host_device_count
+    from jax_reset.parallel.placement import ask_for_host_devices, host_device_count
 
     assert load(SMOKE, [f"train.placement={placement}"]).train.placement == placement
     assert host_device_count(placement) == count
@@ -85,7 +85,7 @@ def test_placements_parse_and_say_how_many_host_devices_they_need(placement: str
 
 @pytest.mark.parametrize("placement", ["0+2", "1+0", "gpu", "1+2+3"])
 def test_a_bad_placement_is_one_line_naming_the_key(placement: str) -> None:
-    from jax_reset.config import ConfigError
+    from jax_reset.config_tree import ConfigError
 
     with pytest.raises(ConfigError, match=r"train: placement must be one of auto, shared, host"):
         load(SMOKE, [f"train.placement={placement}"])

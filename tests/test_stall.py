@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from jax_reset import stall
-from jax_reset.stall import StallConfig, stall_update
+from jax_reset.curriculum import stall
+from jax_reset.curriculum.stall import StallConfig, stall_update
 
 ON = StallConfig(enabled=True, patience_decisions=3, factor=0.5, min_scale=0.25)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from jax_reset import curriculum as cur
 from jax_reset import demos
 from jax_reset import metrics as m
 from jax_reset.metrics import read_jsonl
@@ -68,7 +69,7 @@ def test_pong_cpu_job_moves_30_frames_per_1000_agent_steps(tmp_path: Path) -> No
     rows = read_jsonl(run_dir / m.JSONL_NAME)
     assert rows[-1]["update"] == JOB_UPDATES
     start = demos.load(REPO / "demos" / "Pong.npz").num_frames - 1  # the run starts there
-    moved = start - rows[-1][m.MAX_STARTING_POINT]
+    moved = start - rows[-1][cur.MAX_STARTING_POINT]
     agent_steps = rows[-1][m.AGENT_STEPS]
     per_1k = 1000.0 * moved / agent_steps
     seconds = rows[-1]["time"] - rows[0]["time"]

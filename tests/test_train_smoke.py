@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from jax_reset.checkpoint import Checkpoints
-from jax_reset.config import load, save_json
+from jax_reset.config import load
+from jax_reset.config_tree import save_json
 from jax_reset.metrics import read_jsonl
+from jax_reset.run.checkpoint import Checkpoints
 from tests.conftest import REPO, SMOKE, processes_tagged, train_cmd, wait_for_update
 
 STEPS_PER_UPDATE = 4 * 16  # smoke: num_envs x rollout_steps
@@ -71,7 +72,7 @@ def test_run_resume_and_sigterm(tmp_path: Path, env: dict[str, str]) -> None:
     assert [r["update"] for r in rows] == [1, 2, 3, 4]
     assert rows[-1]["train/agent_steps"] == 4 * STEPS_PER_UPDATE
     for key in ("train/loss", "train/approx_kl", "train/clip_fraction",
-                "train/explained_variance", "train/agent_steps_per_s", "env/valid_share",
+                "train/explained_variance", "train/agent_steps_per_s",
                 "curriculum/max_starting_point", "timing/learner_s", "actor/env_step_s"):
         assert key in rows[-1], key
     assert json.loads((run_dir / "config.json").read_text())["train"]["num_envs"] == 4

@@ -15,37 +15,30 @@ import jax
 import numpy as np
 import pytest
 
-from jax_reset import checkpoint as ckpt_lib
 from jax_reset import curriculum as cur
 from jax_reset import metrics as m
-from jax_reset import run_dir as rd
 from jax_reset.config import load
+from jax_reset.curriculum import stall as stall_lib
 from jax_reset.envs import AtariPool
-from jax_reset.mesh import make_data_mesh
-from jax_reset.ppo.update import create_train_state
-from jax_reset.process_group import ProcessGroup
-from jax_reset.rollout_source import SyncSource, ThreadedSource
-from jax_reset.sizes import derive
-from jax_reset.trainer import Trainer, resolve
+from jax_reset.ppo.train_state import create_train_state
+from jax_reset.run import checkpoint as ckpt_lib
+from jax_reset.run import resolve as run_resolve
+from jax_reset.run import state as run_state
+from jax_reset.run.checkpoint_meta import make_meta
+from jax_reset.run.layout import CHECKPOINT_DIR, CONFIG_NAME, UsageError
+from jax_reset.run.request import Request, check_request
+from jax_reset.training.rollout_source import SyncSource, ThreadedSource
+from jax_reset.training.setup import build_trainer, make_group
+from jax_reset.training.trainer import RunOutputs, Trainer
 from tests.conftest import REPO, SMOKE, train_cmd
 
 
 def fresh(config, run_dir: Path, pool: AtariPool, writer: m.MetricsWriter | None = None,
           ) -> tuple[Trainer, ckpt_lib.Checkpoints]:
-    """A trainer at update 0 over ``pool``, as ``train_setup.run`` builds it."""
-    sizes = derive(config)
-    group = ProcessGroup(make_data_mesh(), sizes)
-    network, train_state = create_train_state(config.network, config.ppo, config.env.obs_shape,
-                                              pool.num_actions, jax.random.PRNGKey(0))
-    state = rd.RunState(train_state=train_state, update=0, agent_steps=0, frames=0,
-                        curriculum=cur.init(sizes.num_envs_global, pool.demo_num_frames,
-                                            config.curriculum), config=config)
-    meta = ckpt_lib.make_meta(config, train_state.params, game=pool.game,
-                              num_actions=int(pool.num_actions),
-                              num_frames=pool.demo_num_frames)
-    checkpoints = rd.open_checkpoints(run_dir, keep_last=2)
-    return Trainer(config, sizes, group, pool, network, state, run_dir, checkpoints, meta,
-                   writer=writer), checkpoints
+    """A trainer at update 0 over ``pool``, built as a run builds it."""
+    checkpoints = ckpt_lib.open_checkpoints(run_dir, keep_last=2)
+    return build_trainer(config, make_group(config), pool,
+                         RunOutputs(run_dir, checkpoints, writer=writer)), checkpoints
 
 
 def leaves_equal(a, b) -> bool:
@@ -83,18 +76,18 @@ def test_steps_collect_curriculum_learn_save_restore(tmp_path: Path) -> None:
         second, _ = trainer.collect(threading.Event())
         assert second.policy_version == 1
         trainer.window.add(got.records, t * n, {m.LEARNER_S: 2.0})
-        logged = trainer.log(update_metrics, 1.0)
+        logged = trainer.log(update_metrics)
         assert logged[m.UPDATE] == 1 and logged[m.AGENT_STEPS] == t * n
-        assert logged[m.LEARNER_S] == 2.0 and m.MAX_STARTING_POINT in logged
+        assert logged[m.LEARNER_S] == 2.0 and cur.MAX_STARTING_POINT in logged
         assert trainer.save()
         checkpoints.wait()
         saved = trainer.state
 
         # A new trainer restores exactly that run state.
         other, _ = fresh(config, tmp_path / "other", pool)
-        restored, changed = rd.restore_state(checkpoints, other.state, trainer.meta, "here")
+        restored = run_state.restore_state(checkpoints, other.state, trainer.outputs.meta,
+                                           "here")
         checkpoints.close()
-    assert changed == []
     assert (restored.update, restored.agent_steps, restored.frames) == (
         saved.update, saved.agent_steps, saved.frames)
     assert leaves_equal(restored.train_state, saved.train_state)
@@ -167,7 +160,7 @@ def test_an_overlapped_run_repeats_exactly_whichever_thread_is_slower(tmp_path: 
     slow_learner = run_overlapped(config, tmp_path / "a", "learner")
     slow_actor = run_overlapped(config, tmp_path / "b", "actor")
     assert [r["update"] for r in slow_learner] == list(range(1, 9))
-    points = {r[m.MAX_STARTING_POINT] for r in slow_learner}
+    points = {r[cur.MAX_STARTING_POINT] for r in slow_learner}
     assert len(points) > 1, points  # the curriculum moved: the new points' timing is covered
     assert [r[m.POLICY_LAG] for r in slow_actor] == [0.0] + [1.0] * 7
     for a, b in zip(slow_learner, slow_actor, strict=True):
@@ -187,16 +180,16 @@ def test_resume_overrides_persist_to_the_next_plain_resume(tmp_path: Path) -> No
         return proc.stdout
 
     def rates() -> tuple[float, float]:
-        with ckpt_lib.Checkpoints(run_dir / rd.CHECKPOINT_DIR) as ckpt:
+        with ckpt_lib.Checkpoints(run_dir / CHECKPOINT_DIR) as ckpt:
             meta = ckpt.read_meta()
-        saved = json.loads((run_dir / rd.CONFIG_NAME).read_text())
+        saved = json.loads((run_dir / CONFIG_NAME).read_text())
         return saved["ppo"]["learning_rate"], meta["config"]["ppo"]["learning_rate"]
 
     train("--config", str(SMOKE), "train.total_updates=1", "train.overlap=false")
     assert rates() == (1e-4, 1e-4)
     out = train("--resume", "ppo.learning_rate=5e-5", "train.total_updates=2")
     assert "ppo.learning_rate" in out and rates() == (5e-5, 5e-5)
-    config, notes = resolve(rd.Request(run_dir, True, None, ()), full_size=False)
+    config, notes = run_resolve.resolve_config(Request(run_dir, True, None, ()), on_cpu=False)
     assert config.ppo.learning_rate == 5e-5 and config.train.total_updates == 2 and not notes
     out = train("--resume")  # plain: what `make train` does
     assert "done: 2 updates" in out and "changed settings" not in out
@@ -213,43 +206,43 @@ def test_resume_overrides_persist_to_the_next_plain_resume(tmp_path: Path) -> No
 def test_a_restart_before_the_first_checkpoint_starts_over(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     config = load(SMOKE, ["train.total_updates=1"])
-    rd.write_config(config, run_dir)
-    req = rd.Request(run_dir, True, None, ("ppo.learning_rate=3e-5",))
-    rd.check_request(req)
-    got, notes = resolve(req, full_size=False)
+    run_resolve.write_config(config, run_dir)
+    req = Request(run_dir, True, None, ("ppo.learning_rate=3e-5",))
+    check_request(req)
+    got, notes = run_resolve.resolve_config(req, on_cpu=False)
     assert got == dataclasses.replace(config, ppo=dataclasses.replace(config.ppo,
                                                                      learning_rate=3e-5))
     assert notes == [f"no checkpoint in {run_dir} yet: starting from update 0 with its config.json",
                      "resuming with changed settings: ppo.learning_rate"]
-    with pytest.raises(rd.UsageError, match=r"cannot change network\.core_size"):
-        rd.check_request(rd.Request(run_dir, True, None, ("network.core_size=32",)))
+    with pytest.raises(UsageError, match=r"cannot change network\.core_size"):
+        check_request(Request(run_dir, True, None, ("network.core_size=32",)))
 
 
 def test_a_checkpoint_from_before_the_runtime_hyperparameters_restores(tmp_path: Path) -> None:
     """A version-1 train state (no hyperparameters, no version in the metadata) restores into
     today's, with the learning rate the resumed config chose."""
-    from jax_reset.ppo.update import current_hyperparams, v1_target
+    from jax_reset.ppo.train_state import current_hyperparams, v1_target
 
     config = load(SMOKE)
     _, train_state = create_train_state(config.network, config.ppo, config.env.obs_shape, 6,
                                         jax.random.PRNGKey(3))
-    old = rd.RunState(train_state=v1_target(train_state), update=5, agent_steps=320, frames=999,
-                      curriculum=cur.init(4, 1000, config.curriculum), config=config)
-    meta = ckpt_lib.make_meta(config, train_state.params, game="Pong", num_actions=6)
-    with rd.open_checkpoints(tmp_path, keep_last=2) as checkpoints:
-        assert rd.save_state(checkpoints, old, meta)
+    old = run_state.RunState(train_state=v1_target(train_state), update=5, agent_steps=320,
+                             frames=999, curriculum=cur.init(4, 1000, config.curriculum),
+                             config=config)
+    meta = make_meta(config, train_state.params, game="Pong", num_actions=6)
+    with ckpt_lib.open_checkpoints(tmp_path, keep_last=2) as checkpoints:
+        assert run_state.save_state(checkpoints, old, meta)
     resumed = load(SMOKE, ["ppo.learning_rate=5e-5"])
     _, fresh_state = create_train_state(config.network, config.ppo, config.env.obs_shape, 6,
                                         jax.random.PRNGKey(0))
     target = dataclasses.replace(old, train_state=fresh_state, update=0, agent_steps=0,
                                  frames=0, config=resumed)
-    with rd.open_checkpoints(tmp_path, keep_last=2) as checkpoints:
-        got, changed = rd.restore_state(checkpoints, target,
-                                        ckpt_lib.make_meta(resumed, fresh_state.params), "here")
-    assert changed == ["ppo.learning_rate"]
+    with ckpt_lib.open_checkpoints(tmp_path, keep_last=2) as checkpoints:
+        got = run_state.restore_state(checkpoints, target,
+                                      make_meta(resumed, fresh_state.params), "here")
     assert (got.update, got.agent_steps, got.frames) == (5, 320, 999)
     assert leaves_equal(got.train_state.params, train_state.params)
-    assert current_hyperparams(got.train_state)["train/learning_rate"] == pytest.approx(5e-5)
+    assert current_hyperparams(got.train_state)["learning_rate"] == pytest.approx(5e-5)
 
 
 # A curriculum that cannot move back: Pong at frame 13,840, where every action concedes the
@@ -262,27 +255,16 @@ STALLED = ["train.overlap=false", "stall.enabled=true", "stall.patience_decision
 
 def resumed(config, checkpoints: ckpt_lib.Checkpoints, run_dir: Path, pool: AtariPool,
             writer: m.MetricsWriter | None = None) -> Trainer:
-    """A trainer from the newest checkpoint under ``config``, as ``train_setup.run`` builds it."""
-    sizes = derive(config)
-    group = ProcessGroup(make_data_mesh(), sizes)
-    network, train_state = create_train_state(config.network, config.ppo, config.env.obs_shape,
-                                              pool.num_actions, jax.random.PRNGKey(0))
-    meta = ckpt_lib.make_meta(config, train_state.params, game=pool.game,
-                              num_actions=int(pool.num_actions),
-                              num_frames=pool.demo_num_frames)
-    target = rd.RunState(train_state=group.replicate(train_state), update=0, agent_steps=0,
-                         frames=0, curriculum=cur.init(sizes.num_envs_global,
-                                                       pool.demo_num_frames, config.curriculum),
-                         config=config)
-    state, _ = rd.restore_state(checkpoints, target, meta, "here")
-    return Trainer(config, sizes, group, pool, network, state, run_dir, checkpoints, meta,
-                   writer=writer)
+    """A trainer from the newest checkpoint under ``config``, built as a resume builds it."""
+    return build_trainer(
+        config, make_group(config), pool, RunOutputs(run_dir, checkpoints, writer=writer),
+        restore=lambda target, meta: run_state.restore_state(checkpoints, target, meta, "here"))
 
 
 def test_a_stalled_curriculum_lowers_the_rate_in_force_and_a_resume_keeps_it(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from jax_reset import stall
-    from jax_reset.ppo.update import current_hyperparams
+    from jax_reset.curriculum import stall
+    from jax_reset.ppo.train_state import current_hyperparams
 
     config = load(SMOKE, STALLED)
     lr, ent = config.ppo.learning_rate, config.ppo.ent_coef
@@ -297,7 +279,7 @@ def test_a_stalled_curriculum_lowers_the_rate_in_force_and_a_resume_keeps_it(
             assert trainer.state.curriculum.max_starting_point >= 13840  # never moved back
             assert trainer.state.stall.scale == 0.25
             assert current_hyperparams(trainer.state.train_state) == pytest.approx(
-                {m.LEARNING_RATE: lr / 4, m.ENT_COEF: ent / 4})
+                {"learning_rate": lr / 4, "ent_coef": ent / 4})
             # Runtime values: the update compiled once for the three learning rates.
             assert trainer.update_fn.jitted._cache_size() == 1
             checkpoints.wait()  # step() saved update 2 (smoke's checkpoint_every = 2)
@@ -306,60 +288,60 @@ def test_a_stalled_curriculum_lowers_the_rate_in_force_and_a_resume_keeps_it(
         assert "update 1: curriculum stalled at starting point" in out
         assert "learning rate 5e-05, ent_coef 5e-05 (stall scale 0.5)" in out
         assert "update 2: curriculum stalled" in out and "(stall scale 0.25)" in out
-        assert checkpoints.read_item(rd.STALL_ITEM)["scale"] == 0.25
+        assert checkpoints.read_item(run_state.STALL_ITEM)["scale"] == 0.25
 
         # The resume continues with the lowered values, and lowers them once more.
         with m.MetricsWriter(tmp_path, resume_update=2, tensorboard=False) as writer:
             again = resumed(config, checkpoints, tmp_path, pool, writer)
             assert again.state.stall == trainer.state.stall and again.state.update == 2
             assert current_hyperparams(again.state.train_state) == pytest.approx(
-                {m.LEARNING_RATE: lr / 4, m.ENT_COEF: ent / 4})
+                {"learning_rate": lr / 4, "ent_coef": ent / 4})
             assert again.step(never, never)
             assert again.update_fn.jitted._cache_size() == 1
         # An override of the configured rate changes the base the scale applies to; a resume
         # with the stall handling off trains with the configured values.
         higher = load(SMOKE, [*STALLED, "ppo.learning_rate=1e-3"])
         with_base = resumed(higher, checkpoints, tmp_path / "b", pool)
-        assert current_hyperparams(with_base.state.train_state)[m.LEARNING_RATE] == (
+        assert current_hyperparams(with_base.state.train_state)["learning_rate"] == (
             pytest.approx(1e-3 / 4))
         off = resumed(load(SMOKE, [*STALLED, "stall.enabled=false"]), checkpoints,
                       tmp_path / "c", pool)
         assert off.state.stall.scale == 1.0
         assert current_hyperparams(off.state.train_state) == pytest.approx(
-            {m.LEARNING_RATE: lr, m.ENT_COEF: ent})
+            {"learning_rate": lr, "ent_coef": ent})
         checkpoints.close()
     rows = m.read_jsonl(tmp_path / m.JSONL_NAME)
     assert [r["update"] for r in rows] == [1, 2, 3]
     assert [r[m.LEARNING_RATE] for r in rows] == pytest.approx([lr / 2, lr / 4, lr / 8])
     assert [r[m.ENT_COEF] for r in rows] == pytest.approx([ent / 2, ent / 4, ent / 8])
-    assert [r[m.STALL_SCALE] for r in rows] == [0.5, 0.25, 0.125]
-    assert all(r[m.STALL_DECISIONS] == 0 and r[m.DECISIONS] == r["update"] for r in rows)
+    assert [r[stall_lib.STALL_SCALE] for r in rows] == [0.5, 0.25, 0.125]
+    assert all(r[stall_lib.STALL_DECISIONS] == 0 and r[cur.DECISIONS] == r["update"] for r in rows)
 
 
 def test_a_checkpoint_without_the_stall_item_restores_with_a_fresh_controller(
         tmp_path: Path) -> None:
     """Checkpoints written before the stall state existed: ``stall.init`` at the restored
     curriculum's maximum, the configured values in force."""
-    from jax_reset import stall
-    from jax_reset.ppo.update import current_hyperparams
+    from jax_reset.curriculum import stall
+    from jax_reset.ppo.train_state import current_hyperparams
 
     config = load(SMOKE, STALLED)
     _, train_state = create_train_state(config.network, config.ppo, config.env.obs_shape, 6,
                                         jax.random.PRNGKey(3))
     curriculum = cur.init(4, 22_869, dataclasses.replace(config.curriculum, start_at=20_000))
-    meta = ckpt_lib.make_meta(config, train_state.params, game="Pong", num_actions=6)
+    meta = make_meta(config, train_state.params, game="Pong", num_actions=6)
     counters = {k: np.asarray(v, np.int64) for k, v in
                 {"update": 4, "agent_steps": 256, "frames": 900}.items()}
-    with rd.open_checkpoints(tmp_path, keep_last=2) as checkpoints:  # no "stall" item
+    with ckpt_lib.open_checkpoints(tmp_path, keep_last=2) as checkpoints:  # no "stall" item
         assert checkpoints.save(4, {"train_state": train_state, "counters": counters},
                                 cur.to_json(curriculum), meta,
-                                {m.MAX_STARTING_POINT: curriculum.max_starting_point})
+                                {cur.MAX_STARTING_POINT: curriculum.max_starting_point})
     lowered = dataclasses.replace(stall.init(22_000), scale=0.5)
-    target = rd.RunState(train_state=train_state, update=0, agent_steps=0, frames=0,
+    target = run_state.RunState(train_state=train_state, update=0, agent_steps=0, frames=0,
                          curriculum=cur.init(4, 22_869, config.curriculum), config=config,
                          stall=lowered)
-    with rd.open_checkpoints(tmp_path, keep_last=2) as checkpoints:
-        got, _ = rd.restore_state(checkpoints, target, meta, "here")
+    with ckpt_lib.open_checkpoints(tmp_path, keep_last=2) as checkpoints:
+        got = run_state.restore_state(checkpoints, target, meta, "here")
     assert got.update == 4 and got.stall == stall.init(20_000)
-    assert current_hyperparams(got.train_state)[m.LEARNING_RATE] == pytest.approx(
+    assert current_hyperparams(got.train_state)["learning_rate"] == pytest.approx(
         config.ppo.learning_rate)

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jax_reset.envs import AtariPool, DemoResetConfig, EnvConfig, rom_id
+from jax_reset.envs import AtariPool, DemoResetConfig, EnvConfig, rom_id, shm
+from jax_reset.envs.worker import Worker, WorkerSpec, make_ale
 
 
 def _config() -> EnvConfig:
@@ -34,7 +35,6 @@ def raw_ale_frames_per_s(game: str, seconds: float, frame_skip: int) -> float:
     """Emulator frames/s of one ale-py env in this process: act() only, no screens."""
     import ale_py
 
-    from jax_reset.envs.worker import make_ale
 
     ale = make_ale(str(ale_py.roms.get_rom_path(rom_id(game))), 0, 0.0)
     action_set = ale.getMinimalActionSet()
@@ -118,8 +118,6 @@ def cpu_us_per_step(game: str, num_envs: int, steps: int) -> tuple[float, float]
     without the scheduling noise of a shared machine. Returns (worker_us, raw_us)."""
     import ale_py
 
-    from jax_reset.envs import shm
-    from jax_reset.envs.worker import Worker, WorkerSpec, make_ale
 
     cfg = _config()
     rom = str(ale_py.roms.get_rom_path(rom_id(game)))

@@ -29,6 +29,19 @@ import time
 import types
 from typing import Any
 
+import jax
+import numpy as np
+
+from jax_reset.networks import NetworkConfig, forward_flops
+from jax_reset.parallel.mesh import make_data_mesh
+from jax_reset.parallel.sizes import derive
+from jax_reset.ppo.config import PPOConfig
+from jax_reset.ppo.data import shard_batch
+from jax_reset.ppo.synthetic import random_batch
+from jax_reset.ppo.train_state import create_train_state
+from jax_reset.ppo.update import make_update
+from jax_reset.ppo.warmup import make_warmup_fn
+
 # Dense peak TFLOP/s by device kind (substring match), for (bfloat16, float32). float32 on these
 # GPUs runs as TF32 on tensor cores under JAX's default matmul precision, hence its peak.
 PEAK_TFLOPS = {
@@ -144,18 +157,6 @@ def plan_cases(args: argparse.Namespace, platform: str) -> list[Case]:
 
 
 def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
-    import jax
-    import numpy as np
-
-    from jax_reset.mesh import make_data_mesh
-    from jax_reset.networks import NetworkConfig, forward_flops
-    from jax_reset.ppo.config import PPOConfig
-    from jax_reset.ppo.data import shard_batch
-    from jax_reset.ppo.synthetic import random_batch
-    from jax_reset.ppo.update import create_train_state, make_update
-    from jax_reset.ppo.warmup import make_warmup_fn
-    from jax_reset.sizes import derive
-
     net_cfg = NetworkConfig(
         conv_channels=case.channels,
         dense_size=case.dense,
@@ -203,7 +204,7 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
         if guarded_update is not None:
             guarded_state, guarded_metrics, seconds = timed(guarded_update, guarded_state)
             guarded_times.append(seconds)
-            guarded_steps.append(float(guarded_metrics["train/sgd_steps"]))
+            guarded_steps.append(float(guarded_metrics["sgd_steps"]))
     update_s = statistics.median(times)
     guards = None
     if guarded_update is not None:
@@ -264,15 +265,13 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
         "warmup_len": args.warmup_len,
         "warmup_s": round(warm_s, 4),
         "warmup_frames_per_s": round(case.warmup_envs * args.warmup_len / warm_s, 1),
-        "loss": float(metrics["train/loss"]),
+        "loss": float(metrics["loss"]),
         "guarded": guards,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import jax
-
     devices = jax.devices()
     platform = devices[0].platform
     device = f"{len(devices)} x {devices[0].device_kind} ({platform})"

@@ -39,6 +39,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from jax_reset import config as config_lib
+from jax_reset import curriculum as cur
+from jax_reset.config_tree import ConfigError
+from jax_reset.envs import AtariPool
+from jax_reset.parallel.placement import PlacementError, ask_for_host_devices, host_device_count
+from jax_reset.parallel.sizes import SizeError
+from jax_reset.run.layout import UsageError
+
 # name -> (train.overlap, train.env_groups); --placements adds "overlap + halves @ P"
 VARIANTS: dict[str, tuple[bool, int]] = {
     "overlap off": (False, 1),
@@ -103,8 +111,6 @@ def pool_alone(config: Any, num_envs: int, steps: int) -> dict[str, float]:
     seconds per agent step (this process and the workers)."""
     import numpy as np
 
-    from jax_reset import curriculum as cur
-    from jax_reset.envs import AtariPool
 
     train = config.train
     with AtariPool(None, num_envs, train.workers, config=config.env, demo=config.demo,
@@ -130,7 +136,6 @@ def pool_alone(config: Any, num_envs: int, steps: int) -> dict[str, float]:
 
 class MetricsSink:
     """Takes the trainer's metric lines (in place of ``metrics.MetricsWriter``)."""
-
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
 
@@ -140,7 +145,6 @@ class MetricsSink:
 
 class CpuMeter:
     """Process CPU seconds spent inside wrapped calls, by part (only while ``on``)."""
-
     def __init__(self) -> None:
         self.cpu_s: dict[str, float] = {"inference": 0.0, "warmup": 0.0, "learner": 0.0}
         self.wall_s: dict[str, float] = dict.fromkeys(self.cpu_s, 0.0)
@@ -161,47 +165,13 @@ class CpuMeter:
         return timed
 
 
-def build_trainer(config: Any, run_dir: Path, pool: Any, sink: MetricsSink,
-                  placement: str | None = None) -> Any:
-    """A trainer at update 0 over ``pool`` (as ``train_setup.run`` builds one; no checkpoints:
-    the bench never reaches ``train.checkpoint_every``), placed as ``placement`` (None: every
-    device learns and the first acts, as the trainer's "shared"; "first": the first device
-    alone)."""
-    import jax
-
-    from jax_reset import curriculum as cur
-    from jax_reset import placement as placement_lib
-    from jax_reset import run_dir as rd
-    from jax_reset.mesh import make_data_mesh
-    from jax_reset.ppo.update import create_train_state
-    from jax_reset.process_group import ProcessGroup
-    from jax_reset.sizes import derive
-    from jax_reset.trainer import Trainer
-
-    if placement is None:
-        place = placement_lib.shared(make_data_mesh())
-    elif placement == "first":
-        place = placement_lib.shared(make_data_mesh(jax.local_devices()[:1]))
-    else:
-        place = placement_lib.resolve_placement(placement)
-    mesh = place.learning_mesh
-    sizes = derive(config, num_devices=mesh.devices.size, acting_devices=len(place.acting))
-    group = ProcessGroup(mesh, sizes, place)
-    network, train_state = create_train_state(config.network, config.ppo, config.env.obs_shape,
-                                              pool.num_actions,
-                                              jax.random.PRNGKey(config.train.seed))
-    state = rd.RunState(train_state=train_state, update=0, agent_steps=0, frames=0,
-                        curriculum=cur.init(sizes.num_envs_global, pool.demo_num_frames,
-                                            config.curriculum), config=config)
-    return Trainer(config, sizes, group, pool, network, state, run_dir, None, {}, writer=sink)
-
-
 def run_round(trainer: Any, sink: MetricsSink, updates: int,
               meter: CpuMeter | None = None) -> tuple[float, dict[str, float]]:
     """``1 + updates`` updates with a fresh rollout source; returns the agent steps/s of the
     last ``updates`` and their stages' mean seconds per update. The source is closed after,
     so that no actor thread runs while another variant is measured."""
-    from jax_reset.rollout_source import make_source
+    # JAX: only after main() asked for the fake CPU devices
+    from jax_reset.training.rollout_source import make_source
 
     t = trainer
     t.source = make_source(t.actor, t.group.local_params(t.state.train_state.params),
@@ -228,9 +198,9 @@ def run_round(trainer: Any, sink: MetricsSink, updates: int,
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     import jax
 
-    from jax_reset import config as config_lib
-    from jax_reset.envs import AtariPool
-    from jax_reset.run_config import detect_platform
+    # JAX: only after main() asked for the fake CPU devices the placements need
+    from jax_reset.training.setup import build_trainer, detect_platform, make_group
+    from jax_reset.training.trainer import RunOutputs
 
     on_cpu, device = detect_platform()
     base = config_lib.load(args.config, args.overrides, on_cpu=on_cpu and not args.full_size)
@@ -253,8 +223,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                                  config=config.env, demo=config.demo, seed=config.train.seed)
                 pools.append(pool)
                 sinks[name] = MetricsSink()
-                trainer = build_trainer(config, Path(tmp) / str(len(pools)), pool, sinks[name],
-                                        placement or ("first" if args.placements else None))
+                # As a run builds its trainer, at update 0; no checkpoints (the bench never
+                # reaches train.checkpoint_every). Without --placements every device learns
+                # and the first acts; with them the plain variants use the first device alone.
+                group = make_group(config, placement or ("first" if args.placements
+                                                         else "shared"))
+                trainer = build_trainer(config, group, pool,
+                                        RunOutputs(Path(tmp) / str(len(pools)),
+                                                   writer=sinks[name]))
                 if not overlap and groups == 1:  # the parts, one after the other: the bound
                     trainer.actor.act_fn = meter.wrap("inference", trainer.actor.act_fn)
                     trainer.actor.warmup_fn = meter.wrap("warmup", trainer.actor.warmup_fn)
@@ -337,17 +313,12 @@ def print_table(r: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from jax_reset.placement import ask_for_host_devices, host_device_count
-
     # Before JAX starts: the fake CPU devices the largest placement needs (none on a GPU).
     ask_for_host_devices(max((host_device_count(p) or 1 for p in args.placements), default=1))
-    from jax_reset.config import ConfigError
-    from jax_reset.placement import PlacementError
-    from jax_reset.sizes import SizeError
 
     try:
         result = measure(args)
-    except (ConfigError, SizeError, PlacementError) as err:
+    except (ConfigError, SizeError, PlacementError, UsageError) as err:
         print(f"error: {err}")
         return 2
     print_table(result)

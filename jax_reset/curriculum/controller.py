@@ -2,8 +2,8 @@
 
 ``update`` adds the gathered episode records and the agent steps to the state and, when a
 decision is due, runs the configured rule (``reference`` or ``episodes``); ``summary`` turns a
-state into the ``curriculum/`` metrics, whose keys are defined here (``jax_reset.metrics``
-re-exports them) so that the package imports nothing but NumPy.
+state into the ``curriculum/`` metrics, whose keys are defined here so that the package
+imports nothing but NumPy.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ def update(state: CurriculumState, records: EpisodeRecords, agent_steps: int,
                            episodes=len(pending_start), found=found)
 
 
-# The metric keys of ``summary`` (``jax_reset.metrics`` re-exports them: defined here so that
-# this module imports nothing but NumPy).
+# The metric keys of ``summary`` (defined here so that this module imports nothing but NumPy;
+# the trainer logs them with ``jax_reset.metrics``).
 MAX_STARTING_POINT = "curriculum/max_starting_point"
 MIN_STARTING_POINT = "curriculum/min_starting_point"
 PROGRESS = "curriculum/progress"

@@ -7,9 +7,9 @@
     >>> ale = demo.make_ale(); demo.restore(ale, 12_345)   # ale is now at frame 12,345
 """
 
-from jax_reset.demos.convert import SegmentResult, convert, entry_from_reset, verify
+from jax_reset.demos.convert import SegmentResult, convert, verify
 from jax_reset.demos.format import Demo, DemoError, load
 from jax_reset.demos.roms import GAMES, RomError
 
 __all__ = ["GAMES", "Demo", "DemoError", "RomError", "SegmentResult", "convert",
-           "entry_from_reset", "load", "verify"]
+           "load", "verify"]

@@ -26,7 +26,6 @@ from __future__ import annotations
 import struct
 
 FALSE_BOOL = struct.pack("<I", 0xBAD1BAD2)
-TRUE_BOOL = struct.pack("<I", 0xFAB1FAB2)
 MD5_HEX_LEN = 32
 
 
@@ -119,13 +118,3 @@ def convert_old_state(old: bytes, rng_text: bytes, paddle_min: int, paddle_max: 
     return (struct.pack("<6i", left, right, frame, episode_frame, 0, 0) + _pack_str(new_inner)
             + struct.pack("<2i", paddle_min, paddle_max))
 
-
-def with_rom_md5(state: bytes, rom_md5: str) -> bytes:
-    """The same state in today's serialisation, naming another ROM md5."""
-    fields = split_new(state)
-    inner = fields["inner"]
-    md5, o = _read_str(inner, 0)
-    if len(md5) != MD5_HEX_LEN or len(rom_md5) != MD5_HEX_LEN:
-        raise StateFormatError("ROM md5 fields must be 32 hex characters")
-    new_inner = _pack_str(rom_md5.encode("ascii")) + inner[o:]
-    return state[:24] + _pack_str(new_inner) + state[24 + 4 + len(inner):]

@@ -122,18 +122,3 @@ def verify(demo: Demo, segments: list[int] | None = None,
             progress(k)
     return results
 
-
-def entry_from_reset(demo: Demo) -> int:
-    """How many leading frames a replay from ``reset_game()`` reproduces: the first frame
-    whose reward differs, or the first checkpoint if every reward matches but its RAM does
-    not (returns the first checkpoint's frame + 1 when even its RAM matches)."""
-    ale = demo.make_ale()
-    ale.reset_game()
-    action_set = ale.getMinimalActionSet()
-    first = int(demo.checkpoint_frames[0])
-    for f in range(first):
-        if ale.act(action_set[demo.actions[f]]) != demo.rewards[f]:
-            return f
-    ram = ale.getRAM().copy()
-    ale.restoreState(ale_py.ALEState(demo.checkpoint_state(0)))
-    return first + 1 if np.array_equal(ram, ale.getRAM()) else first

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import ale_py
 import numpy as np
 
+from jax_reset.config_tree import atomic_write
 from jax_reset.demos import roms
 
 FORMAT_NAME = "jax-reset-demo"
@@ -173,16 +173,7 @@ def save(demo_arrays: dict[str, Any], header: dict[str, Any], states: list[bytes
     }
     if demo_arrays.get("lives") is not None:
         arrays["lives"] = np.asarray(demo_arrays["lives"], dtype=np.int32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: np.savez_compressed(f, **arrays), binary=True)
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:

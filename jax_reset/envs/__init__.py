@@ -13,8 +13,10 @@ a pool (the same code; the trainer's recurrent warm-up reads them).
 """
 
 from jax_reset.envs.config import DemoResetConfig, EnvConfig, rom_id
+from jax_reset.envs.contract import PoolStep
 from jax_reset.envs.demo_obs import DemoRenderer, demo_observations
-from jax_reset.envs.pool import AtariPool, PoolError, PoolStep
+from jax_reset.envs.pool import AtariPool
+from jax_reset.envs.procs import PoolError
 from jax_reset.envs.rules import EndReason
 
 __all__ = [

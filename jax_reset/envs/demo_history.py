@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jax_reset import demos
 from jax_reset.envs.config import EnvConfig
 from jax_reset.envs.demo_obs import DemoRenderer, stack_frames
 
@@ -37,8 +38,6 @@ class DemoHistory:
 
     def __init__(self, demo_path: str | Path, env: EnvConfig, rom_path: str | None = None,
                  lo: int = 0) -> None:
-        from jax_reset import demos
-
         self.demo = demos.load(demo_path, rom_path=rom_path, check=False)
         self._renderer = DemoRenderer(self.demo, env, rom_path)
         self.env = env

@@ -16,6 +16,7 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
+from jax_reset import demos
 from jax_reset.envs import demo_obs, shm
 from jax_reset.envs.config import DemoResetConfig
 from jax_reset.envs.procs import OP_BUILD_STATES, OP_LOAD_STATES, PoolError, Workers
@@ -157,8 +158,6 @@ class WorkerDemo:
     def __init__(self, config: DemoResetConfig, action_set: list, noop,
                  path: str | None = None) -> None:
         """`path`: one of `config.paths` (default: the first)."""
-        from jax_reset import demos
-
         self.config = config
         self.demo = demos.load(path or config.paths[0], rom_path=config.rom_path)
         self.returns = np.asarray(self.demo.returns, np.float64)  # R[f], [T]

@@ -9,14 +9,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jax_reset import demos
 from jax_reset.envs import shm as shm_lib
 from jax_reset.envs.config import DemoResetConfig, EnvConfig, rom_id
 from jax_reset.envs.contract import OUTPUT_FIELDS, PoolStep
 from jax_reset.envs.demo_states import request_dense_states, share_dense_states
 from jax_reset.envs.procs import OP_RAM, OP_RESET, OP_STEP, PoolError, Workers
 from jax_reset.envs.worker import WorkerSpec, make_ale, worker_main
-
-__all__ = ["AtariPool", "PoolError", "PoolStep"]
 
 _OUTPUT_NAMES = tuple(OUTPUT_FIELDS)
 
@@ -85,8 +84,6 @@ class AtariPool:
         self.demos: list = []
         self.env_demo = np.zeros(self.num_envs, np.int64)  # env -> index into self.demos
         if demo is not None:
-            from jax_reset import demos
-
             self.demos = [demos.load(p, rom_path=demo.rom_path) for p in demo.paths]
             self.demo = self.demos[0]
             if game is not None and game != self.demo.game:

@@ -13,6 +13,7 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
+from jax_reset.demos.roms import make_ale as make_quiet_ale
 from jax_reset.envs import demo_obs, preprocess, shm
 from jax_reset.envs.config import DemoResetConfig, EnvConfig
 from jax_reset.envs.demo_states import WorkerDemo
@@ -63,8 +64,6 @@ class WorkerSpec:
 
 def make_ale(rom_path: str, seed: int, repeat_action_probability: float):
     """An ale-py emulator with EnvPool's settings (frame_skip 1, given stickiness and seed)."""
-    from jax_reset.demos.roms import make_ale as make_quiet_ale
-
     return make_quiet_ale(rom_path, seed=seed, repeat_action_probability=repeat_action_probability)
 
 

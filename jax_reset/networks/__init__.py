@@ -26,6 +26,7 @@ __all__ = ["NetworkConfig", *sorted(_MODEL_NAMES)]
 
 def __getattr__(name: str) -> Any:
     if name in _MODEL_NAMES:
+        # Flax and JAX: only when a model name is used (reading a config stays JAX-free)
         from jax_reset.networks import model
 
         return getattr(model, name)

@@ -4,9 +4,10 @@ Public API (import from the submodules; this package imports nothing eagerly, so
 config does not import JAX):
 
 - ``config``:  ``PPOConfig`` (frozen, reference defaults).
-- ``update``:  ``create_train_state(net_cfg, ppo_cfg, obs_shape, num_actions, rng)
-               -> (network, TrainState)``; ``make_update(network, ppo_cfg, mesh)
-               -> update(state, batch) -> (state, metrics)``; ``TrainState``.
+- ``train_state``: ``create_train_state(net_cfg, ppo_cfg, obs_shape, num_actions, rng)
+               -> (network, TrainState)``; ``TrainState``, ``with_hyperparams``.
+- ``update``:  ``make_update(network, ppo_cfg, mesh) -> update(state, batch) -> (state,
+               metrics)``, the metrics by short name (``UPDATE_METRICS``).
 - ``acting``:  ``make_act_fn(network, evaluate=False) -> act(params, obs [B,...],
                episode_start [B], entropy_boost [B], carry, rng, start_carry=None) -> ActOutput``
                (action, logp, value, carry).
@@ -20,5 +21,5 @@ config does not import JAX):
 
 ``jax_reset.networks``: ``NetworkConfig``, ``make_network``, ``init_carry``, ``init_params``,
 ``forward_flops``.
-``jax_reset.mesh``: ``make_data_mesh``.
+``jax_reset.parallel.mesh``: ``make_data_mesh``.
 """

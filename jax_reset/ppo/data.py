@@ -180,7 +180,7 @@ def shard_batch(batch: TrainBatch, mesh: Mesh) -> TrainBatch:
 def global_batch(local: TrainBatch, mesh: Mesh, num_envs: int) -> TrainBatch:
     """The multi-process ``shard_batch``: each process passes its own environments' batch
     (host arrays, ``num_envs / process_count`` environments, the block of the global batch that
-    its devices hold: ``jax_reset.mesh.process_env_slice``) and every process gets the same
+    its devices hold: ``jax_reset.parallel.mesh.process_env_slice``) and every process gets the same
     global ``TrainBatch`` of ``num_envs`` environments, sharded as ``shard_batch`` places it.
     Every process must call it (with the same shapes)."""
     specs = batch_partition_spec(local)

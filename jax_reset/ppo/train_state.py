@@ -6,7 +6,7 @@ float32 scalars, so that ``with_hyperparams`` changes them without a recompile);
 ``create_train_state`` builds the network and a fresh state and ``make_optimizer`` the Adam the
 update runs. ``TRAIN_STATE_VERSION`` numbers the layout: a checkpoint of version 1
 (``TrainStateV1``, no hyperparameters) restores into ``v1_target`` and ``lift_train_state``
-makes it today's. ``jax_reset.ppo.update`` re-exports every name here.
+makes it today's.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jax_reset import metrics as metric_keys
 from jax_reset.networks import ActorCritic, NetworkConfig, init_params, make_network
 from jax_reset.ppo.config import PPOConfig
 
@@ -111,10 +110,10 @@ def with_hyperparams(
 
 
 def current_hyperparams(state: TrainState) -> dict[str, float]:
-    """The values in force, as the metrics ``train/learning_rate`` and ``train/ent_coef``."""
+    """The values in force: ``{"learning_rate": ..., "ent_coef": ...}`` (logged as
+    ``train/learning_rate`` and ``train/ent_coef``)."""
     hp = jax.device_get(state.hyperparams)
-    return {metric_keys.LEARNING_RATE: float(hp.learning_rate),
-            metric_keys.ENT_COEF: float(hp.ent_coef)}
+    return {"learning_rate": float(hp.learning_rate), "ent_coef": float(hp.ent_coef)}
 
 
 def v1_target(state: TrainState) -> TrainStateV1:

@@ -19,11 +19,14 @@ every device). Both choices make 1, 2 or 4 devices compute the same update.
 The learning rate and the entropy coefficient are runtime values, not constants compiled into
 the program: both live in ``TrainState.hyperparams`` (float32 scalars, checkpointed with the
 state) and ``with_hyperparams`` changes them between two updates without a recompile (the stall
-controller, ``jax_reset.stall``, lowers them when the curriculum stops moving). Adam is built
-inside the compiled step from that learning rate, so the optimiser state holds only Adam's
-moments and count, as before: a checkpoint written before the change (``TrainStateV1``, no
+controller, ``jax_reset.curriculum.stall``, lowers them when the curriculum stops moving).
+Adam is built inside the compiled step from that learning rate, so the optimiser state holds only
+Adam's moments and count, as before: a checkpoint written before the change (``TrainStateV1``, no
 hyperparameters) restores into ``v1_target`` and ``lift_train_state`` makes it a ``TrainState``.
-Those live in ``jax_reset.ppo.train_state``; this module re-exports them.
+Those live in ``jax_reset.ppo.train_state``.
+
+The update's metrics carry short names (``loss``, ``approx_kl``, ``sgd_steps``, ...: the keys of
+``UPDATE_METRICS``); the trainer maps them to the logged keys (``train/loss``, ...).
 """
 
 from __future__ import annotations
@@ -37,29 +40,27 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jax_reset import metrics as metric_keys
 from jax_reset.networks import ActorCritic
 from jax_reset.ppo.config import PPOConfig
 from jax_reset.ppo.data import DATA_AXIS, TrainBatch, shard_batch
 from jax_reset.ppo.gae import gae
 from jax_reset.ppo.losses import l2_penalty, normalize_advantages, ppo_loss
-from jax_reset.ppo.train_state import (  # noqa: F401  (re-exported: imported from here)
-    TRAIN_STATE_VERSION,
+from jax_reset.ppo.train_state import (
     Hyperparams,
     Params,
     TrainState,
-    TrainStateV1,
     clip_gradients,
-    create_train_state,
-    current_hyperparams,
-    lift_train_state,
-    make_hyperparams,
     make_optimizer,
-    v1_target,
-    with_hyperparams,
 )
 
 Metrics = dict[str, jax.Array]
+
+# What an update reports, by short name (the trainer logs each as ``train/<name>``): the losses,
+# the policy's move, the gradient's norm before the clip, the critic's fit, and the optimiser
+# steps taken (fewer than epochs x minibatches when ``target_kl`` stopped the update).
+UPDATE_METRICS = ("loss", "policy_loss", "value_loss", "entropy", "l2_loss", "approx_kl", "kl",
+                  "clip_fraction", "grad_norm", "explained_variance", "advantage_mean",
+                  "valid_fraction", "sgd_steps")
 
 
 def _take_minibatch(x: jax.Array, m: jax.Array, minibatches: int, axis: int) -> jax.Array:
@@ -214,7 +215,7 @@ def finish(
         rng=rng,
         hyperparams=state.hyperparams,
     )
-    return new_state, {metric_keys.UPDATE_METRICS[name]: value for name, value in metrics.items()}
+    return new_state, {name: metrics[name] for name in UPDATE_METRICS}
 
 
 def local_update(
@@ -272,7 +273,7 @@ def make_update(
     Args:
       network: from ``create_train_state``.
       config: PPO hyper-parameters (static).
-      mesh: 1-D mesh over axis ``"data"`` (``jax_reset.mesh.make_data_mesh``).
+      mesh: 1-D mesh over axis ``"data"`` (``jax_reset.parallel.mesh.make_data_mesh``).
       donate_state: let XLA reuse the input state's buffers for the output. Off by default:
         the state is small (~130 MB of params + Adam moments at reference size) and an actor
         that still acts with the previous parameters would find them deleted.
@@ -288,7 +289,7 @@ def make_update(
     dict of scalar metrics (``train/loss``, ``train/policy_loss``, ``train/value_loss``,
     ``train/entropy``, ``train/l2_loss``, ``train/approx_kl``, ``train/kl``,
     ``train/clip_fraction``, ``train/grad_norm`` (means over the minibatch steps, the one
-    ``target_kl`` refused included), ``train/sgd_steps`` (optimiser steps applied),
+    ``target_kl`` refused included), ``sgd_steps`` (optimiser steps applied),
     ``train/explained_variance``, ``train/advantage_mean``, ``train/valid_fraction``).
     The learning rate and entropy coefficient come from ``state.hyperparams`` (runtime
     values: ``with_hyperparams`` changes them without a recompile).

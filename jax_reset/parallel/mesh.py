@@ -1,8 +1,8 @@
 """The data-parallel device mesh: one axis over every device of every process of the job.
 
 With one process this is the local devices (1 CPU, N fake CPU devices, the GPUs of a node).
-With several (``jax_reset.distributed``), the mesh spans all processes' devices, each process's
-devices forming one contiguous block of the axis: process p feeds the environments
+With several (``jax_reset.parallel.distributed``), the mesh spans all processes' devices, each
+process's devices forming one contiguous block of the axis: process p feeds the environments
 ``process_env_slice`` names, the same block of the global batch its devices hold.
 """
 
@@ -41,7 +41,7 @@ def make_data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 def process_env_slice(mesh: Mesh, num_envs: int) -> tuple[int, int]:
     """``(lo, hi)``: the environments (global indices) this process's devices hold.
 
-    ``num_envs`` must split evenly over the mesh's devices (``jax_reset.sizes.derive``).
+    ``num_envs`` must split evenly over the mesh's devices (``jax_reset.parallel.sizes.derive``).
     Raises ``ValueError`` if this process's devices are not one contiguous block of the axis.
     """
     sharding = NamedSharding(mesh, P(DATA_AXIS))

@@ -3,7 +3,7 @@
 another network or frozen config (``check_compatible``) or holding another state tree
 (``check_tree``), the state tree's leaves as Orbax saves and restores them (``savable_leaf``,
 ``abstract_leaf``), and the one-line errors ``CheckpointError`` / ``CorruptCheckpoint``.
-``jax_reset.checkpoint`` reads and writes the files and re-exports every public name.
+``jax_reset.run.checkpoint`` reads and writes the files.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jax_reset import config as config_lib
+from jax_reset import config_tree
 
 META_FORMAT = 1
 
@@ -58,7 +59,7 @@ def _key_name(key: Any) -> str:
 
 def make_meta(config: Any, params: Any, **extra: Any) -> dict[str, Any]:
     """The ``meta`` item: resolved config (dataclass or dict), network shape, anything else."""
-    cfg = config if isinstance(config, Mapping) else config_lib.to_dict(config)
+    cfg = config if isinstance(config, Mapping) else config_tree.to_dict(config)
     return {"format": META_FORMAT, "config": cfg, "network_shape": network_shape(params),
             **extra}
 
@@ -80,9 +81,8 @@ def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any],
                    for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         raise CheckpointError(f"{where} was written for a different network shape "
                               f"({len(changes)} parameters differ, e.g. {changes[0]})")
-    differ = config_lib.diff(saved.get("config", {}), current.get("config", {}))
-    frozen = tuple(frozen)
-    refused = [k for k in differ if any(k == f or k.startswith(f + ".") for f in frozen)]
+    differ = config_tree.diff(saved.get("config", {}), current.get("config", {}))
+    refused = config_lib.frozen_keys(differ, tuple(frozen))
     if refused:
         old, new = saved.get("config", {}), current.get("config", {})
         shown = ", ".join(f"{k} ({_lookup(old, k)!r} -> {_lookup(new, k)!r})" for k in refused[:4])

@@ -2,8 +2,8 @@
 process or several, in one place.
 
 One process is the degenerate case: every collective is the identity and no method branches in
-the caller. With several (``jax_reset.distributed`` started them), process p steps the block
-``[sizes.env_lo, sizes.env_hi)`` of the job's environments, the block its devices hold in the
+the caller. With several (``jax_reset.parallel.distributed`` started them), process p steps the
+block ``[sizes.env_lo, sizes.env_hi)`` of the job's environments, the block its devices hold in the
 data mesh; the parameters are replicated over every process's devices; each update every
 process exchanges its episode records and a declared set of sums and means, and agrees on a
 stop. Every method that communicates must be called by every process, in the same order.
@@ -23,14 +23,16 @@ import jax
 import numpy as np
 
 from jax_reset.curriculum import EpisodeRecords
-from jax_reset.distributed import DistributedError
-from jax_reset.sizes import Sizes
+from jax_reset.parallel import placement as placement_lib
+from jax_reset.parallel.distributed import DistributedError
+from jax_reset.parallel.mesh import local_copy, process_env_slice, replicate
+from jax_reset.parallel.sizes import Sizes
+from jax_reset.ppo.data import global_batch
 
 
 @dataclasses.dataclass(frozen=True)
 class Exchanged:
     """What every process holds after an exchange (the same on every process)."""
-
     records: EpisodeRecords  # every process's, in process order
     sums: dict[str, float]  # summed over processes
     means: dict[str, float]  # averaged over processes
@@ -42,16 +44,13 @@ class ProcessGroup:
 
     Args:
       mesh: the data mesh over every process's learning devices.
-      sizes: this process's sizes (``jax_reset.sizes.derive``); its block of environments must
-        be the block its devices hold in ``mesh``.
-      placement: where this process acts (``jax_reset.placement``; None: "shared" over
+      sizes: this process's sizes (``jax_reset.parallel.sizes.derive``); its block of
+        environments must be the block its devices hold in ``mesh``.
+      placement: where this process acts (``jax_reset.parallel.placement``; None: "shared" over
         ``mesh``, acting on the learner's devices).
     """
 
     def __init__(self, mesh: Any, sizes: Sizes, placement: Any = None) -> None:
-        from jax_reset import placement as placement_lib
-        from jax_reset.mesh import process_env_slice
-
         self.mesh, self.sizes = mesh, sizes
         self.placement = placement_lib.shared(mesh) if placement is None else placement
         self.index, self.count = jax.process_index(), jax.process_count()
@@ -76,8 +75,6 @@ class ProcessGroup:
 
     def replicate(self, tree: Any) -> Any:
         """``tree`` replicated over the mesh (as the update returns the state)."""
-        from jax_reset.mesh import replicate
-
         return replicate(tree, self.mesh)
 
     def local_params(self, params: Any) -> Any:
@@ -86,8 +83,6 @@ class ProcessGroup:
         processes a copy on this process's device (the replicated ones would make acting a
         computation over every process's devices). Nothing is donated, so one process acts
         with the learner's own arrays when shared."""
-        from jax_reset.mesh import local_copy
-
         if not self.placement.shared:
             return self.placement.acting_params(params)
         return local_copy(params) if self.multi else params
@@ -100,8 +95,6 @@ class ProcessGroup:
     def global_batch(self, batch: Any) -> Any:
         """This process's environments as its block of the job's batch (one process: as is;
         the update places it)."""
-        from jax_reset.ppo.data import global_batch
-
         return global_batch(batch, self.mesh, self.sizes.num_envs_global) if self.multi else batch
 
     # ---- control ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from jax_reset.envs.config import EnvConfig
-from jax_reset.eval_envs import BatchPolicy, EvalError, make_envpool, protocol_env_config
+from jax_reset.evaluation.envs import BatchPolicy, EvalError, make_envpool, protocol_env_config
 
 # 3x: 480x658 with the band, big enough to read the overlay, a few MB per game.
 SCALE = 3

@@ -148,7 +148,7 @@ def hyperparams(base_lr: float, base_ent: float, state: StallState) -> tuple[flo
     return base_lr * state.scale, base_ent * state.scale
 
 
-# The metric keys of ``summary`` (``jax_reset.metrics`` re-exports them).
+# The metric keys of ``summary``.
 STALL_SCALE = "curriculum/stall_scale"
 STALL_DECISIONS = "curriculum/stall_decisions"
 

@@ -15,7 +15,7 @@ import time
 from typing import Any, Protocol
 
 from jax_reset import metrics as m
-from jax_reset.actor import Actor, Rollout, Stopped
+from jax_reset.training.actor import Actor, Rollout, Stopped
 
 
 class RolloutSource(Protocol):

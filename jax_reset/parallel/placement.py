@@ -6,15 +6,15 @@ refreshed once per update (``acting_params``, called where the trainer publishes
 acting and learning devices apart, the actor's small calls no longer queue behind the update's
 convolutions on the same device (stream or XLA:CPU thread pool).
 
-Placements (``jax_reset.train_config``): "shared" (today's arrangement: every device learns, the
+Placements (``jax_reset.config``): "shared" (today's arrangement: every device learns, the
 first acts with the learner's own arrays), "host" (acting on the host CPU, learning on every
 accelerator), "A+L" (the first A local devices act, the next L learn; on a CPU-only machine
 ``host_device_count`` says how many fake CPU devices the entry point must ask XLA for before JAX
 starts) and "auto" ("shared" on a CPU or one accelerator, "1+(N-1)" on N >= 2 accelerators).
 
 With A acting devices each act and warm-up call splits its environments over them (contiguous
-blocks, ``jax_reset.sizes`` checks that they divide); each environment samples with its own key,
-so the split changes only the float order of inference.
+blocks, ``jax_reset.parallel.sizes`` checks that they divide); each environment samples with its own
+key, so the split changes only the float order of inference.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from jax_reset.train_config import placement_split
+from jax_reset.config import placement_split
 
 _HOST_FLAG = "--xla_force_host_platform_device_count"
 
@@ -72,7 +72,8 @@ class Placement:
 
     @property
     def acting_mesh(self) -> Any:
-        from jax_reset.mesh import make_data_mesh
+        # JAX: this module runs before JAX starts (ask_for_host_devices)
+        from jax_reset.parallel.mesh import make_data_mesh
 
         return make_data_mesh(self.acting)
 
@@ -106,6 +107,7 @@ class Placement:
         from jax.sharding import NamedSharding
         from jax.sharding import PartitionSpec as P
 
+        # JAX: this module runs before JAX starts (ask_for_host_devices)
         from jax_reset.ppo.data import DATA_AXIS
 
         mesh = self.acting_mesh
@@ -115,7 +117,7 @@ class Placement:
             if i not in batched:
                 return replicated
             leaves = jax.tree.leaves(arg)
-            # The environments divide over the acting devices (jax_reset.sizes); a warm-up
+            # The environments divide over the acting devices (jax_reset.parallel.sizes); a warm-up
             # batch padded to a power of two may not: it is computed whole on each.
             even = bool(leaves) and leaves[0].shape[0] % mesh.devices.size == 0
             return split if even else replicated
@@ -157,7 +159,8 @@ def resolve_placement(placement: str, fits: Callable[[int], bool] | None = None)
     """
     import jax
 
-    from jax_reset.mesh import make_data_mesh
+    # JAX: this module runs before JAX starts (ask_for_host_devices)
+    from jax_reset.parallel.mesh import make_data_mesh
 
     platform = jax.default_backend()
     local = sorted(jax.local_devices(), key=lambda d: d.id)

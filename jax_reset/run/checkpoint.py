@@ -1,4 +1,4 @@
-"""Orbax checkpoints of a run (the signal flag ``StopFlag`` is ``jax_reset.stop``'s, re-exported).
+"""Orbax checkpoints of a run: ``Checkpoints`` over a run's ``checkpoints/`` folder.
 
 A checkpoint step (the update counter) holds four items (``stall`` optional):
 
@@ -6,7 +6,8 @@ A checkpoint step (the update counter) holds four items (``stall`` optional):
   ``ocp.args.StandardSave``. Counters must be arrays (``np.asarray(n, np.int64)``), RNG keys raw
   ``uint32`` arrays (``jax.random.PRNGKey`` or ``jax.random.key_data``).
 * ``curriculum``: the controller's state as JSON (``jax_reset.curriculum.to_json``).
-* ``EXTRA_JSON_ITEMS`` (``stall``: ``jax_reset.stall.to_json``): further JSON state items, each
+* ``EXTRA_JSON_ITEMS`` (``stall``: ``jax_reset.curriculum.stall.to_json``): further JSON state
+  items, each
   optional (a checkpoint written before one existed lacks it: ``read_item`` returns None).
 * ``meta``: the resolved config and the network's shape (every parameter's path, shape and
   dtype), so a run directory alone says what it holds and a mismatched resume is refused.
@@ -20,7 +21,7 @@ that went wrong (a full disk, a file system that failed) never costs the last go
 
 A checkpoint that cannot be read (truncated or garbled files) raises ``CorruptCheckpoint``,
 naming it in one line, so that callers can fall back to an older one; a save that fails for a
-reason of the file system raises ``jax_reset.disk.WriteError`` (``disk full writing <path>;
+reason of the file system raises ``jax_reset.run.disk.WriteError`` (``disk full writing <path>;
 last checkpoint: <N>``) instead of Orbax's cascade of tracebacks. Orbax is not thread-safe:
 every call here must come from the main thread.
 """
@@ -40,18 +41,19 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from jax_reset import checkpoint_files, disk
 from jax_reset import config as config_lib
-from jax_reset.checkpoint_files import SET_ASIDE_SUFFIX as SET_ASIDE_SUFFIX
-from jax_reset.checkpoint_meta import META_FORMAT as META_FORMAT
-from jax_reset.checkpoint_meta import CheckpointError as CheckpointError
-from jax_reset.checkpoint_meta import CorruptCheckpoint as CorruptCheckpoint
-from jax_reset.checkpoint_meta import abstract_leaf, check_tree, first_line, savable_leaf
-from jax_reset.checkpoint_meta import check_compatible as check_compatible
-from jax_reset.checkpoint_meta import make_meta as make_meta
-from jax_reset.checkpoint_meta import network_shape as network_shape
-from jax_reset.metrics import MAX_STARTING_POINT
-from jax_reset.stop import StopFlag as StopFlag
+from jax_reset import config_tree
+from jax_reset.curriculum import MAX_STARTING_POINT
+from jax_reset.run import checkpoint_files, disk
+from jax_reset.run.checkpoint_meta import (
+    CheckpointError,
+    CorruptCheckpoint,
+    abstract_leaf,
+    check_tree,
+    first_line,
+    savable_leaf,
+)
+from jax_reset.run.layout import CHECKPOINT_DIR
 
 # JSON items a step may hold besides ``curriculum`` and ``meta`` (passed to ``save`` as
 # ``extra``); registered so that a fresh manager can read them back.
@@ -328,7 +330,7 @@ class Checkpoints:
             return meta
         try:
             return {**meta, "config": config_lib.drop_retired(meta["config"])}
-        except config_lib.ConfigError as err:
+        except config_tree.ConfigError as err:
             raise CheckpointError(f"{self.directory}/{step}: {err}") from None
 
     def read_item(self, name: str, step: int | None = None) -> dict[str, Any] | None:
@@ -391,3 +393,8 @@ def _quiet_if(failed: bool) -> Iterator[None]:
     except Exception:
         if not failed:
             raise
+
+
+def open_checkpoints(run_dir: Path, keep_last: int) -> Checkpoints:
+    """The checkpoints of run directory ``run_dir`` (``RUN_DIR/checkpoints/``)."""
+    return Checkpoints(run_dir / CHECKPOINT_DIR, keep_last=keep_last)

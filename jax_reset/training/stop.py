@@ -1,7 +1,6 @@
 """``StopFlag``: the SIGTERM/SIGINT flag that the trainer checks between updates, so that a
 signal ends a run with a final checkpoint instead of killing it mid-update (a second SIGINT
-interrupts at once). Pure Python (``signal``, ``threading``); ``jax_reset.checkpoint``
-re-exports it.
+interrupts at once). Pure Python (``signal``, ``threading``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ waiting forever.
 A process that leaves on an error must not wait at JAX's shutdown barrier for peers that will
 never come (``shutdown_timeout_seconds``): ``exit_now`` prints, flushes and ``os._exit``s.
 
-``jax_reset.process_group.ProcessGroup`` is what the trainer needs of the other processes
+``jax_reset.parallel.process_group.ProcessGroup`` is what the trainer needs of the other processes
 each update.
 """
 

@@ -3,7 +3,7 @@
 The pool (not EnvPool) is used because a demo needs the game's emulator: every per-frame action
 is known from its outputs (``reset_frames`` NOOP/FIRE frames at each reset, then each agent
 action for ``step_frames`` frames). Plain protocol: no demo, no sticky actions, one NOOP (or
-the game's FIRE) frame after ``reset_game()``, the test-time policy of ``evaluate``. The
+the game's FIRE) frame after ``reset_game()``, the test-time policy of ``evaluation.play``. The
 highest-scoring of K episodes is replayed from ``reset_game()`` by ``from_actions.write_demo``
 (so it verifies like any imported log), and its replayed score must equal the pool's.
 """
@@ -13,16 +13,16 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import ale_py
 import numpy as np
 
 from jax_reset.demos import roms
 from jax_reset.demos.format import DemoError
 from jax_reset.demos.from_actions import Replay, write_demo
-
-if TYPE_CHECKING:
-    from jax_reset.evaluate import LoadedRun
+from jax_reset.envs import AtariPool
+from jax_reset.evaluation.envs import EvalError, protocol_env_config
+from jax_reset.evaluation.play import LoadedRun, load_run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,12 +48,6 @@ def play_episodes(run_dir: str | os.PathLike, checkpoint: str, episodes: int, se
     """Plays ``episodes`` full games of the run's policy in the pool; returns (the loaded run,
     the episodes in the order they ended). ``max_agent_steps`` caps an episode (default: the
     run's ``env.max_episode_steps``)."""
-    import ale_py
-
-    from jax_reset.envs import AtariPool
-    from jax_reset.eval_envs import EvalError, protocol_env_config
-    from jax_reset.evaluate import load_run
-
     if episodes < 1:
         raise DemoError(f"--episodes must be at least 1, got {episodes}")
     try:

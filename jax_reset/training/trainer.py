@@ -3,24 +3,23 @@ log, save) are methods, each callable on its own (tests drive them with a real s
 
 One update, on every process alike (one process is the degenerate group, not a branch):
 
-1. ``collect``: the next rollout from the rollout source (``jax_reset.actor``: synchronous, or
-   an actor thread one policy version behind with ``train.overlap``);
-2. ``exchange``: every process's episode records, the summed frames and valid steps, the
-   actor's metrics averaged, and an agreed stop (``jax_reset.process_group``);
+1. ``collect``: the next rollout from the rollout source (``jax_reset.training.actor``:
+   synchronous, or an actor thread one policy version behind with ``train.overlap``);
+2. ``exchange``: every process's episode records, the summed frames, the actor's metrics
+   averaged, and an agreed stop (``jax_reset.parallel.process_group``);
 3. ``advance_curriculum``: the 20% rule on the gathered records; moved starting points go to
    the actor (``jax_reset.curriculum``); ``handle_stall``: the stall controller's outcome of
    that decision, a lowered (or restored) learning rate and entropy coefficient
-   (``jax_reset.stall``; off by default);
+   (``jax_reset.curriculum.stall``; off by default);
 4. ``learn``: the rollout behind the carried-over burn-in, this process's block of the global
    batch, one data-parallel PPO update (``jax_reset.ppo``);
 5. ``publish``: the new parameters to the rollout source;
 6. ``log``: every ``train.log_every`` updates, the window's means (process 0 writes them);
 7. ``save``: the run state every ``train.checkpoint_every`` updates, at the end and on a stop
-   (``jax_reset.run_dir``).
+   (``jax_reset.run.state``).
 
-Everything touching Orbax, signals and the curriculum stays on the main thread. The run's set-up
-(pool, network, restore, then this ``Trainer``) is ``jax_reset.train_setup``; the config it
-trains with ``jax_reset.run_config`` (``resolve``, re-exported here).
+Everything touching Orbax, signals and the curriculum stays on the main thread. A trainer is
+built (at update 0, or restored) by ``jax_reset.training.setup.build_trainer``.
 """
 
 from __future__ import annotations
@@ -36,15 +35,20 @@ import numpy as np
 
 from jax_reset import curriculum as cur
 from jax_reset import metrics as m
-from jax_reset import run_dir as rd
-from jax_reset import stall as stall_lib
-from jax_reset.actor import Actor, Rollout
+from jax_reset.curriculum import stall as stall_lib
 from jax_reset.envs.demo_history import DemoHistory
-from jax_reset.process_group import Exchanged, ProcessGroup
-from jax_reset.rollout_source import RolloutSource, make_source
-from jax_reset.run_config import detect_platform as detect_platform  # re-exported
-from jax_reset.run_config import resolve as resolve  # re-exported
-from jax_reset.sizes import Sizes
+from jax_reset.parallel.process_group import Exchanged, ProcessGroup
+from jax_reset.parallel.sizes import Sizes
+from jax_reset.ppo.acting import make_act_fn
+from jax_reset.ppo.data import assemble_batch, initial_burn_in, zeros_transition
+from jax_reset.ppo.train_state import current_hyperparams, with_hyperparams
+from jax_reset.ppo.update import make_update
+from jax_reset.ppo.warmup import make_warmup_fn
+from jax_reset.run import state as run_state
+from jax_reset.run.checkpoint import Checkpoints
+from jax_reset.run.layout import PROCESSES_DIR, PROFILE_DIR
+from jax_reset.training.actor import Actor, Rollout, Stopped, WarmUp
+from jax_reset.training.rollout_source import RolloutSource, make_source
 
 
 def episode_metrics(records: cur.EpisodeRecords,
@@ -69,7 +73,6 @@ def episode_metrics(records: cur.EpisodeRecords,
 @dataclasses.dataclass
 class LogWindow:
     """What the updates since the last log line add up to."""
-
     records: list[cur.EpisodeRecords] = dataclasses.field(default_factory=list)
     sums: dict[str, float] = dataclasses.field(default_factory=dict)  # per-update values
     agent_steps: int = 0
@@ -90,42 +93,47 @@ class LogWindow:
                 **{k: v / n for k, v in self.sums.items()}}
 
 
+@dataclasses.dataclass(frozen=True)
+class RunOutputs:
+    """Where a trainer saves and logs. ``checkpoints`` None: nothing is saved (a benchmark);
+    ``meta``: the checkpoint metadata besides the config (game, network shape, ...), filled in
+    by ``setup.build_trainer``; ``writer``/``display``: process 0's metrics writer and progress
+    display (None: not logged)."""
+
+    run_dir: Path
+    checkpoints: Checkpoints | None = None
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    writer: Any = None  # m.MetricsWriter or anything with its ``write(update, metrics)``
+    display: m.ProgressDisplay | None = None
+
+
 class Trainer:
-    """One process's trainer over an open pool, from a run state (new or restored).
+    """One process's trainer over an open pool, from a run state (new or restored); built by
+    ``jax_reset.training.setup.build_trainer``.
 
     Args:
       config: the resolved ``jax_reset.config.Config``.
-      sizes: this process's sizes (``jax_reset.sizes.derive``).
+      sizes: this process's sizes (``jax_reset.parallel.sizes.derive``).
       group: the job's processes (one process: every exchange is the identity).
       pool: an open ``AtariPool`` of ``sizes.num_envs_local`` environments in demo mode.
       network: from ``ppo.update.create_train_state``.
-      state: where the run stands (``run_dir.RunState``).
-      run_dir: the run directory; ``checkpoints`` its open ``Checkpoints``; ``meta`` the
-        checkpoint metadata besides the config (game, network shape, ...).
-      writer, display: process 0's metrics writer and progress display (None: not logged).
+      state: where the run stands (``run.state.RunState``).
+      outputs: where it saves and logs.
     """
 
     def __init__(self, config: Any, sizes: Sizes, group: ProcessGroup, pool: Any, network: Any,
-                 state: rd.RunState, run_dir: Path, checkpoints: Any, meta: dict[str, Any],
-                 writer: m.MetricsWriter | None = None,
-                 display: m.ProgressDisplay | None = None) -> None:
-        from jax_reset.ppo.acting import make_act_fn
-        from jax_reset.ppo.data import initial_burn_in, zeros_transition
-        from jax_reset.ppo.update import make_update
-        from jax_reset.ppo.warmup import make_warmup_fn
-
-        self.config, self.sizes, self.group = config, sizes, group
-        self.run_dir, self.checkpoints, self.meta = run_dir, checkpoints, meta
-        self.writer, self.display = writer, display
+                 state: run_state.RunState, outputs: RunOutputs) -> None:
+        self.config, self.sizes, self.group, self.outputs = config, sizes, group, outputs
         train, ppo = config.train, config.ppo
         self.update_fn = make_update(network, ppo, group.mesh)
         act_key = group.own_key(jax.random.fold_in(jax.random.PRNGKey(train.seed), 0x5EED))
         pool.set_starting_points(None, self.local_points(state.curriculum))  # before the reset
         self.histories = self._demo_histories(state.curriculum)
         place = group.placement  # inference and warm-up on the acting devices
+        warmup = WarmUp(self.histories or (), place.place_warmup(make_warmup_fn(network)),
+                        train.warmup_steps)
         self.actor = Actor(pool, place.place_act(make_act_fn(network)), config.network,
-                           ppo.rollout_steps, ppo.burn_in_steps, act_key, self.histories,
-                           place.place_warmup(make_warmup_fn(network)), train.warmup_steps,
+                           ppo.rollout_steps, ppo.burn_in_steps, act_key, warmup,
                            env_groups=train.env_groups)
         example = zeros_transition(1, sizes.num_envs_local, config.env.obs_shape,
                                    carry=self.actor.carry if self.actor.warm else None)
@@ -170,11 +178,11 @@ class Trainer:
         return rollout, time.perf_counter() - t0
 
     def exchange(self, rollout: Rollout, stop_requested: bool) -> Exchanged:
-        """Every process's records, the job's frames and valid steps, the actor's metrics
+        """Every process's records, the job's frames, the actor's metrics
         averaged over processes, and whether any process was asked to stop."""
         return self.group.exchange(
             rollout.records,
-            sums={"frames": rollout.frames, "valid": float(rollout.transition.valid.sum())},
+            sums={"frames": rollout.frames},
             means=rollout.metrics, stop=stop_requested)
 
     def advance_curriculum(self, records: cur.EpisodeRecords,
@@ -198,8 +206,6 @@ class Trainer:
         the learning rate and entropy coefficient in force become the config's times the new
         scale (runtime values: no recompile) and process 0 prints one line. Returns whether
         they changed."""
-        from jax_reset.ppo.update import with_hyperparams
-
         s = self.state
         st, changed = stall_lib.stall_update_demos(
             s.stall, [d.decided for d in decisions], [d.old_max for d in decisions],
@@ -222,9 +228,6 @@ class Trainer:
     def learn(self, rollout: Rollout, frames: int) -> dict[str, float]:
         """One PPO update on ``rollout`` (this process's block of the job's batch); advances
         the counters by the job's agent steps and ``frames``. Returns the update's metrics."""
-        from jax_reset.ppo.data import assemble_batch
-        from jax_reset.ppo.update import current_hyperparams
-
         batch, self.burn_in = assemble_batch(self.burn_in, rollout.transition,
                                              rollout.bootstrap_value, rollout.tail_carry)
         train_state, train_metrics = self.update_fn(self.state.train_state,
@@ -233,16 +236,18 @@ class Trainer:
         self.state = dataclasses.replace(
             s, train_state=train_state, update=s.update + 1, frames=s.frames + frames,
             agent_steps=s.agent_steps + self.sizes.agent_steps_per_update)
-        return {**{k: float(v) for k, v in jax.device_get(train_metrics).items()},
-                **current_hyperparams(train_state)}  # the values in force
+        return {**{m.UPDATE_METRICS[k]: float(v)
+                   for k, v in jax.device_get(train_metrics).items()},
+                **{m.HYPERPARAMS[k]: v  # the values in force
+                   for k, v in current_hyperparams(train_state).items()}}
 
     def publish(self) -> None:
         """The new parameters to the actor (copied to the acting devices once per update when
-        they are apart from the learning ones: ``jax_reset.placement``)."""
+        they are apart from the learning ones: ``jax_reset.parallel.placement``)."""
         self.source.publish(self.group.local_params(self.state.train_state.params),
                             self.state.update)
 
-    def log(self, update_metrics: dict[str, float], valid_share: float) -> dict[str, float] | None:
+    def log(self, update_metrics: dict[str, float]) -> dict[str, float] | None:
         """Every ``train.log_every`` updates and at the last: the window's metrics, written by
         process 0; None between log lines."""
         s, total = self.state, self.config.train.total_updates
@@ -251,15 +256,15 @@ class Trainer:
         metrics = {
             **update_metrics,
             m.UPDATE: float(s.update), m.AGENT_STEPS: float(s.agent_steps),
-            m.FRAMES: float(s.frames), m.VALID_SHARE: valid_share,
+            m.FRAMES: float(s.frames),
             **cur.summary_all(s.curriculum), **stall_lib.summary(s.stall),
             **self._episode_metrics(cur.EpisodeRecords.concatenate(self.window.records)),
             **self.window.means(),
         }
-        if self.writer is not None:
-            self.writer.write(s.update, metrics)
-        if self.display is not None:
-            self.display.update(s.update, metrics)
+        if self.outputs.writer is not None:
+            self.outputs.writer.write(s.update, metrics)
+        if self.outputs.display is not None:
+            self.outputs.display.update(s.update, metrics)
         self.window = LogWindow()
         return metrics
 
@@ -277,15 +282,13 @@ class Trainer:
 
     def save(self) -> bool:
         """The run state as checkpoint ``update`` (False if that one is saved already)."""
-        return rd.save_state(self.checkpoints, self.state, self.meta)
+        return run_state.save_state(self.outputs.checkpoints, self.state, self.outputs.meta)
 
     # ---- the loop ------------------------------------------------------------------------
 
     def step(self, stop: threading.Event, interrupt: threading.Event) -> bool:
         """One update: False if it was stopped (no update made) or the processes agreed to stop
         after it."""
-        from jax_reset.actor import Stopped
-
         index = self.state.update  # the rollout's number (rollout i is learned by update i + 1)
         try:
             rollout, wait_s = self.collect(interrupt)
@@ -310,9 +313,8 @@ class Trainer:
             self.group.check_agreement(update, self.state.train_state.params,
                                        {**cur.curricula_to_json(self.state.curriculum),
                                         "stall": stall_lib.to_json(self.state.stall)},
-                                       self.run_dir / rd.PROCESSES_DIR)
-        self.log(update_metrics, got.sums["valid"] / (self.sizes.rollout_steps
-                                                      * self.sizes.num_envs_global))
+                                       self.outputs.run_dir / PROCESSES_DIR)
+        self.log(update_metrics)
         if update % train.checkpoint_every == 0:
             self.save()
         return not got.stop
@@ -326,7 +328,7 @@ class Trainer:
         try:
             while self.state.update < self.config.train.total_updates and not interrupt.is_set():
                 if profile and self.state.update + 1 == profile[0] and not profiling:
-                    jax.profiler.start_trace(str(self.run_dir / rd.PROFILE_DIR))
+                    jax.profiler.start_trace(str(self.outputs.run_dir / PROFILE_DIR))
                     profiling = True
                 going = self.step(stop, interrupt)
                 if profiling and self.state.update >= profile[1]:
@@ -337,7 +339,7 @@ class Trainer:
             self.source.close()
             # At the end, or on a stop: the state after the last finished update.
             self.save()
-            self.checkpoints.wait()
+            self.outputs.checkpoints.wait()
         finally:
             if profiling:
                 jax.profiler.stop_trace()

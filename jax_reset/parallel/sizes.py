@@ -34,7 +34,8 @@ class Sizes:
     minibatches: int
     minibatch_envs: int  # environments per minibatch, all devices
     minibatch_envs_per_device: int
-    acting_devices: int = 1  # this process's (``jax_reset.placement``): acting splits over them
+    # This process's acting devices (``jax_reset.parallel.placement``): acting splits over them.
+    acting_devices: int = 1
 
 
 def derive(config: Any, num_processes: int = 1, num_devices: int = 1,

@@ -1,92 +1,107 @@
 """The restorable state of a run (``RunState``) and its round trip through the run's
 checkpoints: ``save_state`` writes it (train state with the host counters, curriculum, stall
-controller, resolved config and runtime values), ``restore_state`` reads the newest checkpoint
-that restores (or a chosen one) back into it, falling back over damaged ones, ``saved_config``
-reads a checkpoint's config for the resume's config resolution, and ``load_params`` gives
-evaluation a checkpoint's parameters from the run directory alone. Like ``jax_reset.run_dir``,
-which re-exports every public name, it imports ``config``, ``checkpoint`` and JAX only inside
-the functions that need them.
+controller, resolved config), ``restore_state`` reads the newest checkpoint that restores (or a
+chosen one) back into it, falling back over damaged ones, ``saved_config`` reads a checkpoint's
+config for the resume's config resolution, and ``load_params`` gives evaluation a checkpoint's
+parameters from the run directory alone.
+
+Every "the newest checkpoint that reads, else the next older" walk is ``_newest_readable``.
+This module imports JAX and Orbax: ``python -m jax_reset.train`` reaches it only after its
+checks (``jax_reset.run.request``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
+import jax
 import numpy as np
 
-from jax_reset import stall as stall_lib
-from jax_reset.run_layout import CHECKPOINT_DIR, UsageError
+from jax_reset import config as config_lib
+from jax_reset import config_tree
+from jax_reset import curriculum as cur
+from jax_reset.curriculum import stall as stall_lib
+from jax_reset.ppo import train_state as ppo_state
+from jax_reset.run.checkpoint import Checkpoints
+from jax_reset.run.checkpoint_meta import CheckpointError, CorruptCheckpoint, check_compatible
+from jax_reset.run.layout import CHECKPOINT_DIR, UsageError
 
-if TYPE_CHECKING:
-    from jax_reset.checkpoint import Checkpoints
-    from jax_reset.config import Config
-    from jax_reset.curriculum import Curricula, CurriculumState
-
-RUNTIME_KEY = "runtime"  # the meta item's dotted config values the trainer changed at run time
 STATE_VERSION_KEY = "train_state_version"  # the meta item's ppo.update.TRAIN_STATE_VERSION
 STALL_ITEM = "stall"  # the checkpoint's JSON item of the stall controller (stall.to_json)
 COUNTERS = ("update", "agent_steps", "frames")  # the checkpoint's host counters, int64
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
 class RunState:
     """Everything a resume continues from: the learner's state with the host counters, the
-    curriculum and the stall controller, and the resolved config (with the values the trainer
-    changed at run time)."""
+    curriculum and the stall controller, and the resolved config."""
 
     train_state: Any  # ppo.update.TrainState (parameters, optimizer state, RNG, hyperparams)
     update: int  # updates done
     agent_steps: int  # agent steps of every environment of the job
     frames: int  # emulator frames stepped
     # Each demo's curriculum (a one-demo ``CurriculumState`` given here is wrapped).
-    curriculum: Curricula | CurriculumState
-    config: Config
-    runtime: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    curriculum: cur.Curricula | cur.CurriculumState
+    config: config_lib.Config
     # The stall controller; None when built: ``stall.init`` at the curriculum's maximum (a new
     # run). ``train_state``'s hyperparameters are the config's times its scale.
     stall: stall_lib.StallState | None = None
 
     def __post_init__(self) -> None:
-        from jax_reset.curriculum import as_curricula
-
-        object.__setattr__(self, "curriculum", as_curricula(self.curriculum))
+        object.__setattr__(self, "curriculum", cur.as_curricula(self.curriculum))
         if self.stall is None:
             object.__setattr__(self, "stall",
                                stall_lib.init(self.curriculum.max_starting_points))
 
 
-def saved_config(checkpoints: Checkpoints, step: int | None = None,
-                 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(config, runtime values) of checkpoint ``step``, by default of the newest one whose
-    ``meta`` reads (``restore_state`` names any it passes over); None without a checkpoint."""
-    from jax_reset.checkpoint import CheckpointError, CorruptCheckpoint
-
-    steps = [step] if step is not None else checkpoints.steps()[::-1]
-    for i, s in enumerate(steps):
+def _newest_readable(steps: Sequence[int], read: Callable[[int], T], where: str,
+                     report: Callable[[str], None] | None) -> T:
+    """``read(step)`` of the first of ``steps`` (newest first) whose read does not raise
+    ``CorruptCheckpoint``; each one passed over is named by ``report`` in one line (None: not
+    named). ``UsageError`` when none reads."""
+    for i, step in enumerate(steps):
         try:
-            meta = checkpoints.read_meta(s)
+            return read(step)
+        except CorruptCheckpoint as err:
+            if i == len(steps) - 1:
+                raise UsageError(f"{where}: no checkpoint restores (tried "
+                                 f"{', '.join(map(str, steps))}; the last: {err})") from None
+            if report is not None:
+                report(f"{err}: trying checkpoint {steps[i + 1]}")
+    raise UsageError(f"{where}: no checkpoint saved yet")
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def saved_config(checkpoints: Checkpoints, step: int | None = None) -> dict[str, Any] | None:
+    """The config of checkpoint ``step``, by default of the newest one whose ``meta`` reads
+    (``restore_state`` names any it passes over); None without a checkpoint."""
+    def read(s: int) -> dict[str, Any]:
+        try:
+            return dict(checkpoints.read_meta(s).get("config", {}))
         except CorruptCheckpoint:
-            if step is not None or i == len(steps) - 1:
-                raise UsageError(f"{checkpoints.directory}: no checkpoint whose config reads "
-                                 f"(tried {', '.join(map(str, steps))})") from None
-            continue
+            raise
         except CheckpointError as err:
             raise UsageError(str(err)) from None
-        return dict(meta.get("config", {})), dict(meta.get(RUNTIME_KEY, {}))
-    return None
+
+    steps = [step] if step is not None else checkpoints.steps()[::-1]
+    if not steps:
+        return None
+    return _newest_readable(steps, read, str(checkpoints.directory), report=None)
 
 
 def save_state(checkpoints: Checkpoints, state: RunState, meta: Mapping[str, Any]) -> bool:
     """Saves ``state`` as checkpoint ``state.update`` (main thread; every process calls it)."""
-    from jax_reset import config as config_lib
-    from jax_reset import curriculum as cur
-
     counters = {k: np.asarray(getattr(state, k), np.int64) for k in COUNTERS}
-    meta = {**meta, "config": config_lib.to_dict(state.config),
-            RUNTIME_KEY: dict(state.runtime)}
+    meta = {**meta, "config": config_tree.to_dict(state.config)}
     return checkpoints.save(state.update, {"train_state": state.train_state,
                                            "counters": counters},
                             cur.curricula_to_json(state.curriculum), meta,
@@ -96,15 +111,15 @@ def save_state(checkpoints: Checkpoints, state: RunState, meta: Mapping[str, Any
 
 def restore_state(checkpoints: Checkpoints, target: RunState, meta: Mapping[str, Any],
                   where: str, step: int | None = None,
-                  reconfigure: Callable[[Mapping[str, Any]], Config] | None = None,
-                  report: Callable[[str], None] = print) -> tuple[RunState, list[str]]:
-    """Checkpoint ``step`` as a ``RunState`` whose config is ``target.config``, and the
-    settings that changed since it; ``target.train_state`` gives the arrays' shapes and
-    shardings. The learning rate and entropy coefficient in force are the config's (its
-    precedence already chose between the command line, the runtime values and the checkpoint)
-    times the restored stall scale, so a stalled run keeps its lowered values. The stall state
-    restarts (``stall.init``) for a checkpoint written before it existed, and when the config
-    turns the stall handling off (the configured values then hold).
+                  reconfigure: Callable[[Mapping[str, Any]], config_lib.Config] | None = None,
+                  report: Callable[[str], None] = print) -> RunState:
+    """Checkpoint ``step`` as a ``RunState`` whose config is ``target.config``;
+    ``target.train_state`` gives the arrays' shapes and shardings. The learning rate and
+    entropy coefficient in force are the config's (its precedence already chose between the
+    command line and the checkpoint) times the restored stall scale, so a stalled run keeps its
+    lowered values. The stall state restarts (``stall.init``) for a checkpoint written before
+    it existed, and when the config turns the stall handling off (the configured values then
+    hold).
 
     Without ``step``: the newest checkpoint that restores; each one that does not (truncated or
     garbled files) is named by ``report`` in one line and the next older is tried. When that
@@ -112,74 +127,58 @@ def restore_state(checkpoints: Checkpoints, target: RunState, meta: Mapping[str,
     (the newest's config was resolved before). Raises ``UsageError`` for a checkpoint of
     another network or environment, an explicit ``step`` that does not restore, or none that
     restores."""
-    from jax_reset import checkpoint as ckpt_lib
-
-    steps = [step] if step is not None else checkpoints.steps()[::-1]
-    for i, s in enumerate(steps):
+    steps = checkpoints.steps()[::-1]
+    if step is not None:
         try:
-            saved_meta, changed, restored, cur_json, stall_json = _restore_step(
-                checkpoints, target, meta, where, s)
-        except ckpt_lib.CorruptCheckpoint as err:
-            if step is not None:
-                raise UsageError(f"{err}; choose another with --checkpoint") from None
-            if i == len(steps) - 1:
-                raise UsageError(f"{where}: no checkpoint restores (tried "
-                                 f"{', '.join(map(str, steps))}; the last: {err})") from None
-            report(f"{err}: trying checkpoint {steps[i + 1]}")
-            continue
-        if i > 0 and reconfigure is not None:
-            target = dataclasses.replace(target, config=reconfigure(saved_meta))
-        return _run_state(target, saved_meta, restored, cur_json, stall_json, s,
-                          where), changed
-    raise UsageError(f"{where}: no checkpoint to resume from")
+            return _run_state(target, *_restore_step(checkpoints, target, meta, where, step),
+                              step, where)
+        except CorruptCheckpoint as err:
+            raise UsageError(f"{err}; choose another with --checkpoint") from None
+
+    def read(s: int) -> RunState:
+        saved_meta, restored, cur_json, stall_json = _restore_step(checkpoints, target, meta,
+                                                                   where, s)
+        chosen = target
+        if s != steps[0] and reconfigure is not None:
+            chosen = dataclasses.replace(target, config=reconfigure(saved_meta))
+        return _run_state(chosen, saved_meta, restored, cur_json, stall_json, s, where)
+
+    if not steps:
+        raise UsageError(f"{where}: no checkpoint to resume from")
+    return _newest_readable(steps, read, where, report)
 
 
 def _restore_step(checkpoints: Checkpoints, target: RunState, meta: Mapping[str, Any],
                   where: str, step: int,
-                  ) -> tuple[dict[str, Any], list[str], dict[str, Any], dict[str, Any],
+                  ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any],
                              dict[str, Any] | None]:
-    """(saved meta, changed settings, restored {"train_state", "counters"}, curriculum JSON,
-    stall JSON or None) of one step; ``CorruptCheckpoint`` passes through, other refusals
-    become ``UsageError``."""
-    from jax_reset import checkpoint as ckpt_lib
-    from jax_reset import config as config_lib
-
+    """(saved meta, restored {"train_state", "counters"}, curriculum JSON, stall JSON or None)
+    of one step; ``CorruptCheckpoint`` passes through, other refusals become ``UsageError``."""
     try:
         saved_meta = checkpoints.read_meta(step)
-        changed = ckpt_lib.check_compatible(_with_defaults(saved_meta), meta,
-                                            config_lib.RESUME_FROZEN, where=where)
+        check_compatible(_meta_with_defaults(saved_meta), meta, config_lib.RESUME_FROZEN,
+                         where=where)
         got, restored, cur_json = _restore_train_state(checkpoints, target.train_state,
                                                        saved_meta.get(STATE_VERSION_KEY),
                                                        target.config.ppo, step)
         stall_json = checkpoints.read_item(STALL_ITEM, step)
-    except ckpt_lib.CorruptCheckpoint:
+    except CorruptCheckpoint:
         raise
-    except ckpt_lib.CheckpointError as err:
+    except CheckpointError as err:
         raise UsageError(str(err)) from None
     assert got == step, (got, step)
-    return saved_meta, changed, restored, cur_json, stall_json
+    return saved_meta, restored, cur_json, stall_json
 
 
-def _with_defaults(saved_meta: Mapping[str, Any]) -> dict[str, Any]:
+def _meta_with_defaults(saved_meta: Mapping[str, Any]) -> dict[str, Any]:
     """``saved_meta`` with its config's keys added to the schema since at their defaults (a
-    checkpoint written before ``demo.demo_paths`` existed is the same one-demo run); as saved
-    if the config no longer reads."""
-    from jax_reset import config as config_lib
-
-    try:
-        config = config_lib.to_dict(config_lib.from_dict(config_lib.Config,
-                                                         saved_meta.get("config", {})))
-    except config_lib.ConfigError:
-        return dict(saved_meta)
-    return {**saved_meta, "config": config}
+    checkpoint written before ``demo.demo_paths`` existed is the same one-demo run)."""
+    return {**saved_meta, "config": config_lib.with_defaults(saved_meta.get("config", {}))}
 
 
 def _run_state(target: RunState, saved_meta: Mapping[str, Any], restored: Mapping[str, Any],
                cur_json: Mapping[str, Any], stall_json: Mapping[str, Any] | None, step: int,
                where: str) -> RunState:
-    from jax_reset import curriculum as cur
-    from jax_reset.ppo import update as ppo_update
-
     got = {k: int(restored["counters"][k]) for k in COUNTERS}
     assert got["update"] == step, (got, step)
     try:
@@ -198,10 +197,9 @@ def _run_state(target: RunState, saved_meta: Mapping[str, Any], restored: Mappin
             raise UsageError(f"{where}: checkpoint {step}: {err}") from None
     ppo = target.config.ppo
     lr, ent = stall_lib.hyperparams(ppo.learning_rate, ppo.ent_coef, stall)
-    train_state = ppo_update.with_hyperparams(restored["train_state"], lr, ent)
+    train_state = ppo_state.with_hyperparams(restored["train_state"], lr, ent)
     return dataclasses.replace(target, train_state=train_state, curriculum=curriculum,
-                               stall=stall, runtime=dict(saved_meta.get(RUNTIME_KEY, {})),
-                               **got)
+                               stall=stall, **got)
 
 
 def _restore_train_state(checkpoints: Checkpoints, train_state: Any, version: int | None,
@@ -211,11 +209,8 @@ def _restore_train_state(checkpoints: Checkpoints, train_state: Any, version: in
     newest), whatever the ``TrainState`` layout it was written with
     (``ppo.update.TRAIN_STATE_VERSION``; one that does not say is tried as today's, then as
     version 1)."""
-    from jax_reset.checkpoint import CheckpointError, CorruptCheckpoint
-    from jax_reset.ppo import update as ppo_update
-
     counters = {k: np.asarray(0, np.int64) for k in COUNTERS}
-    if version in (None, ppo_update.TRAIN_STATE_VERSION):
+    if version in (None, ppo_state.TRAIN_STATE_VERSION):
         try:
             step, restored, cur_json, _ = checkpoints.restore(
                 {"train_state": train_state, "counters": counters}, step)
@@ -226,29 +221,22 @@ def _restore_train_state(checkpoints: Checkpoints, train_state: Any, version: in
             if version is not None:
                 raise
     step, restored, cur_json, _ = checkpoints.restore(
-        {"train_state": ppo_update.v1_target(train_state), "counters": counters}, step)
-    restored["train_state"] = ppo_update.lift_train_state(restored["train_state"], ppo)
+        {"train_state": ppo_state.v1_target(train_state), "counters": counters}, step)
+    restored["train_state"] = ppo_state.lift_train_state(restored["train_state"], ppo)
     return step, restored, cur_json
 
 
 def load_params(run_dir: Path, checkpoint: str = "latest",
-                report: Callable[[str], None] | None = None,
-                ) -> tuple[int, dict[str, Any], Config, Any]:
+                report: Callable[[str], None] | None = _stderr,
+                ) -> tuple[int, dict[str, Any], config_lib.Config, Any]:
     """(step, meta, config, parameters) of a checkpoint ("latest", "best" or an update number):
     what evaluation needs, from the run directory alone (read only: nothing is written).
     "latest" is the newest that restores; each newer one that does not is named by ``report``
     (default: stderr) in one line. Raises ``UsageError`` (one line)."""
-    import sys
-
-    from jax_reset import checkpoint as ckpt_lib
-
     folder = run_dir / CHECKPOINT_DIR
     if not folder.is_dir():
         raise UsageError(f"{run_dir}: not a run directory (no {CHECKPOINT_DIR}/ folder)")
-    if report is None:
-        def report(line: str) -> None:
-            print(line, file=sys.stderr, flush=True)
-    checkpoints = ckpt_lib.Checkpoints(folder, read_only=True)
+    checkpoints = Checkpoints(folder, read_only=True)
     try:
         if checkpoint in ("latest", "best"):
             step = (checkpoints.latest_step() if checkpoint == "latest"
@@ -264,42 +252,30 @@ def load_params(run_dir: Path, checkpoint: str = "latest",
         if checkpoint != "latest":
             try:
                 return _load_params_at(checkpoints, run_dir, step)
-            except ckpt_lib.CorruptCheckpoint as err:
+            except CorruptCheckpoint as err:
                 raise UsageError(str(err)) from None
-        steps = checkpoints.steps()[::-1]
-        for i, s in enumerate(steps):
-            try:
-                return _load_params_at(checkpoints, run_dir, s)
-            except ckpt_lib.CorruptCheckpoint as err:
-                if i == len(steps) - 1:
-                    raise UsageError(f"{run_dir}: no checkpoint restores (tried "
-                                     f"{', '.join(map(str, steps))}; the last: {err})") from None
-                report(f"{err}: trying checkpoint {steps[i + 1]}")
-        raise UsageError(f"{run_dir}: no checkpoint saved yet")
+        return _newest_readable(checkpoints.steps()[::-1],
+                                lambda s: _load_params_at(checkpoints, run_dir, s),
+                                str(run_dir), report)
     finally:
         checkpoints.close()
 
 
 def _load_params_at(checkpoints: Checkpoints, run_dir: Path, step: int,
-                    ) -> tuple[int, dict[str, Any], Config, Any]:
+                    ) -> tuple[int, dict[str, Any], config_lib.Config, Any]:
     """``load_params`` of one step; ``CorruptCheckpoint`` passes through."""
-    import jax
-
-    from jax_reset import checkpoint as ckpt_lib
-    from jax_reset import config as config_lib
-    from jax_reset.ppo.update import create_train_state
-
     try:
         meta = checkpoints.read_meta(step)
-        config = config_lib.from_dict(config_lib.Config, meta["config"])
-        _, state = create_train_state(config.network, config.ppo, config.env.obs_shape,
-                                      int(meta["num_actions"]), jax.random.PRNGKey(0))
+        config = config_tree.from_dict(config_lib.Config, meta["config"])
+        _, state = ppo_state.create_train_state(config.network, config.ppo,
+                                                 config.env.obs_shape,
+                                                 int(meta["num_actions"]),
+                                                 jax.random.PRNGKey(0))
         # The whole state restores (the tree must match); only the parameters are kept.
         _, restored, _ = _restore_train_state(checkpoints, state, meta.get(STATE_VERSION_KEY),
                                               config.ppo, step)
-    except ckpt_lib.CorruptCheckpoint:
+    except CorruptCheckpoint:
         raise
-    except (ckpt_lib.CheckpointError, config_lib.ConfigError, KeyError) as err:
+    except (CheckpointError, config_tree.ConfigError, KeyError) as err:
         raise UsageError(f"{run_dir}: cannot load checkpoint {step}: {err}") from None
     return step, meta, config, restored["train_state"].params
-

@@ -40,7 +40,7 @@ class RunLock:
     """``with RunLock(run_dir):`` holds the run directory's lock (creating both if needed).
 
     Raises ``LockHeld`` at once when another process holds it (no waiting), and ``OSError``
-    when the directory cannot take the file (read-only, full: ``jax_reset.disk`` words it).
+    when the directory cannot take the file (read-only, full: ``jax_reset.run.disk`` words it).
     """
 
     def __init__(self, run_dir: Path) -> None:

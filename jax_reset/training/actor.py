@@ -1,5 +1,5 @@
 """Acting: the ``Actor`` steps the pool with the policy and collects rollouts (how they reach
-the learner, in turn or overlapped: ``jax_reset.rollout_source``).
+the learner, in turn or overlapped: ``jax_reset.training.rollout_source``).
 
 The pool belongs to whichever thread acts; starting points set from the learner's thread are
 applied at the start of the rollout they name (the pool only accepts them between steps).
@@ -61,6 +61,19 @@ def _concat_carry(carries: list[Any]) -> Any:
     return jax.tree.map(lambda *c: np.concatenate([np.asarray(x) for x in c]), *carries)
 
 
+@dataclasses.dataclass(frozen=True)
+class WarmUp:
+    """How an episode that starts from a demo state warms the recurrent state up: a scan of
+    ``fn`` (``ppo.warmup.make_warmup_fn(network)``) over the ``steps`` agent steps of demo
+    before its start, read from ``histories`` (one ``DemoHistory`` per demo, in ``demo.paths``
+    order: each environment warms up on its own demo's, ``pool.env_demo``). No histories or
+    0 steps: episodes start from zeros."""
+
+    histories: Sequence[DemoHistory] = ()
+    fn: Any = None
+    steps: int = 0
+
+
 class Actor:
     """Steps the pool with the policy; keeps the acting state (observations, recurrent state,
     the action already computed for the next step) between rollouts. Owned by one thread at a
@@ -81,11 +94,8 @@ class Actor:
       rollout_steps, burn_in_steps: T, and the steps before the end whose entering state is the
         next update's burn-in (``ppo.data.assemble_batch``).
       act_key: the acting key; rollout i draws from ``fold_in(act_key, i)`` (resumable).
-      history: the demo's observations for warm starts (None: episodes start from zeros); with
-        several demos one ``DemoHistory`` per demo, in ``demo.paths`` order (each environment
-        warms up on its own demo's, ``pool.env_demo``).
-      warmup_fn: ``ppo.warmup.make_warmup_fn(network)``.
-      warmup_steps: agent steps of demo before each start that warm the state up.
+      warmup: how episodes that start from a demo state warm the recurrent state up
+        (``WarmUp``; None: they start from zeros).
       env_groups: G, the groups inference and stepping are split into (``train.env_groups``).
       pipelined: with G > 1, overlap a group's emulation with the next group's inference;
         False: infer every group, then step all environments at once (for tests and benches).
@@ -93,8 +103,7 @@ class Actor:
 
     def __init__(self, pool: Any, act_fn: Any, network_config: Any, rollout_steps: int,
                  burn_in_steps: int, act_key: jax.Array,
-                 history: DemoHistory | Sequence[DemoHistory] | None = None,
-                 warmup_fn: Any = None, warmup_steps: int = 0, env_groups: int = 1,
+                 warmup: WarmUp | None = None, env_groups: int = 1,
                  pipelined: bool = True) -> None:
         self.pool, self.act_fn = pool, act_fn
         self.t, self.k = rollout_steps, burn_in_steps
@@ -108,12 +117,11 @@ class Actor:
         self._carries = [init_carry(network_config, g.stop - g.start) for g in self.groups]
         self._carry_shapes = init_carry(network_config, pool.num_envs)  # all environments'
         # Warm starts need a recurrent core, stored demo observations and a history length.
-        self.histories: list[DemoHistory] = (
-            [] if history is None else [history] if isinstance(history, DemoHistory)
-            else list(history))
+        warmup = warmup or WarmUp()
+        self.histories: list[DemoHistory] = list(warmup.histories)
+        warmup_fn, warmup_steps = warmup.fn, warmup.steps
         self.warm = (bool(self.histories) and warmup_steps > 0
                      and bool(jax.tree.leaves(self._carries[0])))
-        self.history = self.histories[0] if self.histories else None
         self.warmup_fn, self.warmup_steps = warmup_fn, warmup_steps
         # Each environment's demo (an index into the histories; all 0 with one demo).
         self.env_demo = np.asarray(getattr(pool, "env_demo", np.zeros(pool.num_envs, np.int64)))

@@ -1,8 +1,7 @@
 """The housekeeping of a checkpoint folder's files that Orbax's manager does not do, run by
 process 0 only (the folder is shared by every process): removing the temporary folders of
 interrupted or failed saves, and moving steps aside (``<folder>-set-aside/``, kept) when a run
-continues from an older checkpoint. ``jax_reset.checkpoint.Checkpoints`` calls these and
-re-exports ``SET_ASIDE_SUFFIX``.
+continues from an older checkpoint. ``jax_reset.run.checkpoint.Checkpoints`` calls these.
 """
 
 from __future__ import annotations

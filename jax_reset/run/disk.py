@@ -20,6 +20,8 @@ import os
 import shutil
 from pathlib import Path
 
+from jax_reset.run.layout import CHECKPOINT_DIR
+
 DISK_FULL = "disk full"
 READ_ONLY = "read-only file system"
 DENIED = "permission denied"
@@ -29,7 +31,6 @@ _ERRNOS = {errno.ENOSPC: DISK_FULL, errno.EDQUOT: DISK_FULL, errno.EROFS: READ_O
 _WORDS = (("No space left on device", DISK_FULL), ("RESOURCE_EXHAUSTED", DISK_FULL),
           ("Disk quota exceeded", DISK_FULL), ("Read-only file system", READ_ONLY),
           ("Permission denied", DENIED), ("PERMISSION_DENIED", DENIED))
-CHECKPOINT_DIR = "checkpoints"  # as run_dir.CHECKPOINT_DIR (run_dir imports this module)
 
 
 class WriteError(RuntimeError):
