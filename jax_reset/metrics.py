@@ -22,6 +22,7 @@ import contextlib
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -33,6 +34,7 @@ from tensorboardX import SummaryWriter
 
 from jax_reset.config_tree import atomic_write
 from jax_reset.curriculum import MAX_STARTING_POINT
+from jax_reset.run import disk
 
 NAMESPACES = ("train/", "curriculum/", "env/", "timing/", "actor/", "eval/")
 JSONL_NAME = "metrics.jsonl"
@@ -89,6 +91,30 @@ ACTOR_WARMUP_S = "actor/warmup_s"
 ACTOR_ENV_STEP_S = "actor/env_step_s"
 ACTOR_WAIT_S = "actor/wait_s"
 POLICY_LAG = "actor/policy_lag"
+
+
+# TensorBoard's event queue (events, one per scalar): far more than one update logs.
+_TB_QUEUE = 10_000
+# Exceptions that ended a TensorBoard writer thread, until its MetricsWriter reports them.
+_THREAD_ERRORS: dict[threading.Thread, BaseException] = {}
+
+
+def _catch_tensorboard_thread_errors() -> None:
+    """Makes a TensorBoard writer thread's failure a value the ``MetricsWriter`` reports in one
+    line, instead of a traceback printed from the thread while the trainer blocks on its queue.
+    Installed once; every other thread's exception goes to the hook before it."""
+    if getattr(threading.excepthook, "_jax_reset_tensorboard", False):
+        return
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if type(args.thread).__name__ == "_EventLoggerThread" and args.exc_value is not None:
+            _THREAD_ERRORS[args.thread] = args.exc_value
+            return
+        previous(args)
+
+    hook._jax_reset_tensorboard = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 @contextlib.contextmanager
@@ -149,7 +175,11 @@ class MetricsWriter:
         self._tb = None
         if tensorboard:
             purge = None if resume_update is None else resume_update + 1
-            self._tb = SummaryWriter(str(self.run_dir / TB_DIR), purge_step=purge, flush_secs=30)
+            # A queue that one update's scalars never fill: with the writer thread checked
+            # before each update's writes (``_check_tensorboard``), a put never blocks.
+            self._tb = SummaryWriter(str(self.run_dir / TB_DIR), purge_step=purge, flush_secs=30,
+                                     max_queue=_TB_QUEUE)
+            _catch_tensorboard_thread_errors()
 
     def _set_aside_after(self, update: int) -> int:
         rows = read_jsonl(self.path)
@@ -172,22 +202,67 @@ class MetricsWriter:
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
         if self._tb is not None:
+            self._check_tensorboard()
             for key, value in values.items():
                 if value is not None:  # an empty mean (no episode ended) is a gap, not a NaN
                     self._tb.add_scalar(key, value, int(update))
         return row
 
+    def _tensorboard_thread(self) -> threading.Thread | None:
+        """tensorboardX's event-writing thread (None if its layout changed: pinned by
+        tests/test_metrics.py)."""
+        file_writer = getattr(self._tb, "file_writer", None)
+        return getattr(getattr(file_writer, "event_writer", None), "_worker", None)
+
+    def _check_tensorboard(self) -> None:
+        """Raises once TensorBoard's writer thread has died (a full disk, a file system that
+        failed): its queue would fill and block the trainer for good. The error is one line
+        (``disk.WriteError`` for a file-system failure); the writer is dropped."""
+        thread = self._tensorboard_thread()
+        if thread is None or thread.is_alive():
+            return
+        self._drop_tensorboard()  # closing it would block on the dead thread's queue
+        err = _THREAD_ERRORS.pop(thread, None)
+        kind = disk.problem(err)
+        if kind is not None:
+            raise disk.WriteError(disk.message(kind, self.run_dir / TB_DIR, self.run_dir))
+        raise RuntimeError(f"TensorBoard's event writer stopped: {err!r}")
+
     def flush(self) -> None:
         self._file.flush()
         if self._tb is not None:
+            self._check_tensorboard()
             self._tb.flush()
 
+    def _drop_tensorboard(self) -> None:
+        """Forgets a TensorBoard writer that cannot write any more, without the flush its own
+        clean-up at exit would try again (a traceback per try on a full disk)."""
+        file_writer = getattr(self._tb, "file_writer", None)
+        event_writer = getattr(file_writer, "event_writer", None)
+        if event_writer is not None:
+            event_writer._closed = True
+        self._tb = None
+
     def close(self) -> None:
+        """Closes both writers; a file-system failure on the way is raised once both are
+        closed (the first one)."""
+        failure: OSError | None = None
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as err:
+                failure = err
         if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+            thread = self._tensorboard_thread()
+            try:
+                if thread is None or thread.is_alive():
+                    self._tb.close()
+            except OSError as err:
+                failure = failure or err
+            finally:
+                self._drop_tensorboard()
+        if failure is not None:
+            raise failure
 
     def __enter__(self) -> MetricsWriter:
         return self

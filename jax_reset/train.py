@@ -53,7 +53,7 @@ from jax_reset.envs import PoolError
 from jax_reset.parallel import distributed as dist
 from jax_reset.parallel.placement import ask_for_host_devices, host_device_count
 from jax_reset.run import disk
-from jax_reset.run.layout import CONFIG_NAME, UsageError
+from jax_reset.run.layout import CONFIG_NAME, RunFailure, UsageError
 from jax_reset.run.lock import LockHeld, RunLock
 from jax_reset.run.request import Request, check_request, profile_window
 
@@ -169,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (*bad_input, LockHeld) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        except RunFailure as err:  # diverged, or a state that cannot be saved: one line
+            print(f"error: {err}", file=sys.stderr)
+            return 1
         except PoolError as err:  # a worker died, raised or hangs: its message says which
             print(f"error: environment pool: {err}", file=sys.stderr)
             return 1
@@ -199,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args, take_lock=jax.process_index() == 0)
     except (*bad_input, LockHeld) as err:
         dist.exit_now(2, f"{who}: {err}")
+    except RunFailure as err:
+        dist.exit_now(1, f"{who}: {err}")
     except PoolError as err:
         dist.exit_now(1, f"{who}: environment pool: {err}")
     except KeyboardInterrupt:

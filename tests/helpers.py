@@ -3,12 +3,16 @@ other): a short Pong demo for multi-demo runs, and acting step by step like the 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 from jax_reset import demos
 from jax_reset.ppo.synthetic import TINY_OBS_SHAPE, random_transition
@@ -71,3 +75,24 @@ def collect_rollout(act, warmup, params, cfg, ppo, carry, rng, key, first):
     nxt = random_transition(rng, 1, b, TINY_OBS_SHAPE, A)
     boot = act(params, nxt.obs[0], nxt.episode_start[0], nxt.entropy_boost[0], carry, key)
     return tr, np.asarray(boot.value), tail_carry, carry
+
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+@contextlib.contextmanager
+def mounted(where: Path, *options: str, source: str = "tmpfs") -> Iterator[Path]:
+    """A real mount (root only); skipped outside CI when mounting is not permitted."""
+    where.mkdir(parents=True, exist_ok=True)
+    args = ["-t", "tmpfs", "-o", ",".join(options), "tmpfs"] if source == "tmpfs" else [
+        "--bind", source]
+    ok = os.geteuid() == 0 and subprocess.run(["mount", *args, str(where)],
+                                              capture_output=True).returncode == 0
+    if not ok:
+        if IN_CI:
+            pytest.fail("CI runs as root and must be able to mount (tmpfs, bind)")
+        pytest.skip("needs root and permission to mount (runs in CI)")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

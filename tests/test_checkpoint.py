@@ -21,6 +21,8 @@ from jax_reset.curriculum import MAX_STARTING_POINT, CurriculumConfig
 from jax_reset.run.checkpoint import Checkpoints
 from jax_reset.run.checkpoint_meta import (
     CheckpointError,
+    CorruptCheckpoint,
+    NonFiniteState,
     check_compatible,
     make_meta,
     network_shape,
@@ -76,6 +78,38 @@ def test_round_trip(tmp_path: Path) -> None:
     assert type(restored["opt_state"][0]).__name__ == "ScaleByAdamState"
     assert int(restored["agent_steps"]) == 2**40 + 7
     assert cur.equal(cur.from_json(cur_json), curriculum)
+
+
+def test_array_data_that_fail_their_checksums_are_a_corrupt_checkpoint(tmp_path: Path) -> None:
+    """Bytes inverted in the middle of the state's array data: the files still read, and
+    without checksums the restore returned the altered weights without a word."""
+    state = make_state(hidden=256, seed=1, step=3)
+    meta = make_meta(config_dict(), state["params"], game="Pong")
+    curriculum = cur.to_json(cur.init(4, 500, CurriculumConfig()))
+    with Checkpoints(tmp_path / "ckpt", keep_last=2, async_save=False) as ckpt:
+        assert ckpt.save(3, state, curriculum, meta, metrics={MAX_STARTING_POINT: 499})
+    data = max((tmp_path / "ckpt" / "3" / "state" / "ocdbt.process_0" / "d").iterdir(),
+               key=lambda p: p.stat().st_size)
+    raw = bytearray(data.read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + 64] = bytes(b ^ 0xFF for b in raw[mid:mid + 64])
+    data.write_bytes(bytes(raw))
+    with Checkpoints(tmp_path / "ckpt", read_only=True) as ckpt, pytest.raises(
+            CorruptCheckpoint, match=r"checkpoint 3 .* do not match their checksums"):
+        ckpt.restore(make_state(hidden=256))
+
+
+def test_a_state_with_nan_or_inf_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    state = make_state(step=5)
+    bad = {**state, "params": {**state["params"], "head": {"kernel": jnp.full((8, 3), jnp.nan)}}}
+    meta = make_meta(config_dict(), state["params"], game="Pong")
+    curriculum = cur.to_json(cur.init(4, 500, CurriculumConfig()))
+    with Checkpoints(tmp_path / "ckpt", keep_last=2) as ckpt:
+        assert ckpt.save(5, state, curriculum, meta, metrics={MAX_STARTING_POINT: 499})
+        with pytest.raises(NonFiniteState, match=r"'params/head/kernel'.*last checkpoint: 5"):
+            ckpt.save(6, bad, curriculum, meta, metrics={MAX_STARTING_POINT: 499})
+        ckpt.wait()
+        assert ckpt.steps() == [5]
 
 
 def test_extra_json_items_are_optional_per_step(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import struct
@@ -128,3 +129,38 @@ def test_progress_display_shows_times_and_the_curriculum_rate() -> None:
     out = live.getvalue()
     assert "update 21 of 1,000" in out and "ETA 8:09:30" in out
     assert "moved 600 frames (7,200 frames/h)" in out  # 600 frames in 300 s
+
+
+def test_a_dead_tensorboard_writer_is_one_error_not_a_hang(tmp_path: Path) -> None:
+    """TensorBoard's writer thread dies on a full file system (here only ``tb/`` is full): the
+    next writes raise ``disk.WriteError`` naming ``tb/`` instead of blocking on its queue, and
+    closing neither blocks nor flushes into the full disk again."""
+    import threading
+
+    from jax_reset.run import disk
+    from tests.helpers import mounted
+
+    with mounted(tmp_path / "tb", "size=64k") as tb:
+        (tb / "filler").write_bytes(b"\0" * 60_000)  # room for the event file's header only
+        outcome: dict[str, object] = {}
+
+        def log() -> None:
+            writer = MetricsWriter(tmp_path)
+            try:
+                for u in range(1, 100_000):
+                    writer.write(u, {f"train/k{i}": float(u) for i in range(40)})
+            except Exception as err:  # the one error, whichever write meets it
+                outcome["error"] = err
+            finally:
+                with contextlib.suppress(OSError):
+                    writer.close()
+                outcome["closed"] = True
+
+        thread = threading.Thread(target=log, daemon=True)
+        thread.start()
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "the writer blocked on a full disk"
+        err = outcome.get("error")
+        assert outcome.get("closed") and err is not None
+        line = disk.one_line(err, tmp_path)
+        assert line is not None and line.startswith(f"disk full writing {tb}"), repr(err)

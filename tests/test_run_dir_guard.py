@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,7 @@ from jax_reset.metrics import read_jsonl
 from jax_reset.run.checkpoint import Checkpoints
 from jax_reset.run.lock import RunLock, holder
 from tests.conftest import REPO, SMOKE, copy_run, train_cmd, wait_for_update
-
-IN_CI = bool(os.environ.get("CI"))
+from tests.helpers import mounted
 
 
 @pytest.fixture(scope="module")
@@ -55,15 +53,20 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
 
 def corrupt(run_dir: Path, step: int, how: str) -> None:
     folder = run_dir / "checkpoints" / str(step)
-    if how == "truncate":  # the largest array file of the state, cut short
-        data = max((folder / "state" / "ocdbt.process_0" / "d").iterdir(),
-                   key=lambda p: p.stat().st_size)
+    data = max((folder / "state" / "ocdbt.process_0" / "d").iterdir(),
+               key=lambda p: p.stat().st_size)  # the largest array file of the state
+    if how == "truncate":  # cut short
         os.truncate(data, 100)
+    elif how == "flip":  # 64 bytes in the middle of the array data inverted: the files read
+        raw = bytearray(data.read_bytes())
+        mid = len(raw) // 2
+        raw[mid:mid + 64] = bytes(b ^ 0xFF for b in raw[mid:mid + 64])
+        data.write_bytes(bytes(raw))
     else:
         (folder / "meta" / "metadata").write_text("garbage{")
 
 
-@pytest.mark.parametrize("how", ["truncate", "garbage_meta"])
+@pytest.mark.parametrize("how", ["truncate", "garbage_meta", "flip"])
 def test_resume_falls_back_past_a_corrupted_checkpoint(base_run: Path, tmp_path: Path,
                                                        env: dict[str, str], how: str) -> None:
     run_dir = copy_run(base_run, tmp_path / "run")
@@ -81,10 +84,11 @@ def test_resume_falls_back_past_a_corrupted_checkpoint(base_run: Path, tmp_path:
         assert ckpt.steps() == [4, 5]  # the last 2 (keep_last=2), the best among them
 
 
+@pytest.mark.parametrize("how", ["truncate", "flip"])
 def test_evaluate_falls_back_and_an_explicit_corrupt_one_is_one_line(
-        base_run: Path, tmp_path: Path, env: dict[str, str]) -> None:
+        base_run: Path, tmp_path: Path, env: dict[str, str], how: str) -> None:
     run_dir = copy_run(base_run, tmp_path / "run")
-    corrupt(run_dir, 4, "truncate")
+    corrupt(run_dir, 4, how)
     cmd = [sys.executable, "-m", "jax_reset.evaluate", "--run-dir", str(run_dir),
            "--protocol", "plain", "--episodes", "1", "--envs", "1", "--json"]
     done = run(cmd, env)
@@ -205,28 +209,21 @@ def test_a_directory_left_before_config_json_takes_a_new_run(
 # ---- rows 4 and 5: a full disk, a read-only directory --------------------------------------
 
 
-@contextlib.contextmanager
-def mounted(where: Path, *options: str, source: str = "tmpfs") -> Iterator[Path]:
-    """A real mount (root only); skipped outside CI when mounting is not permitted."""
-    where.mkdir(parents=True, exist_ok=True)
-    args = ["-t", "tmpfs", "-o", ",".join(options), "tmpfs"] if source == "tmpfs" else [
-        "--bind", source]
-    ok = os.geteuid() == 0 and subprocess.run(["mount", *args, str(where)],
-                                              capture_output=True).returncode == 0
-    if not ok:
-        if IN_CI:
-            pytest.fail("CI runs as root and must be able to mount (tmpfs, bind)")
-        pytest.skip("needs root and permission to mount (runs in CI)")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 def fill(fs: Path, leave_bytes: int) -> None:
     free = shutil.disk_usage(fs).free
     with (fs / "filler").open("wb") as f:
         f.write(os.urandom(max(free - leave_bytes, 0)))
+
+
+def fill_up(fs: Path) -> None:
+    """Fills ``fs`` to the last byte while a trainer writes to it too."""
+    with (fs / "filler").open("wb", buffering=0) as f:
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 65536)
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 512)
 
 
 def test_disk_full_is_one_line_before_the_start(base_run: Path, tmp_path: Path,
@@ -277,3 +274,57 @@ def test_read_only_run_directory_is_one_line(base_run: Path, tmp_path: Path,
             line = one_error_line(done)
             assert done.returncode == code and "read-only file system writing" in line, line
             assert took < 10, took
+
+
+def test_disk_full_between_checkpoints_ends_the_run_with_one_line(
+        base_run: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    """The disk fills while the run logs and no checkpoint is due: the metrics writers (the
+    JSON lines, TensorBoard's writer thread) fail; the run ends with the one line, in bounded
+    time, and the last checkpoint stays (it used to hang for good, deaf to SIGTERM)."""
+    with mounted(tmp_path / "fs", "size=4m") as fs:
+        run_dir = copy_run(base_run, fs / "run")
+        job = subprocess.Popen(
+            train_cmd("--run-dir", str(run_dir), "--resume", "train.total_updates=100000",
+                      "train.checkpoint_every=100000"),
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for_update(job, run_dir, 6, timeout_s=120)
+            fill_up(fs)
+            try:
+                out, err = job.communicate(timeout=90)
+            except subprocess.TimeoutExpired:
+                job.send_signal(signal.SIGTERM)
+                try:
+                    job.communicate(timeout=30)
+                    pytest.fail("the run hung on a full disk (SIGTERM ended it)")
+                except subprocess.TimeoutExpired:
+                    pytest.fail("the run hung on a full disk and ignored SIGTERM")
+        finally:
+            if job.poll() is None:
+                job.kill()
+                job.communicate()
+        line = one_error_line(subprocess.CompletedProcess(job.args, job.returncode, out, err))
+        assert job.returncode == 1 and line.startswith("error: disk full writing"), line
+        assert line.endswith("last checkpoint: 4") and "Traceback" not in out + err, line
+        with Checkpoints(run_dir / "checkpoints", read_only=True) as ckpt:
+            assert ckpt.steps() == [2, 4] and ckpt.read_meta(4)["format"] == 1
+
+
+def test_a_diverged_update_stops_the_run_and_keeps_the_last_good_checkpoint(
+        base_run: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    """A learning rate of 1e38 blows the parameters up at the first update after the resume; the
+    next one's loss is not finite: the run stops with one line naming the last checkpoint,
+    saves nothing more and deletes nothing (it used to train on, saving non-finite checkpoints
+    until retention had deleted the good ones)."""
+    run_dir = copy_run(base_run, tmp_path / "run")
+    done = run(train_cmd("--run-dir", str(run_dir), "--resume", "train.total_updates=40",
+                         "train.checkpoint_every=1", "ppo.learning_rate=1e38"), env)
+    line = one_error_line(done)
+    assert done.returncode == 1 and line.startswith("error: update "), line
+    assert "not finite" in line and "last checkpoint: " in line, line
+    with Checkpoints(run_dir / "checkpoints", read_only=True) as ckpt:
+        steps = ckpt.steps()
+        assert steps[:2] == [2, 4] and int(line.split("last checkpoint: ")[1].split()[0]) == (
+            steps[-1])
+        diverged_at = int(line.split()[2].rstrip(":"))
+        assert steps[-1] < diverged_at <= 40, (steps, line)

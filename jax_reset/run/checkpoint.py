@@ -1,14 +1,17 @@
 """Orbax checkpoints of a run: ``Checkpoints`` over a run's ``checkpoints/`` folder.
 
-A checkpoint step (the update counter) holds four items (``stall`` optional):
+A checkpoint step (the update counter) holds five items (``stall`` and ``digests`` optional):
 
 * ``state``: the training state pytree (parameters, optimizer state, counters, RNG), saved with
   ``ocp.args.StandardSave``. Counters must be arrays (``np.asarray(n, np.int64)``), RNG keys raw
   ``uint32`` arrays (``jax.random.PRNGKey`` or ``jax.random.key_data``).
 * ``curriculum``: the controller's state as JSON (``jax_reset.curriculum.to_json``).
 * ``EXTRA_JSON_ITEMS`` (``stall``: ``jax_reset.curriculum.stall.to_json``): further JSON state
-  items, each
-  optional (a checkpoint written before one existed lacks it: ``read_item`` returns None).
+  items, each optional (a checkpoint written before one existed lacks it: ``read_item``
+  returns None).
+* ``digests``: the sha256 of every array of ``state``; a restore compares them, so flipped bytes
+  in the array data are a corrupt checkpoint rather than silently altered weights. A state
+  holding NaN or infinite values is refused before anything is written (``NonFiniteState``).
 * ``meta``: the resolved config and the network's shape (every parameter's path, shape and
   dtype), so a run directory alone says what it holds and a mismatched resume is refused.
 
@@ -19,11 +22,11 @@ deleted only once the newer ones it makes redundant have been read back after th
 ``meta`` and ``curriculum`` items and the state's array index; see ``_read_back``), so a save
 that went wrong (a full disk, a file system that failed) never costs the last good checkpoint.
 
-A checkpoint that cannot be read (truncated or garbled files) raises ``CorruptCheckpoint``,
-naming it in one line, so that callers can fall back to an older one; a save that fails for a
-reason of the file system raises ``jax_reset.run.disk.WriteError`` (``disk full writing <path>;
-last checkpoint: <N>``) instead of Orbax's cascade of tracebacks. Orbax is not thread-safe:
-every call here must come from the main thread.
+A checkpoint that cannot be read (truncated or garbled files, arrays that fail their checksums)
+raises ``CorruptCheckpoint``, naming it in one line, so that callers can fall back to an older
+one; a save that fails for a reason of the file system raises ``jax_reset.run.disk.WriteError``
+(``disk full writing <path>; last checkpoint: <N>``) instead of Orbax's cascade of tracebacks.
+Orbax is not thread-safe: every call here must come from the main thread.
 """
 
 from __future__ import annotations
@@ -46,9 +49,13 @@ from jax_reset import config_tree
 from jax_reset.curriculum import MAX_STARTING_POINT
 from jax_reset.run import checkpoint_files, disk
 from jax_reset.run.checkpoint_meta import (
+    DIGESTS_FORMAT,
     CheckpointError,
     CorruptCheckpoint,
+    NonFiniteState,
     abstract_leaf,
+    array_digests,
+    check_digests,
     check_tree,
     first_line,
     savable_leaf,
@@ -58,6 +65,9 @@ from jax_reset.run.layout import CHECKPOINT_DIR
 # JSON items a step may hold besides ``curriculum`` and ``meta`` (passed to ``save`` as
 # ``extra``); registered so that a fresh manager can read them back.
 EXTRA_JSON_ITEMS = ("stall",)
+# The sha256 of every array of ``state``, written by each save and compared by each restore
+# (a checkpoint written before it existed lacks it and restores unchecked).
+DIGESTS_ITEM = "digests"
 
 # Orbax logs each failed background write with a traceback; the failure is reported once.
 logging.getLogger("absl").addFilter(disk.QuietWriteFailures())
@@ -126,7 +136,8 @@ class Checkpoints:
         handlers = {"state": ocp.StandardCheckpointHandler(),
                     "curriculum": ocp.JsonCheckpointHandler(),
                     "meta": ocp.JsonCheckpointHandler(),
-                    **{name: ocp.JsonCheckpointHandler() for name in EXTRA_JSON_ITEMS}}
+                    **{name: ocp.JsonCheckpointHandler()
+                       for name in (*EXTRA_JSON_ITEMS, DIGESTS_ITEM)}}
         self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               item_handlers=handlers)
         # Steps found on opening count as read back (they were when written); a new save
@@ -185,10 +196,16 @@ class Checkpoints:
         if step in self._manager.all_steps():
             return False
         state = jax.tree.map(savable_leaf, state)
+        digests, non_finite = array_digests(state)
+        if non_finite:
+            raise NonFiniteState(f"{self.directory}/{step}: {len(non_finite)} arrays hold NaN or "
+                                 f"infinite values (e.g. '{non_finite[0]}'): not saved; last "
+                                 f"checkpoint: {self._last_checked()}")
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             curriculum=ocp.args.JsonSave(dict(curriculum)),
             meta=ocp.args.JsonSave(dict(meta)),
+            **{DIGESTS_ITEM: ocp.args.JsonSave({"format": DIGESTS_FORMAT, "sha256": digests})},
             **{name: ocp.args.JsonSave(dict(item)) for name, item in extra.items()},
         )
         try:
@@ -353,18 +370,25 @@ class Checkpoints:
 
         ``target`` is a state of the same structure (e.g. a freshly initialised one, or its
         ``jax.ShapeDtypeStruct`` tree); restored arrays take its shapes, dtypes and shardings.
-        A checkpoint whose tree differs is refused with one line naming the first difference.
+        A checkpoint whose tree differs is refused with one line naming the first difference;
+        one whose arrays do not match the checksums saved with them raises
+        ``CorruptCheckpoint`` (a caller falls back as for unreadable files).
         """
         _require_main_thread("restore")
         step = self._step_or_latest(step)
         abstract = jax.tree.map(abstract_leaf, target)
         with self._reading(step):
             self._check_tree(step, abstract)
+            digests = DIGESTS_ITEM in self._manager.item_metadata(step)
             restored = self._manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract),
                 curriculum=ocp.args.JsonRestore(),
                 meta=ocp.args.JsonRestore(),
+                **({DIGESTS_ITEM: ocp.args.JsonRestore()} if digests else {}),
             ))
+            if digests:
+                check_digests(restored[DIGESTS_ITEM], restored["state"],
+                              f"checkpoint {step} in {self.directory}")
         return (step, restored["state"], restored["curriculum"],
                 self._readable_meta(step, restored["meta"]))
 

@@ -8,6 +8,7 @@ another network or frozen config (``check_compatible``) or holding another state
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,6 +18,7 @@ import orbax.checkpoint as ocp
 
 from jax_reset import config as config_lib
 from jax_reset import config_tree
+from jax_reset.run.layout import RunFailure
 
 META_FORMAT = 1
 
@@ -26,7 +28,51 @@ class CheckpointError(RuntimeError):
 
 
 class CorruptCheckpoint(CheckpointError):
-    """A checkpoint's files cannot be read back (truncated, garbled, missing); one line."""
+    """A checkpoint's files cannot be read back (truncated, garbled, missing, or array data
+    that no longer match their checksums); one line."""
+
+
+class NonFiniteState(CheckpointError, RunFailure):
+    """A state holding NaN or infinite values, refused before it is saved; one line."""
+
+
+DIGESTS_FORMAT = 1
+
+
+def _host_bytes(leaf: Any) -> np.ndarray:
+    """A leaf's values on the host: a replicated array's local copy (every process holds the
+    same one), a NumPy array or scalar as it is."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        leaf = leaf.addressable_data(0)
+    return np.ascontiguousarray(np.asarray(leaf))
+
+
+def array_digests(tree: Any) -> tuple[dict[str, str], list[str]]:
+    """({leaf path: sha256 of its bytes}, the paths of floating leaves holding a NaN or an
+    infinity) of a state tree. A checkpoint saves the digests beside its arrays and a restore
+    compares them: flipped bytes in the array data are a corrupt checkpoint, not silently
+    altered weights."""
+    digests, non_finite = {}, []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        name = "/".join(_key_name(k) for k in path)
+        values = _host_bytes(leaf)
+        digests[name] = hashlib.sha256(values.tobytes()).hexdigest()
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            non_finite.append(name)
+    return digests, non_finite
+
+
+def check_digests(saved: Mapping[str, Any], restored: Any, where: str) -> None:
+    """Raises ``CorruptCheckpoint`` when a restored leaf's bytes differ from the digest saved
+    with it (``saved``: the checkpoint's digests item)."""
+    expected = saved.get("sha256", {})
+    got, _ = array_digests(restored)
+    differ = sorted(name for name, digest in got.items()
+                    if name in expected and expected[name] != digest)
+    if differ:
+        raise CorruptCheckpoint(f"{where} cannot be used: its array data do not match their "
+                                f"checksums ({len(differ)} of {len(got)} arrays differ, e.g. "
+                                f"'{differ[0]}')")
 
 
 def first_line(err: BaseException, limit: int = 160) -> str:

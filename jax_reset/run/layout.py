@@ -28,6 +28,11 @@ class UsageError(ValueError):
     """Bad input found before anything is written; the message is one line."""
 
 
+class RunFailure(RuntimeError):
+    """A run that cannot go on (an update that diverged, a state that cannot be saved); the
+    message is one line, ending with the last checkpoint, which stays as it was."""
+
+
 def has_checkpoints(run_dir: Path) -> bool:
     """Whether ``run_dir/checkpoints/`` holds a complete checkpoint (a step folder)."""
     folder = run_dir / CHECKPOINT_DIR

@@ -46,7 +46,7 @@ from jax_reset.ppo.update import make_update
 from jax_reset.ppo.warmup import make_warmup_fn
 from jax_reset.run import state as run_state
 from jax_reset.run.checkpoint import Checkpoints
-from jax_reset.run.layout import PROCESSES_DIR, PROFILE_DIR
+from jax_reset.run.layout import PROCESSES_DIR, PROFILE_DIR, RunFailure
 from jax_reset.training.actor import Actor, Rollout, Stopped, WarmUp
 from jax_reset.training.rollout_source import RolloutSource, make_source
 
@@ -91,6 +91,10 @@ class LogWindow:
         elapsed = max(time.perf_counter() - self.t0, 1e-9)
         return {m.AGENT_STEPS_PER_S: self.agent_steps / elapsed,
                 **{k: v / n for k, v in self.sums.items()}}
+
+
+class TrainingDiverged(RunFailure):
+    """An update's loss or gradient norm is NaN or infinite; the message is one line."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,13 +237,31 @@ class Trainer:
         train_state, train_metrics = self.update_fn(self.state.train_state,
                                                     self.group.global_batch(batch))
         s = self.state
+        metrics = jax.device_get(train_metrics)
+        self._check_finite(s.update + 1, metrics)
         self.state = dataclasses.replace(
             s, train_state=train_state, update=s.update + 1, frames=s.frames + frames,
             agent_steps=s.agent_steps + self.sizes.agent_steps_per_update)
         return {**{m.UPDATE_METRICS[k]: float(v)
-                   for k, v in jax.device_get(train_metrics).items()},
+                   for k, v in metrics.items()},
                 **{m.HYPERPARAMS[k]: v  # the values in force
                    for k, v in current_hyperparams(train_state).items()}}
+
+    def _check_finite(self, update: int, metrics: dict[str, Any]) -> None:
+        """Raises ``TrainingDiverged`` when update ``update``'s loss or gradient norm is not
+        finite: its parameters (NaN once either is) are neither published nor saved, and the
+        newest checkpoint stays the run's last good state. The metrics are global, so every
+        process stops at the same update."""
+        bad = [k for k in ("loss", "grad_norm") if not np.isfinite(float(metrics[k]))]
+        if not bad:
+            return
+        checkpoints = self.outputs.checkpoints
+        last = checkpoints.latest_step() if checkpoints is not None else None
+        raise TrainingDiverged(
+            f"update {update}: the {' and the '.join(k.replace('_', ' ') for k in bad)} "
+            f"{'is' if len(bad) == 1 else 'are'} {float(metrics[bad[0]])} (the parameters or "
+            "gradients are not finite): the run stops without saving it; last checkpoint: "
+            f"{'none' if last is None else last} (--resume --checkpoint N goes back further)")
 
     def publish(self) -> None:
         """The new parameters to the actor (copied to the acting devices once per update when
