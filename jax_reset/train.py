@@ -53,9 +53,9 @@ from jax_reset.envs import PoolError
 from jax_reset.parallel import distributed as dist
 from jax_reset.parallel.placement import ask_for_host_devices, host_device_count
 from jax_reset.run import disk
-from jax_reset.run.layout import CONFIG_NAME, RunFailure, UsageError
+from jax_reset.run.layout import CONFIG_NAME, Request, RunFailure, UsageError
 from jax_reset.run.lock import LockHeld, RunLock
-from jax_reset.run.request import Request, check_request, profile_window
+from jax_reset.run.request import check_request, profile_window
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -25,8 +25,8 @@ from jax_reset.run import checkpoint as ckpt_lib
 from jax_reset.run import resolve as run_resolve
 from jax_reset.run import state as run_state
 from jax_reset.run.checkpoint_meta import make_meta
-from jax_reset.run.layout import CHECKPOINT_DIR, CONFIG_NAME, UsageError
-from jax_reset.run.request import Request, check_request
+from jax_reset.run.layout import CHECKPOINT_DIR, CONFIG_NAME, Request, UsageError
+from jax_reset.run.request import check_request
 from jax_reset.training.rollout_source import SyncSource, ThreadedSource
 from jax_reset.training.setup import build_trainer, make_group
 from jax_reset.training.trainer import RunOutputs, Trainer

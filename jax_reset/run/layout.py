@@ -1,5 +1,5 @@
-"""A run directory's layout, and ``UsageError``, the one-line refusal of bad input that the
-run directory's modules raise:
+"""A run directory's layout, the ``Request`` a command makes of one, and ``UsageError``, the
+one-line refusal of bad input that the run directory's modules raise:
 
     RUN_DIR/config.json      the resolved config, rewritten at every (re)start (run.resolve)
     RUN_DIR/train.lock       held by the one trainer of the directory (run.lock)
@@ -16,12 +16,24 @@ Imports nothing of the package: every module of ``jax_reset.run`` builds on it.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 CONFIG_NAME = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 PROCESSES_DIR = "processes"
 PROFILE_DIR = "profile"
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What the command line asks of the run directory."""
+
+    run_dir: Path
+    resume: bool
+    config_path: str | None  # a config file (required for a new run)
+    overrides: tuple[str, ...] = ()
+    checkpoint: int | None = None  # --checkpoint N: resume from N (default: the newest)
 
 
 class UsageError(ValueError):

@@ -1,33 +1,21 @@
-"""What the command line asks of a run directory (``Request``), and the checks that refuse what
-cannot run before JAX starts or anything is written: a resume without a run, a new run over an
+"""The checks of what the command line asks of a run directory (``layout.Request``): they refuse
+what cannot run before JAX starts or anything is written: a resume without a run, a new run over an
 old one, a ``--profile-steps`` window outside the run, demos that are missing or of different
 games. Imports nothing that imports JAX.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jax_reset import config as config_lib
 from jax_reset import demos
-from jax_reset.run.layout import CONFIG_NAME, UsageError, has_checkpoints
+from jax_reset.run.layout import CONFIG_NAME, Request, UsageError, has_checkpoints
 from jax_reset.run.resolve import resume_config
 
 if TYPE_CHECKING:
     from jax_reset.config import Config
-
-
-@dataclasses.dataclass(frozen=True)
-class Request:
-    """What the command line asks of the run directory."""
-
-    run_dir: Path
-    resume: bool
-    config_path: str | None  # a config file (required for a new run)
-    overrides: tuple[str, ...] = ()
-    checkpoint: int | None = None  # --checkpoint N: resume from N (default: the newest)
 
 
 def check_request(req: Request) -> None:

@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from jax_reset import config as config_lib
 from jax_reset import config_tree
-from jax_reset.run.layout import CONFIG_NAME, UsageError, has_checkpoints
+from jax_reset.run.layout import CONFIG_NAME, Request, UsageError, has_checkpoints
 
 if TYPE_CHECKING:
     from jax_reset.config import Config
-    from jax_reset.run.request import Request
 
 
 def new_config(req: Request, on_cpu: bool) -> tuple[Config, list[str]]:

@@ -43,8 +43,8 @@ from jax_reset.run import checkpoint as ckpt_lib
 from jax_reset.run import resolve as run_resolve
 from jax_reset.run import state as run_state
 from jax_reset.run.checkpoint_meta import make_meta
-from jax_reset.run.layout import UsageError
-from jax_reset.run.request import Request, check_demo_paths, check_profile
+from jax_reset.run.layout import Request, UsageError
+from jax_reset.run.request import check_demo_paths, check_profile
 from jax_reset.training.stop import StopFlag
 from jax_reset.training.trainer import RunOutputs, Trainer
 
