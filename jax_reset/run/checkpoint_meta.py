@@ -41,7 +41,9 @@ DIGESTS_FORMAT = 1
 
 def _host_bytes(leaf: Any) -> np.ndarray:
     """A leaf's values on the host: a replicated array's local copy (every process holds the
-    same one), a NumPy array or scalar as it is."""
+    same one; a typed PRNG key's raw data), a NumPy array or scalar as it is."""
+    if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        leaf = jax.random.key_data(leaf)
     if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
         leaf = leaf.addressable_data(0)
     return np.ascontiguousarray(np.asarray(leaf))
