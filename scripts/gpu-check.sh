@@ -2,7 +2,9 @@
 # The prepared GPU check: one script, about 8 minutes, on a machine with an NVIDIA GPU and no
 # internet. It installs the project and the carried wheels the machine lacks, then
 #   1. `bench learner` at the reference sizes (the reference's full batch: --minibatches 1),
-#      in float32 and with the bfloat16 torso (network.compute_dtype = "bfloat16"),
+#      in float32 and with the bfloat16 torso (network.compute_dtype = "bfloat16"), and in
+#      float32 with the CPU's matmul-form conv gradients (JAX_RESET_CONV=matmul) beside the
+#      GPU's default (XLA's own), so that both paths are timed on the accelerator,
 #   2. `bench env`: our pool with 16 workers against EnvPool with 16 threads (when EnvPool's
 #      wheel was carried),
 #   3. the full-size Pong job for TRAIN_S seconds per device placement (train.placement; SIGTERM
@@ -15,8 +17,9 @@
 # manylinux wheels into .whl/; EnvPool's is large and optional: GPU_WHEELS_ENVPOOL=1).
 # Then on the GPU machine, in the repository's root:  bash scripts/gpu-check.sh
 #
-# Budget (seconds, each step bounded by `timeout`; about 480 in all): install ~20, learner
-# float32 LEARNER_S (90) + bfloat16 LEARNER_BF16_S (75), env ENV_S (60), and per placement
+# Budget (seconds, each step bounded by `timeout`; about 540 in all): install ~20, learner
+# float32 LEARNER_S (90) + bfloat16 LEARNER_BF16_S (75) + matmul-form convs LEARNER_S (60 of
+# it used), env ENV_S (60), and per placement
 # TRAIN_S (120, of which start-up and compiles take ~50). Left out to fit: the bf16 torso in
 # the training runs (only the learner bench sees it), env_groups variants of the job, more
 # than two placements, and `bench train` (its rounds take minutes at the full size).
@@ -79,6 +82,11 @@ log "bench learner: the bfloat16 torso (network.compute_dtype = bfloat16)"
 timeout "$LEARNER_BF16_S" $PY -m jax_reset.bench learner --minibatches 1 --dtype bfloat16 \
   $LEARNER_ARGS --json 2>&1 | tee "$OUT/bench_learner_bf16.log"
 tail -n 1 "$OUT/bench_learner_bf16.log" > "$OUT/bench_learner_bf16.json"
+log "bench learner: the CPU's matmul-form conv gradients on this device (JAX_RESET_CONV=matmul)"
+# shellcheck disable=SC2086
+JAX_RESET_CONV=matmul timeout "$LEARNER_S" $PY -m jax_reset.bench learner --minibatches 1 \
+  $LEARNER_ARGS --json 2>&1 | tee "$OUT/bench_learner_matmul_conv.log"
+tail -n 1 "$OUT/bench_learner_matmul_conv.log" > "$OUT/bench_learner_matmul_conv.json"
 
 if $PY -c 'import envpool' 2>/dev/null; then
   log "bench env (our pool's workers vs as many EnvPool threads: $ENV_ARGS)"

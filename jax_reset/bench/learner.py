@@ -7,6 +7,13 @@ minibatches, forward + backward through burn-in and rollout, Adam), and from it
   processed samples/s  = envs x (burn_in + rollout) x epochs / update time (fwd+bwd samples)
   TFLOP/s              = 3 x analytic forward FLOPs x processed samples / update time
   share of peak        = TFLOP/s / the device's dense peak (GPUs in ``PEAK_TFLOPS``)
+  utilization          = achieved GFLOP/s / this machine's dense float32 matmul rate, measured
+                         in the same process just before the case (``matmul_gflops``: the
+                         ceiling on a CPU, where no peak table applies)
+
+The torso's convolutions take the path ``networks.model.conv_impl`` picks (``conv`` in the
+output: "matmul", the CPU's matmul-form backward, or "xla"); ``JAX_RESET_CONV=xla`` times XLA's
+own convolution gradients for a side-by-side comparison.
 
 and the warm-up's throughput in demo frames per second. With ``--target-kl`` and/or
 ``--max-grad-norm`` each case also times the update with those guards (KL early stopping, the
@@ -33,6 +40,7 @@ import jax
 import numpy as np
 
 from jax_reset.networks import NetworkConfig, forward_flops
+from jax_reset.networks.model import conv_impl
 from jax_reset.parallel.mesh import make_data_mesh
 from jax_reset.parallel.sizes import derive
 from jax_reset.ppo.config import PPOConfig
@@ -156,6 +164,20 @@ def plan_cases(args: argparse.Namespace, platform: str) -> list[Case]:
     return cases
 
 
+def matmul_gflops(size: int = 1024, calls: int = 20) -> float:
+    """This machine's dense float32 matmul rate through ``jax.jit`` (GFLOP/s, median of
+    ``calls``): the ceiling the update's achieved rate is compared with."""
+    a = jax.device_put(np.random.default_rng(0).standard_normal((size, size), np.float32))
+    matmul = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(matmul(a))
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        jax.block_until_ready(matmul(a))
+        times.append(time.perf_counter() - t0)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
 def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
     net_cfg = NetworkConfig(
         conv_channels=case.channels,
@@ -221,6 +243,7 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
     processed = case.envs * case.steps * case.epochs
     fwd = forward_flops(net_cfg, obs_shape, args.actions)
     tflops = 3 * fwd * processed / update_s / 1e12
+    ceiling = matmul_gflops()
     kind = jax.devices()[0].device_kind
     peak = next((v for k, v in PEAK_TFLOPS.items() if k.lower() in kind.lower()), None)
     share = None
@@ -261,6 +284,10 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
         "fwd_mflop_per_sample": round(fwd / 1e6, 2),
         "tflops": round(tflops, 4),
         "peak_share": None if share is None else round(share, 4),
+        "conv": conv_impl(),
+        "matmul_gflops": round(ceiling, 1),
+        "achieved_gflops": round(1e3 * tflops, 1),
+        "utilization": round(1e3 * tflops / ceiling, 3),
         "warmup_envs": case.warmup_envs,
         "warmup_len": args.warmup_len,
         "warmup_s": round(warm_s, 4),
@@ -290,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
 
     header = (
         f"{'case':<34} {'envs':>5} {'seq':>7} {'compile s':>9} {'update s':>9} "
-        f"{'rollout/s':>10} {'fwd+bwd/s':>10} {'TFLOP/s':>8} {'peak':>6} {'warm-up fr/s':>12}"
+        f"{'rollout/s':>10} {'fwd+bwd/s':>10} {'TFLOP/s':>8} {'peak':>6} {'util':>5} "
+        f"{'warm-up fr/s':>12}"
     )
     print(f"device: {device}")
     print(header)
@@ -302,8 +330,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['case']:<34} {r['envs']:>5} {seq:>7} {r['compile_s']:>9.1f} "
             f"{r['update_s']:>9.3f} {r['rollout_samples_per_s']:>10.1f} "
             f"{r['processed_samples_per_s']:>10.1f} {r['tflops']:>8.3f} {peak:>6} "
-            f"{r['warmup_frames_per_s']:>12.1f}"
+            f"{r['utilization']:>5.2f} {r['warmup_frames_per_s']:>12.1f}"
         )
+        print(f"  conv gradients: {r['conv']}; achieved {r['achieved_gflops']:.1f} GFLOP/s of "
+              f"the {r['matmul_gflops']:.0f} GFLOP/s a float32 matmul reaches here "
+              f"(utilization {r['utilization']:.2f})")
         g = r["guarded"]
         if g is not None:
             print(f"  with target_kl={g['target_kl']}, max_grad_norm={g['max_grad_norm']}: "

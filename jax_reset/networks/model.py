@@ -18,7 +18,9 @@ an episode that starts from a demo state) and then obs[t] is processed.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,6 +52,143 @@ def init_carry(config: NetworkConfig, batch_size: int) -> Carry:
     return ()
 
 
+# ------------------------------------------------------------------ convolutions on the CPU
+# XLA:CPU runs a VALID convolution's forward pass well (Eigen), but its gradients badly: the
+# weight gradient of a strided conv (a conv over the batch with the output gradient as kernel)
+# and the input gradient (a conv with lhs_dilation = stride, zeros materialised) ran at 6-12
+# GFLOP/s against ~200 for a matmul (scripts/learner_parts.py, LEARNER_REPORT.md). On a CPU the
+# torso's convolutions therefore keep XLA's forward pass but take their backward pass from the
+# same convolution written as matmuls: s x s space-to-depth turns the stride-s conv into a
+# stride-1 conv with a ceil(k/s) kernel, computed either as one matmul to every tap's output
+# followed by a shifted sum (when that intermediate is the smaller: the first convs) or as
+# im2col by contiguous slices and one matmul. Same function, same parameters; only the float
+# rounding of the gradients differs. GPUs keep nn.Conv (cuDNN's gradients are fine).
+#
+# "auto": the matmul backward when the default backend is the CPU; "xla" / "matmul" force a
+# choice (benchmarks, tests). Read when a function is traced (``conv_impl``).
+CONV_IMPL_ENV = "JAX_RESET_CONV"
+
+
+def conv_impl() -> str:
+    """"matmul" or "xla": how the torso's convolutions are differentiated in this process."""
+    choice = os.environ.get(CONV_IMPL_ENV, "auto")
+    if choice not in ("auto", "xla", "matmul"):
+        raise ValueError(f"{CONV_IMPL_ENV} must be auto, xla or matmul, got {choice!r}")
+    if choice == "auto":
+        return "matmul" if jax.default_backend() == "cpu" else "xla"
+    return choice
+
+
+def _conv_out(n: int, k: int, s: int) -> int:
+    return (n - k) // s + 1
+
+
+def _conv_xla(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """VALID conv, NHWC x HWIO -> NHWC: the operation nn.Conv runs (same dimension numbers)."""
+    return jax.lax.conv_general_dilated(
+        x, kernel, (stride, stride), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+def _space_to_depth(x: jax.Array, k: int, s: int) -> jax.Array:
+    """[N, H, W, C] -> [N, H', W', s*s*C], ordered (row in block, column in block, channel).
+
+    Cropped (or zero-padded when k is not a multiple of s) to the rows and columns the stride-s
+    VALID conv reads, so a ceil(k/s) stride-1 VALID conv has exactly its output grid.
+    """
+    n, h, w, c = x.shape
+    kp = -(-k // s) * s
+    nh = (_conv_out(h, k, s) - 1) * s + kp
+    nw = (_conv_out(w, k, s) - 1) * s + kp
+    x = x[:, : min(h, nh), : min(w, nw)]
+    if nh > h or nw > w:
+        x = jnp.pad(x, ((0, 0), (0, max(0, nh - h)), (0, max(0, nw - w)), (0, 0)))
+    x = x.reshape(n, nh // s, s, nw // s, s, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, nh // s, nw // s, s * s * c)
+
+
+def _space_to_depth_kernel(kernel: jax.Array, s: int) -> jax.Array:
+    """[k, k, C, O] -> [ceil(k/s), ceil(k/s), s*s*C, O], matching ``_space_to_depth``."""
+    k, _, c, o = kernel.shape
+    kb = -(-k // s)
+    if kb * s != k:
+        kernel = jnp.pad(kernel, ((0, kb * s - k), (0, kb * s - k), (0, 0), (0, 0)))
+    kernel = kernel.reshape(kb, s, kb, s, c, o).transpose(0, 2, 1, 3, 4, 5)
+    return kernel.reshape(kb, kb, s * s * c, o)
+
+
+def _conv_matmul(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """The same VALID conv as ``_conv_xla`` written with reshapes, slices and matmuls."""
+    k = kernel.shape[0]
+    oh, ow = _conv_out(x.shape[1], k, stride), _conv_out(x.shape[2], k, stride)
+    if stride > 1:
+        x, kernel = _space_to_depth(x, k, stride), _space_to_depth_kernel(kernel, stride)
+    n, h, w, c = x.shape
+    kb, o = kernel.shape[0], kernel.shape[-1]
+    if h * w * o < oh * ow * c:
+        # Every tap's output at every input position ([N*H*W, C] @ [C, kb*kb*O]), then the
+        # shifted sum; its gradient is one matmul per operand plus pads.
+        wm = kernel.transpose(2, 0, 1, 3).reshape(c, kb * kb * o)
+        z = (x.reshape(-1, c) @ wm).reshape(n, h, w, kb * kb, o)
+        y = None
+        for a in range(kb):
+            for b in range(kb):
+                tap = z[:, a : a + oh, b : b + ow, a * kb + b]
+                y = tap if y is None else y + tap
+        return y
+    # im2col: kb*kb contiguous slices side by side ([N, oh, ow, kb*kb*C], HWIO order), one matmul.
+    cols = [x[:, a : a + oh, b : b + ow] for a in range(kb) for b in range(kb)]
+    patches = jnp.concatenate(cols, axis=-1) if len(cols) > 1 else cols[0]
+    y = patches.reshape(-1, kb * kb * c) @ kernel.reshape(kb * kb * c, o)
+    return y.reshape(n, oh, ow, o)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_valid_cpu(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """VALID conv (NHWC x HWIO, no bias): XLA's forward pass, the matmul form's backward."""
+    return _conv_xla(x, kernel, stride)
+
+
+def _conv_valid_cpu_fwd(x, kernel, stride):
+    return _conv_xla(x, kernel, stride), (x, kernel)
+
+
+def _conv_valid_cpu_bwd(stride, residuals, g):
+    x, kernel = residuals
+    # Linear in each operand: the matmul form's forward is dead code here, XLA drops it (as it
+    # drops the input gradient of the first conv, whose input is the frames).
+    _, vjp = jax.vjp(lambda x, kernel: _conv_matmul(x, kernel, stride), x, kernel)
+    return vjp(g)
+
+
+conv_valid_cpu.defvjp(_conv_valid_cpu_fwd, _conv_valid_cpu_bwd)
+
+
+class CpuConv(nn.Module):
+    """``nn.Conv(features, (k, k), (s, s), padding="VALID")`` with the same parameters (names,
+    shapes, dtypes, initial values: ``kernel`` [k, k, C, O], ``bias`` [O]) and the same forward
+    pass, differentiated by ``conv_valid_cpu``. Give it nn.Conv's name (``Conv_<i>``) so a
+    checkpoint of either loads into the other."""
+
+    features: int
+    kernel_size: int
+    stride: int
+    kernel_init: Any = nn.initializers.lecun_normal()
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        kernel = self.param(
+            "kernel", self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype
+        )
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,),
+                          self.param_dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        return conv_valid_cpu(x, kernel, self.stride) + bias
+
+
 class Torso(nn.Module):
     """uint8 frames ``[N, *obs_shape]`` -> dense features ``[N, dense_size]`` float32."""
 
@@ -68,17 +207,17 @@ class Torso(nn.Module):
             # gradient reaches it (so Adam leaves it alone) and the L2 term skips it.
             mean = self.param(INPUT_MEAN, nn.initializers.zeros, obs.shape[-3:], jnp.float32)
             x = x - jnp.moveaxis(jax.lax.stop_gradient(mean), -3, -1).astype(dtype)
-        for c, k, s in zip(cfg.conv_channels, cfg.conv_kernels, cfg.conv_strides, strict=True):
-            x = nn.Conv(
-                c,
-                (k, k),
-                (s, s),
-                padding="VALID",
-                kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)),
-                dtype=dtype,
-                param_dtype=jnp.float32,
-            )(x)
-            x = nn.relu(x)
+        cpu_conv = conv_impl() == "matmul"
+        for i, (c, k, s) in enumerate(
+            zip(cfg.conv_channels, cfg.conv_kernels, cfg.conv_strides, strict=True)
+        ):
+            init = nn.initializers.orthogonal(math.sqrt(2.0))
+            if cpu_conv:  # same parameters as nn.Conv's, under nn.Conv's automatic name
+                conv = CpuConv(c, k, s, kernel_init=init, dtype=dtype, name=f"Conv_{i}")
+            else:
+                conv = nn.Conv(c, (k, k), (s, s), padding="VALID", kernel_init=init,
+                               dtype=dtype, param_dtype=jnp.float32)
+            x = nn.relu(conv(x))
         x = x.reshape((x.shape[0], -1))
         x = nn.Dense(
             cfg.dense_size,
