@@ -262,6 +262,12 @@ def test_cpu_table_applies_before_the_command_line(tmp_path: Path) -> None:
     (MINIMAL, ["ppo.burn_in_steps=200"], "burn_in_steps (200) must not exceed rollout_steps"),
     (MINIMAL, ["curriculum.success_threshold=0"], "success_threshold must be in (0, 1]"),
     (MINIMAL, ["stall.factor=1.5"], "stall: factor must be in (0, 1)"),
+    # Passed the checks once and failed 10 s into the run (inf) or trained silently (gamma 2).
+    (MINIMAL, ["ppo.learning_rate=inf"], "ppo: learning_rate must be a finite number, not inf"),
+    (MINIMAL, ["ppo.ent_coef=inf"], "ppo: ent_coef must be a finite number, not inf"),
+    (MINIMAL, ["ppo.vf_coef=nan"], "ppo: vf_coef must be a finite number, not nan"),
+    (MINIMAL, ["ppo.gamma=2.0"], "ppo: gamma must be in (0, 1], not 2.0"),
+    (MINIMAL, ["ppo.gae_lambda=-0.5"], "ppo: gae_lambda must be in [0, 1], not -0.5"),
     (MINIMAL, ["stall.on_move=reset"], "stall.on_move: expected one of 'restore' | 'keep'"),
     # A retired key is accepted only in a saved config, never in a user's file.
     (MINIMAL + "[network]\nobs_layout = 'chw'\n", [], "unknown key 'network.obs_layout'"),

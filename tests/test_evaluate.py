@@ -54,6 +54,12 @@ def test_protocol_settings():
         protocol_env_config(ENV, "greedy")
 
 
+def test_no_games_in_parallel_is_one_line(policy):
+    """``evaluate --envs 0`` raised ZeroDivisionError."""
+    with pytest.raises(EvalError, match="--envs must be at least 1, got 0"):
+        run_protocol("Pong", ENV, policy, "plain", episodes=2, num_envs=0)
+
+
 def test_same_seed_same_games_and_protocols_differ(policy):
     a = run_protocol("Pong", ENV, policy, "plain", episodes=1, num_envs=1, seed=3)
     b = run_protocol("Pong", ENV, policy, "plain", episodes=1, num_envs=1, seed=3)

@@ -328,3 +328,28 @@ def test_a_diverged_update_stops_the_run_and_keeps_the_last_good_checkpoint(
             steps[-1])
         diverged_at = int(line.split()[2].rstrip(":"))
         assert steps[-1] < diverged_at <= 40, (steps, line)
+
+
+def test_evaluate_while_a_trainer_saves_and_deletes_checkpoints(
+        base_run: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    """A trainer saving every other update, keeping one: the checkpoints ``evaluate`` listed are
+    deleted under it. That is not corruption: it reads one that is there (it used to fail with
+    "no checkpoint restores", 4 times of 4)."""
+    run_dir = copy_run(base_run, tmp_path / "run")
+    job = subprocess.Popen(
+        train_cmd("--run-dir", str(run_dir), "--resume", "train.total_updates=100000",
+                  "train.checkpoint_every=2", "train.keep_last=1"),
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_update(job, run_dir, 6, timeout_s=120)
+        for _ in range(2):
+            done = run([sys.executable, "-m", "jax_reset.evaluate", "--run-dir", str(run_dir),
+                        "--protocol", "plain", "--episodes", "1", "--envs", "1", "--json"],
+                       env)
+            assert done.returncode == 0, done.stderr[-3000:]
+            assert "cannot be read" not in done.stderr, done.stderr[-3000:]
+        assert job.poll() is None  # the trainer was saving all along
+    finally:
+        job.send_signal(signal.SIGTERM)
+        job.communicate(timeout=120)
+    assert job.returncode == 0

@@ -74,6 +74,8 @@ def run_protocol(game: str, env: EnvConfig, policy: BatchPolicy, protocol: str, 
     """
     if episodes < 1:
         raise EvalError(f"--episodes must be at least 1, got {episodes}")
+    if num_envs < 1:
+        raise EvalError(f"--envs must be at least 1, got {num_envs}")
     num_envs = min(num_envs, episodes)
     quota = np.full(num_envs, episodes // num_envs)
     quota[: episodes % num_envs] += 1

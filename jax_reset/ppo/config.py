@@ -8,6 +8,7 @@ be closed over by jitted functions and stored with a checkpoint; derive variants
 from __future__ import annotations
 
 import dataclasses
+import math
 
 CUT_MODES = ("zero", "end")
 
@@ -70,10 +71,24 @@ class PPOConfig:
             )
         if self.epochs <= 0 or self.minibatches <= 0:
             raise ValueError("epochs and minibatches must be positive")
-        if not self.learning_rate > 0:  # (also refuses NaN)
+        for name in ("gamma", "gae_lambda", "clip", "ent_coef", "vf_coef", "l2_coef",
+                     "learning_rate", "adam_eps", "max_grad_norm", "target_kl"):
+            value = getattr(self, name)
+            # An infinite rate or coefficient passed the sign checks and failed 10 s later,
+            # inside the first update, with a traceback.
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, not {value}")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], not {self.gamma}")
+        if not 0 <= self.gae_lambda <= 1:
+            raise ValueError(f"gae_lambda must be in [0, 1], not {self.gae_lambda}")
+        if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, not {self.learning_rate}")
-        if not self.ent_coef >= 0:
-            raise ValueError(f"ent_coef must be non-negative, not {self.ent_coef}")
+        if not self.adam_eps > 0:
+            raise ValueError(f"adam_eps must be positive, not {self.adam_eps}")
+        for name in ("ent_coef", "vf_coef", "l2_coef"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be non-negative, not {getattr(self, name)}")
         if self.cut_mode not in CUT_MODES:
             raise ValueError(f"cut_mode must be one of {', '.join(CUT_MODES)}, not "
                              f"{self.cut_mode!r}")

@@ -13,6 +13,7 @@ checks (``jax_reset.run.request``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -61,20 +62,36 @@ class RunState:
 
 
 def _newest_readable(steps: Sequence[int], read: Callable[[int], T], where: str,
-                     report: Callable[[str], None] | None) -> T:
+                     report: Callable[[str], None] | None,
+                     relist: Callable[[], Sequence[int]] | None = None) -> T:
     """``read(step)`` of the first of ``steps`` (newest first) whose read does not raise
     ``CorruptCheckpoint``; each one passed over is named by ``report`` in one line (None: not
-    named). ``UsageError`` when none reads."""
-    for i, step in enumerate(steps):
-        try:
-            return read(step)
-        except CorruptCheckpoint as err:
-            if i == len(steps) - 1:
-                raise UsageError(f"{where}: no checkpoint restores (tried "
-                                 f"{', '.join(map(str, steps))}; the last: {err})") from None
-            if report is not None:
-                report(f"{err}: trying checkpoint {steps[i + 1]}")
-    raise UsageError(f"{where}: no checkpoint saved yet")
+    named). ``UsageError`` when none reads.
+
+    ``relist``: the steps on disk now (newest first). A step that failed because it is gone
+    (a trainer's retention deleted it while this reader ran) is no corrupt checkpoint: the
+    walk starts again over the steps that are there now (a few times at most)."""
+    for _ in range(_RELISTS):
+        for i, step in enumerate(steps):
+            try:
+                return read(step)
+            except CorruptCheckpoint as err:
+                if relist is not None and step not in (now := list(relist())):
+                    steps = now
+                    break  # gone, not damaged: again over what is there now
+                if i == len(steps) - 1:
+                    raise UsageError(f"{where}: no checkpoint restores (tried "
+                                     f"{', '.join(map(str, steps))}; the last: {err})") from None
+                if report is not None:
+                    report(f"{err}: trying checkpoint {steps[i + 1]}")
+        else:
+            break
+    raise UsageError(f"{where}: no checkpoint saved yet" if not steps else
+                     f"{where}: its checkpoints were deleted while being read, "
+                     f"{_RELISTS} times (a trainer saving at every update?)")
+
+
+_RELISTS = 10  # walks over the checkpoints of a directory that a trainer keeps changing
 
 
 def _stderr(line: str) -> None:
@@ -237,6 +254,7 @@ def load_params(run_dir: Path, checkpoint: str = "latest",
     if not folder.is_dir():
         raise UsageError(f"{run_dir}: not a run directory (no {CHECKPOINT_DIR}/ folder)")
     checkpoints = Checkpoints(folder, read_only=True)
+    targets: dict[str, Any] = {}  # built once: a walk may try several steps of one network
     try:
         if checkpoint in ("latest", "best"):
             step = (checkpoints.latest_step() if checkpoint == "latest"
@@ -251,26 +269,37 @@ def load_params(run_dir: Path, checkpoint: str = "latest",
             raise UsageError(f"{run_dir}: no checkpoint saved yet")
         if checkpoint != "latest":
             try:
-                return _load_params_at(checkpoints, run_dir, step)
+                return _load_params_at(checkpoints, run_dir, step, targets)
             except CorruptCheckpoint as err:
                 raise UsageError(str(err)) from None
         return _newest_readable(checkpoints.steps()[::-1],
-                                lambda s: _load_params_at(checkpoints, run_dir, s),
-                                str(run_dir), report)
+                                lambda s: _load_params_at(checkpoints, run_dir, s, targets),
+                                str(run_dir), report, relist=lambda: _steps_now(checkpoints))
     finally:
         checkpoints.close()
 
 
+def _steps_now(checkpoints: Checkpoints) -> list[int]:
+    """The steps on disk now, newest first (re-read: a trainer may be saving and deleting)."""
+    checkpoints.reload()
+    return checkpoints.steps()[::-1]
+
+
 def _load_params_at(checkpoints: Checkpoints, run_dir: Path, step: int,
+                    targets: dict[str, Any],
                     ) -> tuple[int, dict[str, Any], config_lib.Config, Any]:
-    """``load_params`` of one step; ``CorruptCheckpoint`` passes through."""
+    """``load_params`` of one step; ``CorruptCheckpoint`` passes through. ``targets``: the
+    train states already built, by network and optimiser (restores take their shapes)."""
     try:
         meta = checkpoints.read_meta(step)
         config = config_tree.from_dict(config_lib.Config, meta["config"])
-        _, state = ppo_state.create_train_state(config.network, config.ppo,
-                                                 config.env.obs_shape,
-                                                 int(meta["num_actions"]),
-                                                 jax.random.PRNGKey(0))
+        key = json.dumps([meta["config"].get("network"), meta["config"].get("ppo"),
+                          meta["config"].get("env"), meta["num_actions"]], sort_keys=True)
+        if key not in targets:
+            targets[key] = ppo_state.create_train_state(
+                config.network, config.ppo, config.env.obs_shape, int(meta["num_actions"]),
+                jax.random.PRNGKey(0))[1]
+        state = targets[key]
         # The whole state restores (the tree must match); only the parameters are kept.
         _, restored, _ = _restore_train_state(checkpoints, state, meta.get(STATE_VERSION_KEY),
                                               config.ppo, step)
