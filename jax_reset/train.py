@@ -42,10 +42,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from jax_reset.training.stop import EarlyInterrupt
+
+if __name__ == "__main__":  # the command's first instruction: from here a Ctrl-C is one line
+    EarlyInterrupt.install()
+
+# After the handler, on purpose (a Ctrl-C during these imports used to be a traceback).
 from jax_reset import config as config_lib
 from jax_reset import config_tree
 from jax_reset.demos import DemoError
@@ -105,6 +112,7 @@ def ask_for_placement_devices(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace, take_lock: bool = True) -> int:
     """Checks the request before JAX starts, takes the run directory's lock (``take_lock``:
     process 0), checks it takes files, then trains."""
+    EarlyInterrupt.check()  # main() catches KeyboardInterrupt from here
     req = Request(Path(args.run_dir), args.resume, args.config, tuple(args.overrides),
                      args.checkpoint)
     profile = profile_window(args.profile_steps)
@@ -116,11 +124,17 @@ def run(args: argparse.Namespace, take_lock: bool = True) -> int:
             disk.check_writable(req.run_dir, req.resume)
         from jax_reset.training import setup as train_setup  # JAX: only once checked
 
+        EarlyInterrupt.check()  # one that came while a callback of the import ran
+
         return train_setup.run(req, full_size=args.full_size, profile=profile)
 
 
 def _launch_local(args: argparse.Namespace, argv: list[str]) -> int:
     """``--local-processes N``: this command without that flag, as N processes of one job."""
+    if EarlyInterrupt.seen:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the launcher stops on Ctrl-C
     if args.distributed or args.coordinator or args.num_processes is not None or (
             args.process_id is not None):
         print("error: --local-processes starts its own processes; it does not combine with "

@@ -5,6 +5,7 @@ files, real processes, real (tmpfs, bind) mounts."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -353,3 +354,17 @@ def test_evaluate_while_a_trainer_saves_and_deletes_checkpoints(
         job.send_signal(signal.SIGTERM)
         job.communicate(timeout=120)
     assert job.returncode == 0
+
+
+def test_a_run_whose_config_json_was_lost_resumes_from_its_checkpoints(
+        base_run: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    """Every checkpoint holds the resolved config; ``config.json`` is a convenience copy (it
+    used to be required: no command continued the run without it)."""
+    run_dir = copy_run(base_run, tmp_path / "run")
+    saved = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").unlink()
+    done = run(train_cmd("--run-dir", str(run_dir), "--resume", "train.total_updates=5"), env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "resumed from update 4" in done.stdout
+    again = json.loads((run_dir / "config.json").read_text())
+    assert again == {**saved, "train": {**saved["train"], "total_updates": 5}}

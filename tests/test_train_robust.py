@@ -166,3 +166,26 @@ def test_messages_of_the_demo_and_evaluate_commands(tmp_path: Path, env: dict[st
     assert sha in proc.stdout  # whole, on one line
     assert (_number(-20.96875), _number(822.5), _number(-21.0), _number(3)) == (
         "-20.97", "822.5", "-21", "3")
+
+
+@pytest.mark.parametrize("delay_s", [0.05, 0.6, 1.2])
+def test_ctrl_c_during_the_start_up_stops_the_run_with_one_line(tmp_path: Path, env, delay_s):
+    """A Ctrl-C from the first instruction on: before the stop flag is installed the run ends
+    with one line and 130 (it used to be a traceback before ~0.35 s, and to be lost inside a
+    JAX garbage-collector callback between ~0.5 and 1.2 s: the run trained to its end, rc 0);
+    after, the run stops at its first update with a checkpoint (rc 0)."""
+    run_dir = tmp_path / "run"
+    job = subprocess.Popen(train_cmd("--config", str(SMOKE), "--run-dir", str(run_dir),
+                                     "train.total_updates=200", "train.progress=false"),
+                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    time.sleep(delay_s)
+    job.send_signal(signal.SIGINT)
+    out, err = job.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    if job.returncode == 130:
+        assert lines == ["error: interrupted; last checkpoint: none"], err[-3000:]
+    else:
+        assert job.returncode == 0 and not lines, err[-3000:]
+        assert "stopped by SIGINT after update" in out, out[-2000:]
+    assert "done:" not in out, out[-2000:]

@@ -21,16 +21,18 @@ if TYPE_CHECKING:
 def check_request(req: Request) -> None:
     """Refuses what cannot run, before JAX starts or anything is written. A resume is checked
     against ``config.json`` here, and against the newest checkpoint by ``resume_config`` once
-    JAX is up."""
+    JAX is up. A run whose ``config.json`` was lost still resumes: every checkpoint holds the
+    config (it is checked then, and ``config.json`` written again)."""
     saved_path = req.run_dir / CONFIG_NAME
     if req.checkpoint is not None and not req.resume:
         raise UsageError("--checkpoint N continues a run: it needs --resume")
     if req.resume:
-        if not saved_path.is_file():
-            raise UsageError(f"{req.run_dir}: no run to resume (no {CONFIG_NAME})")
+        if not saved_path.is_file() and not has_checkpoints(req.run_dir):
+            raise UsageError(f"{req.run_dir}: no run to resume (no {CONFIG_NAME}, no "
+                             "checkpoint)")
         if req.config_path:  # its [on_cpu] table depends on the platform: checked with JAX
             config_lib.load(req.config_path, req.overrides)
-        else:
+        elif saved_path.is_file():
             resume_config(config_lib.read_file(saved_path), req)
         return
     if not req.config_path:

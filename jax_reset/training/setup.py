@@ -45,7 +45,7 @@ from jax_reset.run import state as run_state
 from jax_reset.run.checkpoint_meta import make_meta
 from jax_reset.run.layout import Request, UsageError
 from jax_reset.run.request import check_demo_paths, check_profile
-from jax_reset.training.stop import StopFlag
+from jax_reset.training.stop import EarlyInterrupt, StopFlag
 from jax_reset.training.trainer import RunOutputs, Trainer
 
 
@@ -260,6 +260,7 @@ def run(req: Request, full_size: bool = False, profile: tuple[int, int] | None =
     Raises ``UsageError`` (and the config's, demo's and pool's errors) for the caller to map
     to exit codes."""
     plan = plan_run(req, full_size, profile)
+    EarlyInterrupt.check()  # a Ctrl-C while JAX started: nothing written yet
     group = plan.group
     group.barrier("jax_reset.train: run directory checked")  # before any process writes to it
     describe(plan)

@@ -1,6 +1,7 @@
 """``StopFlag``: the SIGTERM/SIGINT flag that the trainer checks between updates, so that a
 signal ends a run with a final checkpoint instead of killing it mid-update (a second SIGINT
-interrupts at once). Pure Python (``signal``, ``threading``).
+interrupts at once); and the start-up's Ctrl-C (``EarlyInterrupt``), from the command's first
+instruction until the flag takes over. Pure Python (``signal``, ``threading``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,34 @@ import threading
 from collections.abc import Iterable
 from types import FrameType
 from typing import Any
+
+
+class EarlyInterrupt:
+    """SIGINT during the start-up, before ``StopFlag`` is installed.
+
+    Python's own handler raises ``KeyboardInterrupt`` wherever the interpreter is: during a
+    module's import that is a traceback; inside a callback the interpreter calls on its own
+    (JAX registers one with the garbage collector) it is printed as "Exception ignored" and
+    lost, and the run then trained to its end; inside JAX's import it can abort the process.
+    This handler only records the signal: ``check()``, called where the start-up can stop
+    cleanly, raises ``KeyboardInterrupt`` for it, and ``StopFlag`` adopts one that arrives
+    after the last check (the run then stops before its first update).
+    """
+
+    seen = False
+
+    @classmethod
+    def install(cls) -> None:
+        signal.signal(signal.SIGINT, cls._handle)
+
+    @classmethod
+    def _handle(cls, signum: int, frame: FrameType | None) -> None:
+        cls.seen = True
+
+    @classmethod
+    def check(cls) -> None:
+        if cls.seen:
+            raise KeyboardInterrupt
 
 
 class StopFlag:
@@ -31,6 +60,10 @@ class StopFlag:
             raise RuntimeError("StopFlag must be installed from the main thread")
         for sig in self.signals:
             self._previous[sig] = signal.signal(sig, self._handle)
+        if EarlyInterrupt.seen and signal.SIGINT in self.signals:
+            # A Ctrl-C the start-up recorded and no check raised (it came in a callback):
+            # the same as one that arrives now.
+            self._handle(signal.SIGINT, None)
         return self
 
     def __exit__(self, *exc: object) -> None:
