@@ -137,8 +137,12 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None,
         fig.suptitle(f"{run_dir.name}: {label}")
         fig.tight_layout()
         path = out / f"{name}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        try:
+            fig.savefig(path, dpi=100)
+        except OSError as err:  # a full disk fails here, after the probe's empty file passed
+            raise _write_error(err, path) from None
+        finally:
+            plt.close(fig)
         written.append(path)
     if not written:
         raise PlotError(f"{run_dir}/{metrics.JSONL_NAME} has none of the plotted metrics "
@@ -173,15 +177,20 @@ def run_milestones(run_dir: str | Path,
     return per_demo, notes
 
 
+def _write_error(err: OSError, where: Path) -> disk.WriteError:
+    """The one line for a plot (or its milestones) that the file system refused."""
+    kind = disk.problem(err) or err.strerror or type(err).__name__
+    return disk.WriteError(f"{kind} writing {err.filename or where} (choose another folder "
+                           "for the plots with --out)")
+
+
 def _check_writable(out: Path) -> None:
     probe = out / f".write-check-{os.getpid()}"
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
     except OSError as err:
-        kind = disk.problem(err) or err.strerror or type(err).__name__
-        raise disk.WriteError(f"{kind} writing {err.filename or out} (choose another folder "
-                              "for the plots with --out)") from None
+        raise _write_error(err, out) from None
     finally:
         with contextlib.suppress(OSError):
             probe.unlink(missing_ok=True)
@@ -206,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
             print(milestones.table(passed))
         if per_demo:
             out = written[0].parent / milestones.JSON_NAME
-            out.write_text(json.dumps(per_demo, indent=1) + "\n")
+            try:
+                out.write_text(json.dumps(per_demo, indent=1) + "\n")
+            except OSError as err:
+                raise _write_error(err, out) from None
             print(out)
     except PlotError as err:
         print(f"error: {err}", file=sys.stderr)

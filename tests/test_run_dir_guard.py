@@ -368,3 +368,36 @@ def test_a_run_whose_config_json_was_lost_resumes_from_its_checkpoints(
     assert "resumed from update 4" in done.stdout
     again = json.loads((run_dir / "config.json").read_text())
     assert again == {**saved, "train": {**saved["train"], "total_updates": 5}}
+
+
+def test_plot_on_a_full_disk_is_one_line(base_run: Path, tmp_path: Path,
+                                         env: dict[str, str]) -> None:
+    """The plots' folder takes an empty file (the probe passes) but no PNG: one line, exit 1
+    (it was a 53-line traceback from matplotlib)."""
+    with mounted(tmp_path / "fs", "size=64k") as fs:
+        fill_up(fs)
+        done = run([sys.executable, "-m", "jax_reset.plot", "--run-dir", str(base_run),
+                    "--out", str(fs / "plots")], env)
+        line = one_error_line(done)
+        assert done.returncode == 1 and line.startswith("error: disk full writing"), line
+        assert "--out" in line
+
+
+def test_the_resume_check_counts_the_blocks_a_checkpoint_takes(base_run: Path, tmp_path: Path,
+                                                               env: dict[str, str]) -> None:
+    """Room for a checkpoint's bytes but not for its blocks (many small files, each rounded up
+    to whole pages): refused before the start, in one line (the check counted bytes and let the
+    run start, to fail at its first save)."""
+    with mounted(tmp_path / "fs", "size=4m") as fs:
+        run_dir = copy_run(base_run, fs / "run")
+        files = [p for p in (run_dir / "checkpoints" / "4").rglob("*") if p.is_file()]
+        size = sum(p.stat().st_size for p in files)
+        blocks = sum(p.stat().st_blocks * 512 for p in files)
+        assert blocks > size * 1.1, (size, blocks)
+        fill(fs, (size + blocks) // 2)
+        t0 = time.monotonic()
+        done = run(train_cmd("--run-dir", str(run_dir), "--resume", "train.total_updates=8"),
+                   env)
+        line = one_error_line(done)
+        assert done.returncode == 1 and "MiB free, a checkpoint of this run takes" in line, line
+        assert time.monotonic() - t0 < 10

@@ -90,14 +90,17 @@ def one_line(err: BaseException, run_dir: Path) -> str | None:
 
 
 def folder_bytes(path: Path) -> int:
-    """Bytes of the files under ``path``."""
+    """What the files under ``path`` take on disk: their allocated blocks, not their sizes (a
+    checkpoint is many small files, each rounded up to whole blocks; counting sizes let a
+    resume pass the check and fail at its first save)."""
     total = 0
     for root, _, files in os.walk(path):
         for name in files:
             try:
-                total += os.lstat(os.path.join(root, name)).st_size
+                st = os.lstat(os.path.join(root, name))
             except OSError:
                 continue
+            total += max(st.st_size, getattr(st, "st_blocks", 0) * 512)
     return total
 
 
