@@ -55,8 +55,7 @@ def array_digests(tree: Any) -> tuple[dict[str, str], list[str]]:
     compares them: flipped bytes in the array data are a corrupt checkpoint, not silently
     altered weights."""
     digests, non_finite = {}, []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        name = "/".join(_key_name(k) for k in path)
+    for name, leaf in _named_leaves(tree):
         values = _host_bytes(leaf)
         digests[name] = hashlib.sha256(values.tobytes()).hexdigest()
         if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
@@ -90,12 +89,18 @@ def network_shape(params: Any) -> dict[str, list[Any]]:
 
 def _leaf_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
     out = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        name = "/".join(_key_name(k) for k in path)
+    for name, leaf in _named_leaves(tree):
         shape = leaf.shape if hasattr(leaf, "shape") else np.shape(leaf)  # arrays and metadata
         dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
         out[name] = (tuple(int(d) for d in shape), str(np.dtype(dtype)))
     return out
+
+
+def _named_leaves(tree: Any) -> list[tuple[str, Any]]:
+    """(``"path/to/leaf"``, leaf) for every leaf of a tree: the names the metadata, the shape
+    checks and the digests share."""
+    return [("/".join(_key_name(k) for k in path), leaf)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
 def _key_name(key: Any) -> str:
