@@ -321,3 +321,35 @@ def test_read_failures_of_a_passed_over_checkpoint_are_not_logged_again() -> Non
 
     assert not quiet.filter(record("Encountered error while reading array index: (slice(0, 3))"))
     assert quiet.filter(record("something else went wrong"))
+
+
+def test_listing_a_folder_whose_steps_are_deleted_meanwhile(tmp_path: Path) -> None:
+    """A reader beside a trainer: Orbax lists the step folders, then reads each one's time; a
+    step the trainer's retention deletes in between is no error for the reader (it failed an
+    ``evaluate`` in CI), opening and re-reading the folder list what is there."""
+    state = make_state()
+    meta = make_meta(config_dict(), state["params"], game="Pong")
+    folder = tmp_path / "ckpt"
+    with Checkpoints(folder, keep_last=100, async_save=False) as ckpt:
+        for step in range(1, 41):
+            ckpt.save(step, state, cur.to_json(cur.init(1, 10, CurriculumConfig())), meta,
+                      metrics={"curriculum/max_starting_point": 10})
+    stop = threading.Event()
+
+    def delete_steps() -> None:  # the trainer's retention, oldest first
+        for step in range(1, 41):
+            if stop.is_set():
+                return
+            subprocess.run(["rm", "-rf", str(folder / str(step))], check=True)
+
+    deleter = threading.Thread(target=delete_steps)
+    deleter.start()
+    try:
+        while deleter.is_alive():
+            reader = Checkpoints(folder, read_only=True)
+            reader.reload()
+            assert set(reader.steps()) <= set(range(1, 41))
+            reader.close()
+    finally:
+        stop.set()
+        deleter.join()

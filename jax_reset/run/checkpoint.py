@@ -36,9 +36,9 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import orbax.checkpoint as ocp
@@ -68,6 +68,8 @@ EXTRA_JSON_ITEMS = ("stall",)
 # The sha256 of every array of ``state``, written by each save and compared by each restore
 # (a checkpoint written before it existed lacks it and restores unchecked).
 DIGESTS_ITEM = "digests"
+
+T = TypeVar("T")
 
 # Orbax logs each failed background write with a traceback; the failure is reported once.
 logging.getLogger("absl").addFilter(disk.QuietWriteFailures())
@@ -138,8 +140,8 @@ class Checkpoints:
                     "meta": ocp.JsonCheckpointHandler(),
                     **{name: ocp.JsonCheckpointHandler()
                        for name in (*EXTRA_JSON_ITEMS, DIGESTS_ITEM)}}
-        self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                              item_handlers=handlers)
+        self._manager = _listing(lambda: ocp.CheckpointManager(
+            self.directory, options=options, item_handlers=handlers))
         # Steps found on opening count as read back (they were when written); a new save
         # counts once ``_settle`` has read it back.
         self._checked = set(self._manager.all_steps())
@@ -318,7 +320,7 @@ class Checkpoints:
 
     def reload(self) -> None:
         """Re-reads the folder's steps (after ``set_aside`` moved some)."""
-        self._manager.reload()
+        _listing(self._manager.reload)
         self._checked &= set(self._manager.all_steps())
 
     # ---- restoring ---------------------------------------------------------------------------
@@ -417,6 +419,23 @@ def _quiet_if(failed: bool) -> Iterator[None]:
     except Exception:
         if not failed:
             raise
+
+
+def _listing(read: Callable[[], T]) -> T:
+    """``read()``, again if a step folder vanished while Orbax listed the folder: it stats each
+    step it found, and a trainer's retention can delete one in between (a reader beside a
+    running trainer). A few times at most; then the error stands."""
+    for attempt in range(_LISTINGS):
+        try:
+            return read()
+        except FileNotFoundError:
+            if attempt == _LISTINGS - 1:
+                raise
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
+_LISTINGS = 10  # listings of a folder that a trainer keeps changing
 
 
 def open_checkpoints(run_dir: Path, keep_last: int) -> Checkpoints:
