@@ -202,17 +202,35 @@ class MetricsWriter:
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
         if self._tb is not None:
-            self._check_tensorboard()
+            self._wait_for_tensorboard_room(len(values))
             for key, value in values.items():
                 if value is not None:  # an empty mean (no episode ended) is a gap, not a NaN
                     self._tb.add_scalar(key, value, int(update))
         return row
 
+    def _event_writer(self) -> Any:
+        """tensorboardX's event writer, which owns the queue and the thread that empties it
+        (None if its layout changed: pinned by tests/test_metrics.py)."""
+        return getattr(getattr(self._tb, "file_writer", None), "event_writer", None)
+
     def _tensorboard_thread(self) -> threading.Thread | None:
-        """tensorboardX's event-writing thread (None if its layout changed: pinned by
-        tests/test_metrics.py)."""
-        file_writer = getattr(self._tb, "file_writer", None)
-        return getattr(getattr(file_writer, "event_writer", None), "_worker", None)
+        """tensorboardX's event-writing thread (None if its layout changed)."""
+        return getattr(self._event_writer(), "_worker", None)
+
+    def _wait_for_tensorboard_room(self, events: int) -> None:
+        """Returns once TensorBoard's queue has room for ``events`` more events, so that no put
+        blocks: a put into a full queue would wait for good if the writer thread died while it
+        waited (this is the only producer; the thread only takes events out). Raises like
+        ``_check_tensorboard`` once the thread has died."""
+        queue = getattr(self._event_writer(), "_event_queue", None)
+        while True:
+            self._check_tensorboard()
+            try:
+                if queue is None or queue.qsize() + min(events, _TB_QUEUE) <= _TB_QUEUE:
+                    return
+            except NotImplementedError:  # no sem_getvalue (macOS): the put may block
+                return
+            time.sleep(0.01)
 
     def _check_tensorboard(self) -> None:
         """Raises once TensorBoard's writer thread has died (a full disk, a file system that
@@ -241,6 +259,9 @@ class MetricsWriter:
         event_writer = getattr(file_writer, "event_writer", None)
         if event_writer is not None:
             event_writer._closed = True
+            queue = getattr(event_writer, "_event_queue", None)
+            if queue is not None:  # events the dead thread never took: without this, exit
+                queue.cancel_join_thread()  # waits for good to feed them into its pipe
         self._tb = None
 
     def close(self) -> None:

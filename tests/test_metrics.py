@@ -164,3 +164,60 @@ def test_a_dead_tensorboard_writer_is_one_error_not_a_hang(tmp_path: Path) -> No
         assert outcome.get("closed") and err is not None
         line = disk.one_line(err, tmp_path)
         assert line is not None and line.startswith(f"disk full writing {tb}"), repr(err)
+
+
+
+# A trainer's metrics writer whose TensorBoard thread is held off the disk (a slow disk: the
+# test holds the lock the thread takes for each event) until the queue is full, then let go
+# onto a full file system: its error, one line, then a clean exit.
+_FULL_QUEUE_THEN_DEAD = """
+import sys, threading, time
+from pathlib import Path
+from jax_reset import metrics
+from jax_reset.run import disk
+run_dir = Path(sys.argv[1])
+writer = metrics.MetricsWriter(run_dir)
+slow_disk = writer._tb.file_writer.event_writer._ev_writer._lock
+slow_disk.acquire()
+outcome = {}
+def log():
+    try:
+        for u in range(1, 100_000):
+            writer.write(u, {f"train/k{i}": float(u) for i in range(40)})
+    except Exception as err:
+        outcome["error"] = err
+thread = threading.Thread(target=log, daemon=True)
+thread.start()
+queue = writer._tb.file_writer.event_writer._event_queue
+while queue.qsize() < metrics._TB_QUEUE - 40 and thread.is_alive():
+    time.sleep(0.01)
+print("queue", queue.qsize(), flush=True)
+slow_disk.release()
+thread.join()
+writer.close()
+print(disk.one_line(outcome["error"], run_dir), flush=True)
+"""
+
+
+def test_a_tensorboard_writer_that_dies_with_a_full_queue_is_not_a_hang(tmp_path: Path) -> None:
+    """TensorBoard's thread falls behind until its queue is full, then dies on a full file
+    system: the trainer's next write raises the disk-full error instead of blocking for good
+    on a put into the full queue (a hang seen in CI under load), and the process exits instead
+    of waiting at exit for the queue's feeder thread, stuck on a pipe nobody reads."""
+    import subprocess
+    import sys
+
+    from jax_reset import metrics as metrics_module
+    from tests.helpers import mounted
+
+    with mounted(tmp_path / "tb", "size=64k") as tb:
+        (tb / "filler").write_bytes(b"\0" * 60_000)
+        try:
+            done = subprocess.run([sys.executable, "-c", _FULL_QUEUE_THEN_DEAD, str(tmp_path)],
+                                  capture_output=True, text=True, timeout=90)
+        except subprocess.TimeoutExpired as hung:
+            raise AssertionError(f"hung: {hung.stdout!r} {hung.stderr!r}") from None
+    assert done.returncode == 0, done.stderr[-2000:]
+    queued, line = done.stdout.splitlines()
+    assert int(queued.split()[1]) >= metrics_module._TB_QUEUE - 40
+    assert line.startswith(f"disk full writing {tb}"), done.stdout
