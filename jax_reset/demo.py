@@ -85,8 +85,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         failed |= not ok
         bad = [r for r in results if not r.exact][:3]
         detail = "" if ok else " first bad: " + ", ".join(
-            f"#{r.index} (frames {r.start}-{r.end}: {r.reward_mismatches} rewards, "
-            f"{r.lives_mismatches} lives, RAM {'ok' if r.ram_match else 'differs'})" for r in bad)
+            f"#{r.index} (frames {r.start}-{r.end}: " + (
+                r.error or f"{r.reward_mismatches} rewards, {r.lives_mismatches} lives, "
+                f"RAM {'ok' if r.ram_match is not False else 'differs'}") + ")" for r in bad)
         table.add_row(path.name, str(demo.num_frames), f"{demo.score:g}", demo.rom_md5[:8],
                       f"{exact}/{len(results)}",
                       "[green]exact[/]" if ok else f"[red]MISMATCH[/]{detail}")

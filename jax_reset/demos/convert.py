@@ -81,10 +81,11 @@ class SegmentResult:
     reward_mismatches: int
     lives_mismatches: int
     ram_match: bool | None
+    error: str | None = None  # the checkpoint's state does not restore (nothing replayed)
 
     @property
     def exact(self) -> bool:
-        return (self.reward_mismatches == 0 and self.lives_mismatches == 0
+        return (self.error is None and self.reward_mismatches == 0 and self.lives_mismatches == 0
                 and self.ram_match is not False)
 
 
@@ -100,6 +101,15 @@ def _replay(ale: ale_py.ALEInterface, demo: Demo, start: int, end: int) -> tuple
     return reward_bad, lives_bad
 
 
+def _restores(ale: ale_py.ALEInterface, demo: Demo, index: int) -> bool:
+    """Restores checkpoint ``index``; False if ale-py refuses its bytes."""
+    try:
+        ale.restoreState(ale_py.ALEState(demo.checkpoint_state(index)))
+    except Exception:  # ale-py raises RuntimeError or ValueError, by version
+        return False
+    return True
+
+
 def verify(demo: Demo, segments: list[int] | None = None,
            progress: Callable[[int], None] | None = None) -> list[SegmentResult]:
     """Restores each checkpoint (or those in ``segments``), replays the demo to the next one,
@@ -110,14 +120,16 @@ def verify(demo: Demo, segments: list[int] | None = None,
     results = []
     for k in indices:
         start, end = frames[k], frames[k + 1]
-        ale.restoreState(ale_py.ALEState(demo.checkpoint_state(k)))
-        reward_bad, lives_bad = _replay(ale, demo, start, end)
-        ram_match = None
-        if k + 1 < len(demo.checkpoint_frames):
-            ram = ale.getRAM().copy()
-            ale.restoreState(ale_py.ALEState(demo.checkpoint_state(k + 1)))
-            ram_match = bool(np.array_equal(ram, ale.getRAM()))
-        results.append(SegmentResult(k, start, end, reward_bad, lives_bad, ram_match))
+        if not _restores(ale, demo, k):
+            results.append(SegmentResult(k, start, end, 0, 0, None, "does not restore"))
+        else:
+            reward_bad, lives_bad = _replay(ale, demo, start, end)
+            ram_match = None
+            if k + 1 < len(demo.checkpoint_frames):
+                ram = ale.getRAM().copy()
+                # an unrestorable next state is that segment's error; here it only differs
+                ram_match = _restores(ale, demo, k + 1) and bool(np.array_equal(ram, ale.getRAM()))
+            results.append(SegmentResult(k, start, end, reward_bad, lives_bad, ram_match))
         if progress is not None:
             progress(k)
     return results

@@ -13,9 +13,11 @@ Arrays in the file:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,9 @@ from jax_reset.config_tree import atomic_write
 from jax_reset.demos import roms
 
 FORMAT_NAME = "jax-reset-demo"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the header carries ``content_sha256`` (1 had no digest: an altered state went unseen)."""
+DIGEST_KEY = "content_sha256"
 CHECKPOINT_INTERVAL_FRAMES = 100
 """Frames between two stored states: the 2018 demos' interval, kept for every new demo."""
 REGENERATE_HINT = ("regenerate the demos from the originals with "
@@ -45,7 +49,7 @@ class Demo:
     Attributes:
       header: the file's JSON header: format, format_version, game, rom_id, rom_md5 (the ROM the
         states name), recorded_rom_md5 (the 2018 ROM), ale_py_version (that wrote the states),
-        num_frames, score, source_sha256.
+        num_frames, score, source_sha256, content_sha256 (of every other array, checked on load).
       actions: uint8 [T] frame actions (index into the minimal action set).
       rewards: float64 [T] frame rewards.
       lives: int32 [T + 1] or None.
@@ -164,7 +168,6 @@ def save(demo_arrays: dict[str, Any], header: dict[str, Any], states: list[bytes
     offsets = np.zeros(len(states) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(s) for s in states])
     arrays = {
-        "header": np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8),
         "actions": np.asarray(demo_arrays["actions"], dtype=np.uint8),
         "rewards": np.asarray(demo_arrays["rewards"], dtype=np.float64),
         "checkpoint_frames": np.asarray(demo_arrays["checkpoint_frames"], dtype=np.int64),
@@ -173,7 +176,20 @@ def save(demo_arrays: dict[str, Any], header: dict[str, Any], states: list[bytes
     }
     if demo_arrays.get("lives") is not None:
         arrays["lives"] = np.asarray(demo_arrays["lives"], dtype=np.int32)
+    header = {**header, DIGEST_KEY: content_digest(arrays)}
+    arrays["header"] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
     return atomic_write(path, lambda f: np.savez_compressed(f, **arrays), binary=True)
+
+
+def content_digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 of every array but the header, each with its name, dtype and shape: a changed
+    byte of the actions, rewards, lives, checkpoint frames or emulator states changes it."""
+    digest = hashlib.sha256()
+    for name in sorted(set(arrays) - {"header"}):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -193,7 +209,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
 
 def load(path: str | os.PathLike, *, rom_path: str | os.PathLike | None = None,
          check: bool = True) -> Demo:
-    """Loads a demo file.
+    """Loads a demo file, refusing one whose arrays do not match the digest in its header.
 
     With ``check`` (the default) one checkpoint is restored in the installed ale-py and replayed
     to the next, and its RAM compared with the next checkpoint's: a demo whose states the
@@ -209,6 +225,9 @@ def load(path: str | os.PathLike, *, rom_path: str | os.PathLike | None = None,
         if header.get("format_version") != FORMAT_VERSION:
             raise DemoError(f"{path}: format version {header.get('format_version')} is not "
                             f"{FORMAT_VERSION}; {REGENERATE_HINT}")
+        if header.get(DIGEST_KEY) != content_digest(arrays):
+            raise DemoError(f"{path}: its arrays do not match the digest in its header "
+                            f"(altered or corrupted since it was written); {REGENERATE_HINT}")
         roms.game_info(header["game"])
         actions, rewards = arrays["actions"], arrays["rewards"]
         frames, offsets, blob = (arrays["checkpoint_frames"], arrays["state_offsets"],
