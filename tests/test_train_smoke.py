@@ -75,16 +75,20 @@ def test_run_resume_and_sigterm(tmp_path: Path, env: dict[str, str]) -> None:
                 "train/explained_variance", "train/agent_steps_per_s",
                 "curriculum/max_starting_point", "timing/learner_s", "actor/env_step_s"):
         assert key in rows[-1], key
-    assert json.loads((run_dir / "config.json").read_text())["train"]["num_envs"] == 4
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["train"]["num_envs"] == 4
+    # the config's relative demo path is saved absolute: the resume below starts elsewhere
+    assert saved["demo"]["demo_path"] == str(REPO / "demos" / "Pong.npz")
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     with Checkpoints(run_dir / "checkpoints", keep_last=2) as ckpt:
         assert ckpt.latest_step() == 4
 
-    # Resume with more updates, then SIGTERM once it has gone past the checkpoint.
+    # Resume with more updates, from another directory, then SIGTERM once it has gone past the
+    # checkpoint.
     second = subprocess.Popen(
         train_cmd("--run-dir", str(run_dir), "--resume", "train.total_updates=100000",
                   "train.overlap=true"),
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for_update(second, run_dir, 5, timeout_s=240)
         second.send_signal(signal.SIGTERM)

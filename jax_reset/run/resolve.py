@@ -7,10 +7,14 @@ the newest checkpoint's config (``config.json`` when there is no checkpoint, or 
 file when one is given). So an override given at a resume is saved with the next checkpoint and
 persists to the next plain ``--resume``. Imports nothing that imports JAX; reading a
 checkpoint's config (``resolve_config`` on a resume) imports Orbax when it runs.
+
+The demo and ROM paths are saved absolute (a relative one is taken from the working directory
+the command starts in), so a resume started from another directory finds the same files.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +27,24 @@ if TYPE_CHECKING:
     from jax_reset.config import Config
 
 
+# The config's file paths (in ``demo``): saved absolute.
+_PATH_KEYS = ("demo_path", "demo_paths", "rom_path")
+
+
+def absolute_paths(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """A config's nested dict with its demo and ROM paths absolute, against the working
+    directory (``~`` expanded); other values as they are."""
+    demo = dict(tree.get("demo", {}))
+    for key in _PATH_KEYS:
+        value = demo.get(key)
+        if isinstance(value, str) and value:
+            demo[key] = os.path.abspath(os.path.expanduser(value))
+        elif isinstance(value, list | tuple):
+            demo[key] = [os.path.abspath(os.path.expanduser(v)) if isinstance(v, str) and v
+                         else v for v in value]
+    return {**tree, "demo": demo} if "demo" in tree else dict(tree)
+
+
 def new_config(req: Request, on_cpu: bool) -> tuple[Config, list[str]]:
     """A new run's config (the file, its ``[on_cpu]`` table when asked, the overrides) and
     what the run prints about the CPU overlay it applied; the file is read once."""
@@ -31,6 +53,7 @@ def new_config(req: Request, on_cpu: bool) -> tuple[Config, list[str]]:
         config = config_lib.from_data(data, req.overrides, on_cpu=on_cpu)
     except config_tree.ConfigError as err:
         raise config_tree.ConfigError(f"{req.config_path}: {err}") from None
+    config = config_tree.from_dict(config_lib.Config, absolute_paths(config_tree.to_dict(config)))
     notes = []
     if on_cpu and config_tree.CPU_TABLE in data:
         notes.append("no GPU found: using the CPU-sized settings ([on_cpu]) of "
@@ -55,11 +78,13 @@ def resume_config(saved: Mapping[str, Any], req: Request, on_cpu: bool = False,
         base, where = dict(saved), str(req.run_dir / CONFIG_NAME)
     base = {k: v for k, v in base.items() if k != config_tree.CPU_TABLE}
     try:
-        config = config_tree.from_dict(config_lib.Config,
-                                      config_tree.apply_overrides(base, req.overrides))
+        config = config_tree.from_dict(config_lib.Config, absolute_paths(
+            config_tree.apply_overrides(base, req.overrides)))
     except config_tree.ConfigError as err:
         raise config_tree.ConfigError(f"{where}: {err}") from None
-    changed = config_tree.diff(config_lib.with_defaults(saved), config_tree.to_dict(config))
+    # a run saved before its paths were absolute: the same files, from this directory
+    changed = config_tree.diff(absolute_paths(config_lib.with_defaults(saved)),
+                               config_tree.to_dict(config))
     frozen = config_lib.frozen_keys(changed)
     if frozen:
         raise UsageError(f"{req.run_dir}: a resume cannot change {', '.join(frozen[:4])}; start "
