@@ -191,3 +191,34 @@ def test_ctrl_c_during_the_start_up_stops_the_run_with_one_line(tmp_path: Path, 
         assert job.returncode == 0 and not lines, err[-3000:]
         assert "stopped by SIGINT after update" in out, out[-2000:]
     assert "done:" not in out, out[-2000:]
+
+
+def test_a_second_ctrl_c_during_a_save_is_130_and_one_true_line(tmp_path: Path, env) -> None:
+    """Two Ctrl-Cs 20 ms apart while the run saves every update: the second one lands in a
+    save (or its wait). The run ends with 130 and one line naming a checkpoint that is on
+    disk, whole (it used to be 1, Orbax's traceback, and a false "checkpoint N does not read
+    back"); the save it interrupted finished first."""
+    run_dir = tmp_path / "run"
+    job = subprocess.Popen(train_cmd("--config", str(SMOKE), "--run-dir", str(run_dir),
+                                     "train.total_updates=100000", "train.checkpoint_every=1",
+                                     "train.progress=false"),
+                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        wait_for_update(job, run_dir, 4, timeout_s=240)
+        job.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+        job.send_signal(signal.SIGINT)
+        _, err = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    lines = err.strip().splitlines()
+    assert job.returncode == 130 and len(lines) == 1, err[-3000:]
+    last = int(lines[0].removeprefix("error: interrupted; last checkpoint: "))
+    steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+    assert last == steps[-1], (lines, steps)  # the newest on disk, and it reads:
+    from jax_reset.run.checkpoint import Checkpoints
+
+    with Checkpoints(run_dir / "checkpoints", keep_last=3, read_only=True) as checkpoints:
+        assert checkpoints.read_meta(last)["config"]["train"]["checkpoint_every"] == 1

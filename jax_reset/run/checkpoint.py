@@ -34,10 +34,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import jax
@@ -87,6 +89,30 @@ class _QuietReadOnly(logging.Filter):
 
 
 logging.getLogger("absl").addFilter(_QuietReadOnly())
+
+
+@contextlib.contextmanager
+def _interrupts_after_the_save() -> Iterator[None]:
+    """Holds a Ctrl-C (SIGINT) that arrives while a save is written, waited for or read back,
+    and hands it to the handler it was meant for once the save is settled (a save takes seconds
+    at most). A ``KeyboardInterrupt`` raised inside Orbax's wait left the step half-settled:
+    Orbax logged a traceback, and the read back then failed on a folder not yet renamed, a
+    false "does not read back" with exit code 1. Does nothing outside the main thread."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield  # no handler that Python set: leave it alone
+        return
+    held: list[FrameType | None] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for frame in held:  # each one: the first may only ask the stop flag for a stop
+            if callable(previous):  # the trainer's stop flag, or Python's KeyboardInterrupt
+                previous(signal.SIGINT, frame)
+            elif previous == signal.SIG_DFL:
+                raise KeyboardInterrupt
 
 
 def _require_main_thread(what: str) -> None:
@@ -194,6 +220,12 @@ class Checkpoints:
             if value is None or not math.isfinite(value):
                 raise ValueError(f"save needs a finite metrics['{self.best_metric}'] to rank "
                                  "checkpoints")
+        with _interrupts_after_the_save():
+            return self._save(step, state, curriculum, meta, metrics, extra)
+
+    def _save(self, step: int, state: Any, curriculum: Mapping[str, Any],
+              meta: Mapping[str, Any], metrics: dict[str, float],
+              extra: dict[str, Mapping[str, Any]]) -> bool:
         self._settle()
         if step in self._manager.all_steps():
             return False
@@ -222,12 +254,14 @@ class Checkpoints:
 
     def wait(self) -> None:
         """Blocks until every started save is on disk and read back (then applies retention)."""
-        self._settle()
+        with _interrupts_after_the_save():
+            self._settle()
 
     def close(self) -> None:
         try:
             if not self._failed:
-                self._settle()
+                with _interrupts_after_the_save():
+                    self._settle()
         finally:
             with _quiet_if(self._failed):
                 self._manager.close()

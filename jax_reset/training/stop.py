@@ -45,7 +45,8 @@ class StopFlag:
     """Set by SIGTERM or SIGINT; the trainer checks it between updates, then saves and exits.
 
     A second SIGINT raises ``KeyboardInterrupt`` at once (the user insists; the last complete
-    checkpoint is still on disk). Use as a context manager in the main thread: the previous
+    checkpoint is still on disk), or, during a checkpoint's save, once that save is on disk
+    and read back (``run.checkpoint``: an interrupted wait left a false unreadable step). Use as a context manager in the main thread: the previous
     handlers come back on exit. ``event`` can be shared with worker threads.
     """
 
