@@ -124,3 +124,14 @@ def test_unknown_game_and_missing_file_are_one_line_errors(tmp_path: Path) -> No
         assert done.returncode == 2 and message in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
 
+
+
+def test_a_garbage_npy_log_is_one_line_without_pickle_advice(tmp_path: Path) -> None:
+    """A ``.npy`` that is not one: numpy would read it as a pickle and suggest
+    ``allow_pickle=True``, advice to unpickle an untrusted file."""
+    (tmp_path / "log.npy").write_bytes(b"garbage, not an array\n" * 10)
+    done = run_cli("from-actions", "--game", "Pong", str(tmp_path / "log.npy"),
+                   "--out", str(tmp_path / "x.npz"))
+    assert done.returncode == 2 and "not a .npy array" in done.stderr, done.stderr
+    assert "pickle" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.npz").exists()

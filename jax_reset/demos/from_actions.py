@@ -41,6 +41,11 @@ def read_log(path: str | os.PathLike) -> np.ndarray:
         raise DemoError(f"{path}: no such action log")
     suffix = path.suffix.lower()
     if suffix == ".npy":
+        with path.open("rb") as f:  # else numpy reads it as a pickle and advises unpickling it
+            is_npy = f.read(len(np.lib.format.MAGIC_PREFIX)) == np.lib.format.MAGIC_PREFIX
+        if not is_npy:
+            raise DemoError(f"{path}: not a .npy array (no NumPy header; write the log with "
+                            "numpy.save, or as text with one action per line)")
         try:
             raw = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as err:
