@@ -129,7 +129,8 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None,
             ax.set_xlabel(xlabel)
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
-            if name in LOG_Y:
+            # a log axis needs a positive value (one update's KL can be 0: matplotlib warns)
+            if name in LOG_Y and any(v > 0 for _, _, yv in curves for v in yv):
                 ax.set_yscale("log")
                 ax.ticklabel_format(axis="x", style="plain", useOffset=False)
             else:

@@ -103,6 +103,21 @@ def test_plots_from_metrics(tmp_path):
     assert [r[X_TIME] for r in read_metrics(tmp_path)][-1] == pytest.approx(36.0)
 
 
+def test_a_one_update_run_plots_without_warnings(tmp_path):
+    """One line of metrics (a run stopped after its first update): its first KL can be 0, and
+    a log axis over no positive value made matplotlib warn."""
+    import warnings
+
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(
+        {"update": 1, "train/agent_steps": 64, "time": 1.7e9, "train/approx_kl": 0.0,
+         "curriculum/max_starting_point": 22000, "train/learning_rate": 3e-4}) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paths = plot_run(tmp_path)
+    assert {p.name for p in paths} == {"starting_point.png", "approx_kl.png",
+                                       "learning_rate.png"}
+
+
 def test_milestones_first_and_for_good():
     """Below 100 first at line 2, back above at line 3, below for good from line 4; below 50 at
     line 5, the last; below 10 never."""
