@@ -30,6 +30,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.table import Column
 from tensorboardX import SummaryWriter
 
 from jax_reset.config_tree import atomic_write
@@ -326,11 +327,12 @@ class ProgressDisplay:
         self._updates: TaskID | None = None
         self._curriculum: TaskID | None = None
         if self.live:
+            # The facts wrap under a narrower bar in a narrow terminal (80 columns cut them).
             self._progress = Progress(
-                TextColumn("{task.description:>10}"),
-                BarColumn(bar_width=40),
-                TextColumn("{task.fields[info]}"),
-                console=self.console, refresh_per_second=4,
+                TextColumn("{task.description:>10}", table_column=Column(no_wrap=True)),
+                BarColumn(bar_width=40 if self.console.width >= 140 else 16),
+                TextColumn("{task.fields[info]}", table_column=Column(ratio=1)),
+                console=self.console, refresh_per_second=4, expand=True,
             )
             self._updates = self._progress.add_task(
                 "updates", total=total_updates, completed=start_update,

@@ -100,6 +100,26 @@ def test_progress_display_shows_the_curriculum() -> None:
     assert plain.getvalue().startswith("update 12/100  starting point 15,000 of 20,000")
 
 
+def test_progress_display_keeps_every_fact_in_80_columns() -> None:
+    """The live view in an 80-column terminal: the facts wrap under a narrower bar instead of
+    being cut with an ellipsis."""
+    import re
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=80, color_system=None)
+    metrics = {"curriculum/max_starting_point": 15000, "curriculum/success_at_sp": 0.25,
+               "train/agent_steps_per_s": 1234.0, "env/episode_score": -20.5}
+    with ProgressDisplay(5000, 22860, start_update=1200, console=console) as display:
+        display.update(1234, metrics)
+    lines = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buf.getvalue()).replace("\r", "\n")
+    last = [line for line in lines.split("\n") if line.strip()][-4:]  # the final frame
+    assert all(len(line) <= 80 and "\u2026" not in line for line in last), last
+    words = " ".join(" ".join(last).split())
+    for fact in ("update 1,234 of 5,000", "1,234 steps/s", "score -20.5",
+                 "starting point 15,000 of 22,859", "success 0.25", "frames/h)"):
+        assert fact in words, (fact, last)
+
+
 def test_progress_display_shows_times_and_the_curriculum_rate() -> None:
     """Row 11: update N of total, elapsed, ETA (from this session's pace after its first
     update), frames moved and frames per hour, live and in the line output alike."""
