@@ -46,8 +46,9 @@ class StopFlag:
 
     A second SIGINT raises ``KeyboardInterrupt`` at once (the user insists; the last complete
     checkpoint is still on disk), or, during a checkpoint's save, once that save is on disk
-    and read back (``run.checkpoint``: an interrupted wait left a false unreadable step). Use as a context manager in the main thread: the previous
-    handlers come back on exit. ``event`` can be shared with worker threads.
+    and read back (``run.checkpoint``: an interrupted wait left a false unreadable step). Use
+    as a context manager in the main thread: the previous handlers come back on exit.
+    ``event`` can be shared with worker threads.
     """
 
     def __init__(self, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
