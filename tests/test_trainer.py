@@ -210,8 +210,10 @@ def test_a_restart_before_the_first_checkpoint_starts_over(tmp_path: Path) -> No
     req = Request(run_dir, True, None, ("ppo.learning_rate=3e-5",))
     check_request(req)
     got, notes = run_resolve.resolve_config(req, on_cpu=False)
-    assert got == dataclasses.replace(config, ppo=dataclasses.replace(config.ppo,
-                                                                     learning_rate=3e-5))
+    # the demo path is saved absolute (from the working directory the command started in)
+    demo = dataclasses.replace(config.demo, demo_path=os.path.abspath(config.demo.demo_path))
+    assert got == dataclasses.replace(config, demo=demo, ppo=dataclasses.replace(
+        config.ppo, learning_rate=3e-5))
     assert notes == [f"no checkpoint in {run_dir} yet: starting from update 0 with its config.json",
                      "resuming with changed settings: ppo.learning_rate"]
     with pytest.raises(UsageError, match=r"cannot change network\.core_size"):
