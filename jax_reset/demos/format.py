@@ -35,7 +35,8 @@ DIGEST_KEY = "content_sha256"
 CHECKPOINT_INTERVAL_FRAMES = 100
 """Frames between two stored states: the 2018 demos' interval, kept for every new demo."""
 REGENERATE_HINT = ("regenerate the demos from the originals with "
-                   "`python -m jax_reset.demo convert demos/original demos/`")
+                   "`python -m jax_reset.demo convert demos/original demos/` (a demo of your "
+                   "own: make it again with `demo from-actions` or `demo record`)")
 
 
 class DemoError(ValueError):
