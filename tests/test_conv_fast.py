@@ -13,7 +13,7 @@ import pytest
 
 from jax_reset.networks import NetworkConfig, init_carry, init_params, make_network
 from jax_reset.networks import model as model_lib
-from jax_reset.networks.model import CpuConv, _conv_matmul, _conv_xla, conv_valid_cpu
+from jax_reset.networks.model import CpuConv, _conv_matmul, conv_valid_cpu, conv_valid_xla
 
 ATOL = 1e-5
 RTOL = 1e-5
@@ -88,7 +88,7 @@ def test_matmul_form_forward(shape):
     kernel = jnp.asarray(np.random.default_rng(2).normal(size=(k, k, c, o)) / (k * math.sqrt(c)),
                          jnp.float32)
     np.testing.assert_allclose(jax.jit(_conv_matmul, static_argnums=2)(x, kernel, s),
-                               _conv_xla(x, kernel, s), rtol=RTOL, atol=ATOL)
+                               conv_valid_xla(x, kernel, s), rtol=RTOL, atol=ATOL)
 
 
 def test_cpu_conv_under_vmap_and_bfloat16():
@@ -96,7 +96,7 @@ def test_cpu_conv_under_vmap_and_bfloat16():
     kernel = jnp.asarray(np.random.default_rng(3).normal(size=(4, 4, 16, 32)) * 0.1, jnp.float32)
     dk = jax.vmap(lambda x, g: jax.vjp(lambda k: conv_valid_cpu(x[None], k, 2), kernel)[1](
         g[None])[0])(x, g)
-    dk_ref = jax.vmap(lambda x, g: jax.vjp(lambda k: _conv_xla(x[None], k, 2), kernel)[1](
+    dk_ref = jax.vmap(lambda x, g: jax.vjp(lambda k: conv_valid_xla(x[None], k, 2), kernel)[1](
         g[None])[0])(x, g)
     np.testing.assert_allclose(dk, dk_ref, rtol=RTOL, atol=ATOL)
     xb, kb = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)

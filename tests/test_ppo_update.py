@@ -180,6 +180,11 @@ def test_learner_benchmark_smoke(capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     (result,) = out["results"]
     assert result["processed_samples_per_s"] > 0 and result["warmup_frames_per_s"] > 0
+    parts = result["parts"]  # each part timed alone; the rest is what they leave of the update
+    assert [k for k in parts if k.startswith("conv")] == [
+        f"conv{i} {d}" for i in range(3) for d in ("forward", "backward")]
+    assert all(parts[k] > 0 for k in ("conv0 forward", "core backward", "optimizer"))
+    assert sum(parts.values()) == pytest.approx(result["update_s"], abs=1e-3)
     guarded = result["guarded"]  # timed beside the plain update; the random batch's KL is far
     assert guarded["update_s"] > 0 and guarded["over_plain"] > 0  # over a target this tight:
     assert guarded["sgd_steps_full"] == 1 and guarded["sgd_steps_mean"] == 0  # every step refused

@@ -15,7 +15,10 @@ The torso's convolutions take the path ``networks.model.conv_impl`` picks (``con
 output: "matmul", the CPU's matmul-form backward, or "xla"); ``JAX_RESET_CONV=xla`` times XLA's
 own convolution gradients for a side-by-side comparison.
 
-and the warm-up's throughput in demo frames per second. With ``--target-kl`` and/or
+and the warm-up's throughput in demo frames per second, and ``parts``: each part of the update
+(every convolution's forward and backward, the dense layer, the recurrent core, the optimizer)
+timed alone, in seconds per update, with the "rest" the parts leave (``jax_reset.bench.parts``;
+``--no-parts`` skips them). With ``--target-kl`` and/or
 ``--max-grad-norm`` each case also times the update with those guards (KL early stopping, the
 gradient-norm clip), its calls alternating with the plain update's: their cost as a ratio, and
 the optimiser steps the guarded update took. Random uint8 frames: the cost does not
@@ -39,6 +42,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jax_reset.bench.parts import time_parts
 from jax_reset.networks import NetworkConfig, forward_flops
 from jax_reset.networks.model import conv_impl
 from jax_reset.parallel.mesh import make_data_mesh
@@ -84,6 +88,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-reference", action="store_true", help="CPU: skip the reference-net case")
     p.add_argument("--target-kl", type=float, help="also time the update with this KL stop")
     p.add_argument("--max-grad-norm", type=float, help="also time it with this gradient clip")
+    p.add_argument("--no-parts", action="store_true",
+                   help="skip timing each part of the update alone (jax_reset.bench.parts)")
     p.add_argument("--json", action="store_true", help="one JSON object on the last line")
     return p.parse_args(argv)
 
@@ -250,6 +256,16 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
     if peak is not None and jax.devices()[0].platform == "gpu":
         share = tflops / (n_dev * (peak[0] if args.dtype == "bfloat16" else peak[1]))
 
+    parts = None
+    if not args.no_parts and args.dtype == "float32":  # the parts are timed in float32
+        seconds = time_parts(net_cfg, state.params, obs_shape,
+                             envs=case.envs // (case.minibatches * n_dev), steps=case.steps,
+                             steps_per_update=case.epochs * case.minibatches,
+                             calls=max(3, args.iters))
+        # negative when the parts alone cost more than inside the one compiled update
+        seconds["rest"] = update_s - sum(seconds.values())
+        parts = {k: round(v, 4) for k, v in seconds.items()}
+
     # Warm-up: demo frames -> recurrent states.
     warmup = make_warmup_fn(network)
     wobs = rng.integers(0, 256, (case.warmup_envs, args.warmup_len, *obs_shape), dtype=np.uint8)
@@ -294,6 +310,7 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
         "warmup_frames_per_s": round(case.warmup_envs * args.warmup_len / warm_s, 1),
         "loss": float(metrics["loss"]),
         "guarded": guards,
+        "parts": parts,
     }
 
 
@@ -335,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  conv gradients: {r['conv']}; achieved {r['achieved_gflops']:.1f} GFLOP/s of "
               f"the {r['matmul_gflops']:.0f} GFLOP/s a float32 matmul reaches here "
               f"(utilization {r['utilization']:.2f})")
+        if r["parts"] is not None:
+            print("  where an update's time goes (each part timed alone, s per update):")
+            for part, seconds in r["parts"].items():
+                print(f"    {part:<18} {seconds:>8.4f}  {100 * seconds / r['update_s']:>5.1f}%")
         g = r["guarded"]
         if g is not None:
             print(f"  with target_kl={g['target_kl']}, max_grad_norm={g['max_grad_norm']}: "

@@ -84,7 +84,7 @@ def _conv_out(n: int, k: int, s: int) -> int:
     return (n - k) // s + 1
 
 
-def _conv_xla(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+def conv_valid_xla(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     """VALID conv, NHWC x HWIO -> NHWC: the operation nn.Conv runs (same dimension numbers)."""
     return jax.lax.conv_general_dilated(
         x, kernel, (stride, stride), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
@@ -119,7 +119,7 @@ def _space_to_depth_kernel(kernel: jax.Array, s: int) -> jax.Array:
 
 
 def _conv_matmul(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-    """The same VALID conv as ``_conv_xla`` written with reshapes, slices and matmuls."""
+    """The same VALID conv as ``conv_valid_xla`` written with reshapes, slices and matmuls."""
     k = kernel.shape[0]
     oh, ow = _conv_out(x.shape[1], k, stride), _conv_out(x.shape[2], k, stride)
     if stride > 1:
@@ -147,11 +147,11 @@ def _conv_matmul(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv_valid_cpu(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     """VALID conv (NHWC x HWIO, no bias): XLA's forward pass, the matmul form's backward."""
-    return _conv_xla(x, kernel, stride)
+    return conv_valid_xla(x, kernel, stride)
 
 
 def _conv_valid_cpu_fwd(x, kernel, stride):
-    return _conv_xla(x, kernel, stride), (x, kernel)
+    return conv_valid_xla(x, kernel, stride), (x, kernel)
 
 
 def _conv_valid_cpu_bwd(stride, residuals, g):
@@ -327,6 +327,15 @@ _ScanCell = nn.scan(
 )
 
 
+def core_module(config: NetworkConfig) -> nn.Module:
+    """The recurrent core (``config.core`` "lstm" or "gru") over a sequence: called as
+    ``(carry, (x [T, B, D], reset [T, B], start or None, step_mask or None))`` -> ``(carry,
+    outputs [T, B, H])``."""
+    if config.core == "lstm":
+        return _LSTMCore(config.core_size)
+    return _ScanCell(config.core, config.core_size)
+
+
 class ActorCritic(nn.Module):
     """Recurrent (or feed-forward) actor-critic over sequences ``[T, B, ...]``.
 
@@ -355,10 +364,8 @@ class ActorCritic(nn.Module):
     def setup(self) -> None:
         cfg = self.config
         self.torso = Torso(cfg)
-        if cfg.core == "lstm":
-            self.core = _LSTMCore(cfg.core_size)
-        elif cfg.core != "none":
-            self.core = _ScanCell(cfg.core, cfg.core_size)
+        if cfg.core != "none":
+            self.core = core_module(cfg)
         self.logits_head = nn.Dense(self.num_actions, kernel_init=nn.initializers.orthogonal(0.01))
         self.value_head = nn.Dense(1, kernel_init=nn.initializers.orthogonal(0.01))
 
