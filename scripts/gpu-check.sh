@@ -84,7 +84,7 @@ timeout "$LEARNER_BF16_S" $PY -m jax_reset.bench learner --minibatches 1 --dtype
 tail -n 1 "$OUT/bench_learner_bf16.log" > "$OUT/bench_learner_bf16.json"
 log "bench learner: the CPU's matmul-form conv gradients on this device (JAX_RESET_CONV=matmul)"
 # shellcheck disable=SC2086
-JAX_RESET_CONV=matmul timeout "$LEARNER_S" $PY -m jax_reset.bench learner --minibatches 1 \
+JAX_RESET_CONV=matmul timeout "$LEARNER_S" $PY -m jax_reset.bench learner --minibatches 1 --no-parts \
   $LEARNER_ARGS --json 2>&1 | tee "$OUT/bench_learner_matmul_conv.log"
 tail -n 1 "$OUT/bench_learner_matmul_conv.log" > "$OUT/bench_learner_matmul_conv.json"
 
