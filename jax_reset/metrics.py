@@ -256,8 +256,7 @@ class MetricsWriter:
     def _drop_tensorboard(self) -> None:
         """Forgets a TensorBoard writer that cannot write any more, without the flush its own
         clean-up at exit would try again (a traceback per try on a full disk)."""
-        file_writer = getattr(self._tb, "file_writer", None)
-        event_writer = getattr(file_writer, "event_writer", None)
+        event_writer = self._event_writer()
         if event_writer is not None:
             event_writer._closed = True
             queue = getattr(event_writer, "_event_queue", None)

@@ -34,14 +34,16 @@ _PATH_KEYS = ("demo_path", "demo_paths", "rom_path")
 def absolute_paths(tree: Mapping[str, Any]) -> dict[str, Any]:
     """A config's nested dict with its demo and ROM paths absolute, against the working
     directory (``~`` expanded); other values as they are."""
+    def absolute(value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return [absolute(v) for v in value]
+        return os.path.abspath(os.path.expanduser(value)) if isinstance(value, str) and value \
+            else value
+
     demo = dict(tree.get("demo", {}))
     for key in _PATH_KEYS:
-        value = demo.get(key)
-        if isinstance(value, str) and value:
-            demo[key] = os.path.abspath(os.path.expanduser(value))
-        elif isinstance(value, list | tuple):
-            demo[key] = [os.path.abspath(os.path.expanduser(v)) if isinstance(v, str) and v
-                         else v for v in value]
+        if key in demo:
+            demo[key] = absolute(demo[key])
     return {**tree, "demo": demo} if "demo" in tree else dict(tree)
 
 
