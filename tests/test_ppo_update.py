@@ -183,7 +183,8 @@ def test_learner_benchmark_smoke(capsys):
     parts = result["parts"]  # each part timed alone; the rest is what they leave of the update
     assert [k for k in parts if k.startswith("conv")] == [
         f"conv{i} {d}" for i in range(3) for d in ("forward", "backward")]
-    assert all(parts[k] > 0 for k in ("conv0 forward", "core backward", "optimizer"))
+    assert parts["conv0 forward"] > 0 and parts["optimizer"] > 0  # a backward is a difference
+    assert all(v >= 0 for k, v in parts.items() if k != "rest")  # of medians: 0 at the least
     assert sum(parts.values()) == pytest.approx(result["update_s"], abs=1e-3)
     guarded = result["guarded"]  # timed beside the plain update; the random batch's KL is far
     assert guarded["update_s"] > 0 and guarded["over_plain"] > 0  # over a target this tight:
