@@ -20,6 +20,11 @@ import json
 import sys
 from typing import Any
 
+from jax_reset.parallel.huge_pages import restart_with_huge_pages
+
+if __name__ == "__main__":  # before JAX is imported, so that the new start costs little
+    restart_with_huge_pages()  # XLA's host buffers on huge pages (a new start, once)
+
 from jax_reset.evaluation.envs import PROTOCOLS, EvalError
 from jax_reset.evaluation.play import load_run, run_protocol
 from jax_reset.evaluation.video import record_episode

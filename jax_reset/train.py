@@ -47,9 +47,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from jax_reset.parallel.huge_pages import restart_with_huge_pages
 from jax_reset.training.stop import EarlyInterrupt
 
-if __name__ == "__main__":  # the command's first instruction: from here a Ctrl-C is one line
+if __name__ == "__main__":  # the command's first instructions: from here a Ctrl-C is one line
+    restart_with_huge_pages()  # XLA's host buffers on huge pages (a new start, once)
     EarlyInterrupt.install()
 
 # After the handler, on purpose (a Ctrl-C during these imports used to be a traceback).

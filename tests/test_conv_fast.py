@@ -147,3 +147,32 @@ def test_conv_impl_choice(monkeypatch):
     monkeypatch.setenv(model_lib.CONV_IMPL_ENV, "fast")
     with pytest.raises(ValueError, match="JAX_RESET_CONV"):
         model_lib.conv_impl()
+
+
+@pytest.mark.parametrize("n,chunk", [(2 * 4 + 3, 4), (3 * 4, 4), (3, 4), (7, 3)])
+@pytest.mark.parametrize("with_mean", [True, False])
+def test_first_conv_in_chunks_matches_the_plain_one(n, chunk, with_mean):
+    """``conv_frames_cpu`` (the frames scaled and convolved a chunk at a time, the kernel's
+    gradient summed over chunks) is XLA's convolution of the scaled frames: outputs equal up to
+    the convolution's rounding, the kernel's gradient to 1e-5, for batches that are a multiple
+    of the chunk, are not, or are smaller than one."""
+    rng = np.random.default_rng(5)
+    frames = jnp.asarray(rng.integers(0, 256, (n, 4, 64, 48), dtype=np.uint8))
+    mean = jnp.asarray(rng.random((4, 64, 48)), jnp.float32) * 0.5 if with_mean else None
+    kernel = jnp.asarray(rng.normal(size=(8, 8, 4, 16)) / 16, jnp.float32)
+    g = jnp.asarray(rng.normal(size=(n, 15, 11, 16)) / math.sqrt(n * 165), jnp.float32)
+
+    def plain(k):
+        return conv_valid_xla(model_lib.scale_frames(frames, mean, jnp.float32), k, 4)
+
+    def chunked(k):
+        return model_lib.conv_frames_cpu(frames, mean, k, 4, jnp.float32, chunk)
+
+    y_plain, back_plain = jax.vjp(plain, kernel)
+    y_fast, back_fast = jax.jit(lambda k: jax.vjp(chunked, k))(kernel)
+    np.testing.assert_allclose(y_fast, y_plain, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(back_fast(g)[0], back_plain(g)[0], rtol=RTOL, atol=ATOL)
+    if with_mean:  # the mean is a constant: no gradient, and not in the way of one
+        dmean = jax.grad(lambda m: jnp.vdot(model_lib.conv_frames_cpu(
+            frames, m, kernel, 4, jnp.float32, chunk), g))(mean)
+        assert not np.any(np.asarray(dmean))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from jax_reset.parallel.huge_pages import restart_with_huge_pages
+
 BENCHMARKS = {
     "env": "jax_reset.bench.env",  # the Atari pool against EnvPool and raw ALE
     "learner": "jax_reset.bench.learner",  # the PPO update
@@ -26,4 +28,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    restart_with_huge_pages()  # XLA's host buffers on huge pages (a new start, once)
     sys.exit(main())

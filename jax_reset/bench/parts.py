@@ -6,7 +6,8 @@ the normalisation, the host loop and the glue between the parts ("rest", negativ
 parts alone cost more than inside the one compiled update: XLA fuses across their borders).
 
 A part's backward time is its forward-and-backward time minus its forward time. The first
-convolution's backward takes no input gradient (the frames need none), as in the update.
+convolution takes the uint8 frames (scaling them is part of it) and its backward no input
+gradient (the frames need none), as in the update.
 The convolutions take the path the network takes (``networks.model.conv_impl``).
 """
 
@@ -61,13 +62,22 @@ def time_parts(cfg: NetworkConfig, params: Any, obs_shape: tuple[int, ...], envs
     torso = params["torso"]
     conv = (net_model.conv_valid_cpu if net_model.conv_impl() == "matmul"
             else net_model.conv_valid_xla)
-    x = jnp.asarray(rng.random((n, *obs_shape[1:], obs_shape[0]), np.float32))  # NHWC
+    frames = jnp.asarray(rng.integers(0, 256, (n, *obs_shape), np.uint8))
+    mean = torso.get(net_model.INPUT_MEAN)
+    x = frames
     seconds: dict[str, float] = {}
     for i, stride in enumerate(cfg.conv_strides):
         layer = torso[f"Conv_{i}"]
 
-        def apply(x, kernel, bias, stride=stride):
-            return nn.relu(conv(x, kernel, stride) + bias)
+        def apply(x, kernel, bias, stride=stride, first=i == 0):
+            if first:  # the uint8 frames in, scaled as the torso scales them
+                if net_model.conv_impl() == "matmul":
+                    y = net_model.conv_frames_cpu(x, mean, kernel, stride, jnp.float32)
+                else:
+                    y = conv(net_model.scale_frames(x, mean, jnp.float32), kernel, stride)
+            else:
+                y = conv(x, kernel, stride)
+            return nn.relu(y + bias)
 
         wrt = (1, 2) if i == 0 else (0, 1, 2)
         fwd, bwd = _forward_and_backward(apply, (x, layer["kernel"], layer["bias"]), wrt, calls)

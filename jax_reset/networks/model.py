@@ -190,6 +190,115 @@ class CpuConv(nn.Module):
         return conv_valid_cpu(x, kernel, self.stride) + bias
 
 
+# ------------------------------------------------------------ the first convolution, in chunks
+# The first convolution reads the frames: [N, H, W, C] float32 is 4x the uint8 frames (75 MB for
+# the CPU job's 1,536-frame minibatch), and XLA:CPU allocates such a buffer afresh at each call,
+# to be faulted in by the kernel page by page. Measured on the 2-core CPU (docs/benchmarks.md):
+# converting the frames and convolving them took twice as long as the convolution alone. So on
+# the CPU the scaled frames exist only a chunk at a time (a few MB, in cache): the forward pass
+# maps over chunks of FRAME_CHUNK frames (scale, centre, XLA's convolution), and the backward
+# pass, whose residual is the uint8 frames themselves, scans over the same chunks summing each
+# chunk's weight gradient (the matmul form of ``conv_valid_cpu``). The frames take no gradient.
+FRAME_CHUNK = 128
+
+
+def scale_frames(frames: jax.Array, mean: jax.Array | None, dtype: Any) -> jax.Array:
+    """uint8 ``[N, C, H, W]`` -> ``[N, H, W, C]`` in ``dtype``: frames / 255 - ``mean``.
+
+    ``mean`` float32 ``[C, H, W]`` or None. The uint8 frames are transposed (1 byte/element)
+    rather than the scaled floats.
+    """
+    x = jnp.moveaxis(frames, -3, -1)
+    x = x.astype(dtype) * jnp.asarray(1.0 / 255.0, dtype)
+    if mean is not None:
+        x = x - jnp.moveaxis(mean, -3, -1).astype(dtype)
+    return x
+
+
+def _split_chunks(n: int, chunk: int) -> tuple[int, int]:
+    """(number of whole chunks, frames left over) for ``n`` frames."""
+    return n // chunk, n % chunk
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def conv_frames_cpu(frames: jax.Array, mean: jax.Array | None, kernel: jax.Array, stride: int,
+                    dtype: Any, chunk: int = FRAME_CHUNK) -> jax.Array:
+    """``conv_valid_xla(scale_frames(frames, mean, dtype), kernel, stride)`` a chunk of frames at
+    a time: uint8 ``[N, C, H, W]``, kernel ``[k, k, C, O]`` -> ``[N, H', W', O]`` in ``dtype``.
+    Differentiable in ``kernel`` only (the frames are data, the mean a constant)."""
+    return _conv_frames_forward(frames, mean, kernel, stride, dtype, chunk)
+
+
+def _conv_frames_forward(frames, mean, kernel, stride, dtype, chunk):
+    kernel = kernel.astype(dtype)
+
+    def conv(f: jax.Array) -> jax.Array:
+        return conv_valid_xla(scale_frames(f, mean, dtype), kernel, stride)
+
+    whole, left = _split_chunks(frames.shape[0], chunk)
+    if whole <= 1:
+        return conv(frames)
+    body = frames[: whole * chunk].reshape(whole, chunk, *frames.shape[1:])
+    y = jax.lax.map(conv, body)
+    y = y.reshape(whole * chunk, *y.shape[2:])
+    return jnp.concatenate([y, conv(frames[whole * chunk:])]) if left else y
+
+
+def _conv_frames_fwd(frames, mean, kernel, stride, dtype, chunk):
+    return _conv_frames_forward(frames, mean, kernel, stride, dtype, chunk), (frames, mean, kernel)
+
+
+def _conv_frames_bwd(stride, dtype, chunk, residuals, g):
+    frames, mean, kernel = residuals
+    kernel_d = kernel.astype(dtype)
+
+    def kernel_grad(f: jax.Array, g: jax.Array) -> jax.Array:
+        x = scale_frames(f, mean, dtype)
+        _, vjp = jax.vjp(lambda k: _conv_matmul(x, k, stride), kernel_d)
+        return vjp(g)[0].astype(jnp.float32)
+
+    whole, left = _split_chunks(frames.shape[0], chunk)
+    if whole <= 1:
+        grad = kernel_grad(frames, g)
+    else:
+        def step(total: jax.Array, fg: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
+            return total + kernel_grad(*fg), None
+
+        # The first chunk's gradient starts the sum: a carry that varies like the data, as
+        # it must inside shard_map (zeros would not).
+        grad, _ = jax.lax.scan(
+            step, kernel_grad(frames[:chunk], g[:chunk]),
+            (frames[chunk: whole * chunk].reshape(whole - 1, chunk, *frames.shape[1:]),
+             g[chunk: whole * chunk].reshape(whole - 1, chunk, *g.shape[1:])))
+        if left:
+            grad = grad + kernel_grad(frames[whole * chunk:], g[whole * chunk:])
+    mean_grad = None if mean is None else jnp.zeros_like(mean)
+    return None, mean_grad, grad.astype(kernel.dtype)
+
+
+conv_frames_cpu.defvjp(_conv_frames_fwd, _conv_frames_bwd)
+
+
+class CpuFramesConv(nn.Module):
+    """The torso's first layer on the CPU: ``nn.Conv`` (VALID, the same parameters) applied to
+    ``scale_frames(frames, mean)``, computed by ``conv_frames_cpu``. Name it ``Conv_0``."""
+
+    features: int
+    kernel_size: int
+    stride: int
+    kernel_init: Any = nn.initializers.lecun_normal()
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, frames: jax.Array, mean: jax.Array | None) -> jax.Array:
+        k = self.kernel_size
+        kernel = self.param("kernel", self.kernel_init,
+                            (k, k, frames.shape[-3], self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        y = conv_frames_cpu(frames, mean, kernel, self.stride, self.dtype)
+        return y + bias.astype(self.dtype)
+
+
 class Torso(nn.Module):
     """uint8 frames ``[N, *obs_shape]`` -> dense features ``[N, dense_size]`` float32."""
 
@@ -199,21 +308,25 @@ class Torso(nn.Module):
     def __call__(self, obs: jax.Array) -> jax.Array:
         cfg = self.config
         dtype = _dtype(cfg.compute_dtype)
-        # [N, C, H, W] as the pool emits them -> [N, H, W, C] for the convolutions: transpose the
-        # uint8 frames (1 byte/element) rather than the scaled floats.
-        x = jnp.moveaxis(obs, -3, -1)
-        x = x.astype(dtype) * jnp.asarray(1.0 / 255.0, dtype)
+        mean = None
         if cfg.input_norm == "demo_mean":
             # A constant the trainer sets from the demo (``set_input_mean``), not learned: no
             # gradient reaches it (so Adam leaves it alone) and the L2 term skips it.
             mean = self.param(INPUT_MEAN, nn.initializers.zeros, obs.shape[-3:], jnp.float32)
-            x = x - jnp.moveaxis(jax.lax.stop_gradient(mean), -3, -1).astype(dtype)
+            mean = jax.lax.stop_gradient(mean)
         cpu_conv = conv_impl() == "matmul"
+        # On the CPU the first convolution takes the uint8 frames and scales them itself.
+        x = obs if cpu_conv and cfg.conv_channels else scale_frames(obs, mean, dtype)
         for i, (c, k, s) in enumerate(
             zip(cfg.conv_channels, cfg.conv_kernels, cfg.conv_strides, strict=True)
         ):
             init = nn.initializers.orthogonal(math.sqrt(2.0))
-            if cpu_conv:  # same parameters as nn.Conv's, under nn.Conv's automatic name
+            # The same parameters as nn.Conv's, under nn.Conv's automatic name, on every path.
+            if cpu_conv and i == 0:
+                x = nn.relu(CpuFramesConv(c, k, s, kernel_init=init, dtype=dtype,
+                                          name="Conv_0")(x, mean))
+                continue
+            if cpu_conv:
                 conv = CpuConv(c, k, s, kernel_init=init, dtype=dtype, name=f"Conv_{i}")
             else:
                 conv = nn.Conv(c, (k, k), (s, s), padding="VALID", kernel_init=init,
