@@ -416,3 +416,28 @@ def test_max_grad_norm_clips_outside_the_optimiser_state():
         tiny_ppo_config(max_grad_norm=0.0)
     with pytest.raises(ValueError, match="target_kl must be positive"):
         tiny_ppo_config(target_kl=-1.0)
+
+
+def test_the_input_offset_stays_where_it_was_set():
+    """``network.input_norm``'s offset is a constant: updates (with the L2 term, a large
+    learning rate, several epochs) leave it bit for bit, while every trained parameter moves.
+    It once took the L2 term's gradient alone and Adam shrank it by lr * l2 / eps per step."""
+    import dataclasses
+
+    from jax_reset.networks import INPUT_MEAN, set_input_mean
+
+    cfg = dataclasses.replace(tiny_network_config(), input_norm="demo_mean")
+    ppo = dataclasses.replace(tiny_ppo_config(epochs=2, minibatches=1), learning_rate=1e-2,
+                              l2_coef=1e-3)
+    net, state = create_train_state(cfg, ppo, TINY_OBS_SHAPE, A, jax.random.key(5))
+    mean = np.random.default_rng(6).random(TINY_OBS_SHAPE).astype(np.float32)
+    state = state.replace(params=set_input_mean(state.params, mean))
+    first = jax.tree.map(np.asarray, state.params)
+    update = make_update(net, ppo, make_data_mesh())
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        state, _ = update(state, random_batch(rng, cfg, ppo, 4, TINY_OBS_SHAPE, A))
+    np.testing.assert_array_equal(np.asarray(state.params["torso"][INPUT_MEAN]), mean)
+    moved = jax.tree_util.tree_flatten_with_path(jax.tree.map(
+        lambda a, b: float(np.abs(np.asarray(a) - b).max()), state.params, first))[0]
+    assert all(d > 0 for path, d in moved if path[-1].key != INPUT_MEAN)

@@ -61,6 +61,16 @@ def l2_penalty(params: Params) -> jax.Array:
                      if getattr(path[-1], "key", None) != INPUT_MEAN)
 
 
+def l2_gradient(grads: Params, params: Params, l2_coef: float) -> Params:
+    """``grads`` plus the gradient of ``l2_coef * l2_penalty(params)``: ``l2_coef * p`` on every
+    trained parameter, nothing on the torso's constant input offset (whose gradient stays 0,
+    so Adam leaves it where it was set)."""
+    def add(path: Any, g: jax.Array, p: jax.Array) -> jax.Array:
+        return g if getattr(path[-1], "key", None) == INPUT_MEAN else g + l2_coef * p
+
+    return jax.tree_util.tree_map_with_path(add, grads, params)
+
+
 def sequence_forward(
     apply_fn: ApplyFn, params: Params, batch: TrainBatch, burn_in_steps: int
 ) -> tuple[jax.Array, jax.Array]:
