@@ -1,9 +1,9 @@
 """The run configuration: one typed, frozen schema, read from TOML, validated once.
 
 A config file is TOML with one table per section (``[demo]``, the one required, ``[env]``,
-``[network]``, ``[ppo]``, ``[curriculum]``, ``[stall]``, ``[train]``). Every key must exist in the
-schema and have the declared type, and each problem is reported as one line naming the dotted key
-(the sizes that must divide depend on the number of processes and devices:
+``[network]``, ``[ppo]``, ``[curriculum]``, ``[stall]``, ``[train]``, ``[eval]``). Every key must
+exist in the schema and have the declared type, and each problem is reported as one line naming
+the dotted key (the sizes that must divide depend on the number of processes and devices:
 ``jax_reset.parallel.sizes.derive`` checks them when the run starts). Command-line overrides
 use the same dotted names (``ppo.learning_rate=3e-4 train.num_envs=32``) and are parsed as TOML
 values, so ``x=3e-4`` is a float, ``x=true`` a bool, ``x=[16,32]`` a list and anything that is not a
@@ -45,6 +45,7 @@ here). Nothing here imports JAX.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -189,6 +190,48 @@ def placement_split(placement: str) -> tuple[int, int] | None:
 
 
 # --------------------------------------------------------------------------------------------
+# The ``[eval]`` section: full games from the game's start while the run trains.
+
+#: The evaluation protocols (``jax_reset.evaluation.envs.PROTOCOLS``, which imports JAX).
+EVAL_PROTOCOLS = ("plain", "noop", "sticky", "epsilon")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Every ``every`` updates (and at the last), process 0 plays ``episodes`` full games from
+    the game's start under ``protocol`` with the parameters of that update (test-time policy,
+    EnvPool, as ``python -m jax_reset.evaluate``): the score every RL reader asks for, beside
+    the curriculum's position. Logged as ``eval/`` metrics; every game's score goes to
+    ``RUN_DIR/evaluations.jsonl``. Its seconds are left out of ``train/agent_steps_per_s``."""
+
+    # Updates between two evaluations; 0: none during training.
+    every: int = 0
+    episodes: int = 8
+    protocol: str = "plain"
+    # EnvPool environments playing them at once (at most ``episodes``).
+    envs: int = 8
+    # The games' seed: the same at every evaluation, so the curve moves with the policy only.
+    seed: int = 12345
+    # Stop the run (a checkpoint, exit 0) at the first evaluation whose mean score reaches this,
+    # once every demo's curriculum is at the game's start (inf: never; the run ends at
+    # ``train.total_updates``).
+    stop_score: float = math.inf
+
+    def __post_init__(self) -> None:
+        for ok, message in (
+                (self.every >= 0, "every must be non-negative (0: no evaluation)"),
+                (self.episodes >= 1, "episodes must be at least 1"),
+                (self.envs >= 1, "envs must be at least 1"),
+                (self.protocol in EVAL_PROTOCOLS,
+                 f"protocol must be one of {', '.join(EVAL_PROTOCOLS)}, got {self.protocol!r}"),
+                (not math.isnan(self.stop_score), "stop_score must be a number (inf: never)"),
+                (self.every > 0 or math.isinf(self.stop_score),
+                 "stop_score needs evaluations: set eval.every")):
+            if not ok:
+                raise ValueError(message)
+
+
+# --------------------------------------------------------------------------------------------
 # The run's schema and its loader.
 
 
@@ -204,6 +247,7 @@ class Config:
     # Lowering the learning rate and entropy coefficient when the curriculum stalls (off).
     stall: StallConfig = dataclasses.field(default_factory=StallConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)  # games from the start
 
     def __post_init__(self) -> None:
         h, w = self.env.img_height, self.env.img_width

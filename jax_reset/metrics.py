@@ -40,6 +40,8 @@ from jax_reset.run import disk
 NAMESPACES = ("train/", "curriculum/", "env/", "timing/", "actor/", "eval/")
 JSONL_NAME = "metrics.jsonl"
 SET_ASIDE_NAME = "metrics-set-aside.jsonl"  # the lines a resume took out of metrics.jsonl
+EVALS_NAME = "evaluations.jsonl"  # every evaluation during training, each game's score
+EVALS_SET_ASIDE_NAME = "evaluations-set-aside.jsonl"
 TB_DIR = "tb"
 TIME = "time"  # each line's unix time (not a metric)
 
@@ -48,6 +50,15 @@ UPDATE = "train/update"
 AGENT_STEPS = "train/agent_steps"
 FRAMES = "train/frames"
 AGENT_STEPS_PER_S = "train/agent_steps_per_s"
+# Full games from the game's start during training (``[eval]``): their scores' mean, median,
+# min and max, their mean length in agent steps, how many, and the evaluation's seconds.
+EVAL_SCORE = "eval/score_mean"
+EVAL_SCORE_MEDIAN = "eval/score_median"
+EVAL_SCORE_MIN = "eval/score_min"
+EVAL_SCORE_MAX = "eval/score_max"
+EVAL_LENGTH = "eval/length_mean_agent_steps"
+EVAL_EPISODES = "eval/episodes"
+EVAL_SECONDS = "eval/seconds"
 # Episodes that ended in the log window, and the rollouts' valid steps.
 EPISODES = "env/episodes"
 EPISODE_SCORE = "env/episode_score"
@@ -153,6 +164,22 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _set_aside_after(path: Path, set_aside: Path, update: int) -> int:
+    """Moves the lines of the JSON-lines file ``path`` whose update is after ``update`` to the end
+    of ``set_aside`` (a torn last line is dropped); returns how many moved."""
+    rows = read_jsonl(path)
+    later = [r for r in rows if int(r.get("update", 0)) > update]
+    if later:  # appended before the log is rewritten: a crash in between duplicates a
+        # line in both files, never loses one (the rewrite always runs: a torn line goes)
+        with set_aside.open("a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in later))
+            f.flush()
+            os.fsync(f.fileno())
+    text = "".join(json.dumps(r) + "\n" for r in rows if int(r.get("update", 0)) <= update)
+    atomic_write(path, lambda f: f.write(text))
+    return len(later)
+
+
 class MetricsWriter:
     """Writes ``metrics.jsonl`` and TensorBoard events under ``run_dir``.
 
@@ -183,17 +210,18 @@ class MetricsWriter:
             _catch_tensorboard_thread_errors()
 
     def _set_aside_after(self, update: int) -> int:
-        rows = read_jsonl(self.path)
-        later = [r for r in rows if int(r.get("update", 0)) > update]
-        if later:  # appended before the log is rewritten: a crash in between duplicates a
-            # line in both files, never loses one (the rewrite always runs: a torn line goes)
-            with (self.run_dir / SET_ASIDE_NAME).open("a", encoding="utf-8") as f:
-                f.write("".join(json.dumps(r) + "\n" for r in later))
-                f.flush()
-                os.fsync(f.fileno())
-        text = "".join(json.dumps(r) + "\n" for r in rows if int(r.get("update", 0)) <= update)
-        atomic_write(self.path, lambda f: f.write(text))
-        return len(later)
+        if (self.run_dir / EVALS_NAME).exists():
+            _set_aside_after(self.run_dir / EVALS_NAME, self.run_dir / EVALS_SET_ASIDE_NAME,
+                             update)
+        return _set_aside_after(self.path, self.run_dir / SET_ASIDE_NAME, update)
+
+    def write_evaluation(self, row: Mapping[str, Any]) -> None:
+        """Appends one evaluation's record (its update, counters and every game's score) to
+        ``evaluations.jsonl``, flushed to disk: the per-game data a published result cites."""
+        with (self.run_dir / EVALS_NAME).open("a", encoding="utf-8") as f:
+            f.write(json.dumps(dict(row)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
     def write(self, update: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
         """Logs one update's metrics; returns the JSON row written."""
@@ -322,6 +350,7 @@ class ProgressDisplay:
         self._clock = clock
         self._t0 = clock()
         self._first: tuple[int, float] | None = None  # (update, time) of the first update seen
+        self._eval_score: tuple[int, float] | None = None  # (update, score) of the last eval
         self._progress: Progress | None = None
         self._updates: TaskID | None = None
         self._curriculum: TaskID | None = None
@@ -369,8 +398,13 @@ class ProgressDisplay:
         per_hour = moved / elapsed_s * 3600 if elapsed_s > 0 else 0.0
         when = f"elapsed {_clock_time(elapsed_s)}  ETA " + (
             _clock_time(eta_s) if eta_s is not None else "-")
+        if _finite(metrics.get(EVAL_SCORE)):
+            self._eval_score = (update, float(metrics[EVAL_SCORE]))
         parts = [f"{sps:,.0f} steps/s" if _finite(sps) else "",
-                 f"score {score:.1f}" if _finite(score) else ""]
+                 f"score {score:.1f}" if _finite(score) else "",
+                 # the last evaluation from the game's start, and its update
+                 f"from start {self._eval_score[1]:.1f} @{self._eval_score[0]:,}"
+                 if self._eval_score is not None else ""]
         info = "  ".join(p for p in parts if p)
         cur_info = f"starting point {sp:,} of {self.end:,}" + (
             f"  success {success:.2f}" if _finite(success) else "")

@@ -2,12 +2,13 @@
 
 Writes into ``DIR/plots/``: the curriculum's maximum starting point against agent steps and
 against training time (the gaps between the sittings of a resumed run left out), the success
-rate at the starting point, the mean episode score, the learning rate in force (it changes with
-the stall handling), the approximate KL of each update (a policy collapse stands out) and the
-agent steps per second. A run of several demos gets one curve per demo (its ``.../demo<i>/...``
-keys) where the trainer logs the metric per demo. Also prints, and writes as
-``milestones.json``, when the curriculum passed each frame where the demo scores
-(``jax_reset.milestones``).
+rate at the starting point, the mean episode score, the score of the games played from the
+game's start during training (``[eval]``; also against training time), the learning rate in
+force (it changes with the stall handling), the approximate KL of each update (a policy
+collapse stands out) and the agent steps per second. A run of several demos gets one curve
+per demo (its ``.../demo<i>/...`` keys) where the trainer logs the metric per demo. Also
+prints, and writes as ``milestones.json``, when the curriculum passed each frame where the demo
+scores (``jax_reset.milestones``).
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ PLOTS = (
     ("starting_point", cur.MAX_STARTING_POINT, "max starting point (demo frame)"),
     ("success_rate", metrics.SUCCESS_AT_SP, "success rate at the starting point"),
     ("score", metrics.EPISODE_SCORE, "mean episode score"),
+    ("eval_score", metrics.EVAL_SCORE, "score from the game's start (evaluation mean)"),
     ("learning_rate", metrics.LEARNING_RATE, "learning rate in force"),
     ("approx_kl", metrics.APPROX_KL, "approximate KL of an update (log scale)"),
     ("steps_per_s", metrics.AGENT_STEPS_PER_S, "agent steps per second"),
 )
+# Plots also drawn against training time: the two curves a reader compares runs by.
+TIME_TOO = {"starting_point", "eval_score"}
 # Plots whose values span decades: a policy collapse shows as an update's KL ~100x the usual.
 LOG_Y = {"approx_kl"}
 # The trainer logs the unix time of each line; the plots show training seconds since the first
@@ -114,7 +118,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None,
     written = []
     for name, key, label in PLOTS:
         xs = [(X_STEPS, "agent steps")]
-        if name == "starting_point":
+        if name in TIME_TOO:
             xs.append((X_TIME, "training time (s; gaps between sittings left out)"))
         series = [(x, xlabel, _curves(rows, x, key)) for x, xlabel in xs]
         series = [s for s in series if s[2]]

@@ -20,7 +20,10 @@ from jax_reset.ppo.config import PPOConfig
 from tests.conftest import REPO, SMOKE
 
 PRESET_PARTS = ("base", "cpu")  # linked by the game files, not jobs by themselves
-CONFIGS = sorted(p for p in (REPO / "configs").glob("*.toml") if p.stem not in PRESET_PARTS)
+# Variants of a game's job: a game file as base, with the keys the variant is about.
+VARIANTS = ("pong_nodemo",)
+CONFIGS = sorted(p for p in (REPO / "configs").glob("*.toml")
+                 if p.stem not in (*PRESET_PARTS, *VARIANTS))
 GAMES = ("Pong", "MontezumaRevenge", "PrivateEye", "Pitfall", "Gravitar")
 
 
@@ -92,6 +95,9 @@ PONG_FULL: dict[str, Any] = {
               "num_envs": 128, "overlap": True, "progress": True, "seed": 0,
               "total_updates": 100000, "warmup_steps": 128, "workers": 16,
               "placement": "auto"},  # (came later, with the device placement)
+    # (came later: games from the game's start during training, issue 29)
+    "eval": {"every": 100, "episodes": 8, "protocol": "plain", "envs": 8, "seed": 12345,
+             "stop_score": float("inf")},
 }
 # What the old [on_cpu] table of every game file changed (same capture).
 CPU_CHANGES = {
@@ -269,6 +275,10 @@ def test_cpu_table_applies_before_the_command_line(tmp_path: Path) -> None:
     (MINIMAL, ["ppo.gamma=2.0"], "ppo: gamma must be in (0, 1], not 2.0"),
     (MINIMAL, ["ppo.gae_lambda=-0.5"], "ppo: gae_lambda must be in [0, 1], not -0.5"),
     (MINIMAL, ["stall.on_move=reset"], "stall.on_move: expected one of 'restore' | 'keep'"),
+    (MINIMAL, ["eval.protocol=noops"], "eval: protocol must be one of plain, noop, sticky"),
+    (MINIMAL, ["eval.stop_score=18"], "eval: stop_score needs evaluations: set eval.every"),
+    (MINIMAL, ["eval.every=5", "eval.stop_score=nan"], "eval: stop_score must be a number"),
+    (MINIMAL, ["eval.every=-1"], "eval: every must be non-negative"),
     # A retired key is accepted only in a saved config, never in a user's file.
     (MINIMAL + "[network]\nobs_layout = 'chw'\n", [], "unknown key 'network.obs_layout'"),
     (MINIMAL, ["ppo"], "override 'ppo': expected section.key=value"),
@@ -297,6 +307,11 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
     c = cfg.load(REPO / "configs" / "pong.toml", ["ppo.max_grad_norm=0.5"], on_cpu=True)
     saved = config_tree.save_json(c, tmp_path / "run" / "config.json")
     assert cfg.load(saved) == c
+    # a stop score of inf (never: the default) and a finite one both survive the JSON
+    for score in ("inf", "18.5"):
+        c2 = cfg.load(REPO / "configs" / "pong.toml", ["eval.every=10",
+                                                       f"eval.stop_score={score}"])
+        assert cfg.load(config_tree.save_json(c2, tmp_path / score / "config.json")) == c2
     assert [p.name for p in saved.parent.iterdir()] == ["config.json"]  # no temporary left
     other = cfg.load(saved, ["ppo.learning_rate=1e-5", "network.core_size=64"])
     assert config_tree.diff(config_tree.to_dict(c), config_tree.to_dict(other)) == [
@@ -323,3 +338,19 @@ def test_a_saved_config_drops_its_retired_keys(tmp_path: Path) -> None:
     # The table is generic: drop_retired leaves every other key, and a config without them alone.
     assert cfg.drop_retired(config_tree.to_dict(c)) == config_tree.to_dict(c)
     assert set(cfg.RETIRED_KEYS) == {"network.obs_layout"}
+
+
+def test_the_no_demo_baseline_is_the_demo_job_without_the_demo() -> None:
+    """``configs/pong_nodemo.toml``: pong.toml's every setting (full size and CPU overlay) but
+    the ones that bring the demo in: every episode from frame 0 (no demo state), no lag rule,
+    no entropy boost, no warm-up, the input offset from random play."""
+    for on_cpu in (False, True):
+        demo = config_tree.to_dict(cfg.load(REPO / "configs" / "pong.toml", on_cpu=on_cpu))
+        nodemo = cfg.load(REPO / "configs" / "pong_nodemo.toml", on_cpu=on_cpu)
+        differ = config_tree.diff(demo, config_tree.to_dict(nodemo))
+        assert differ == ["curriculum.start_at", "demo.allowed_lag_frames",
+                          "demo.entropy_boost_frames", "demo.p_start_at_starting_point",
+                          "network.input_norm", "train.warmup_steps"], differ
+        assert nodemo.curriculum.start_at == 0 and nodemo.demo.p_start_at_starting_point == 1
+        assert nodemo.train.warmup_steps == 0 and nodemo.network.input_norm == "play_mean"
+        assert nodemo.demo.allowed_lag_frames > 100 * 27_000 * 4  # longer than any game

@@ -14,7 +14,9 @@ One update, on every process alike (one process is the degenerate group, not a b
 4. ``learn``: the rollout behind the carried-over burn-in, this process's block of the global
    batch, one data-parallel PPO update (``jax_reset.ppo``);
 5. ``publish``: the new parameters to the rollout source;
-6. ``log``: every ``train.log_every`` updates, the window's means (process 0 writes them);
+6. ``evaluate``: every ``eval.every`` updates, process 0 plays full games from the game's
+   start (``jax_reset.training.evaluator``); ``log``: every ``train.log_every`` updates and
+   after an evaluation, the window's means (process 0 writes them);
 7. ``save``: the run state every ``train.checkpoint_every`` updates, at the end and on a stop
    (``jax_reset.run.state``).
 
@@ -48,6 +50,7 @@ from jax_reset.run import state as run_state
 from jax_reset.run.checkpoint import Checkpoints
 from jax_reset.run.layout import PROCESSES_DIR, PROFILE_DIR, RunFailure
 from jax_reset.training.actor import Actor, Rollout, Stopped, WarmUp
+from jax_reset.training.evaluator import Evaluator
 from jax_reset.training.rollout_source import RolloutSource, make_source
 
 
@@ -149,6 +152,11 @@ class Trainer:
             self.actor, group.local_params(self.state.train_state.params), state.update,
             train.overlap)
         self.window = LogWindow()
+        # Games from the game's start (process 0; ``[eval]``), and whether one reached
+        # ``eval.stop_score``: the processes then agree to stop after the next update.
+        self.evaluator = (Evaluator(config, outputs.meta["game"], outputs.meta["num_actions"])
+                          if group.is_main and config.eval.every > 0 else None)
+        self.target_reached = False
 
     def _demo_histories(self, curricula: cur.Curricula) -> list[DemoHistory] | None:
         """Each demo's observations for the warm-up, in ``demo.paths`` order (None: no
@@ -269,11 +277,40 @@ class Trainer:
         self.source.publish(self.group.local_params(self.state.train_state.params),
                             self.state.update)
 
-    def log(self, update_metrics: dict[str, float]) -> dict[str, float] | None:
-        """Every ``train.log_every`` updates and at the last: the window's metrics, written by
-        process 0; None between log lines."""
+    def evaluate(self) -> dict[str, float]:
+        """When update ``update`` is due (``[eval]``, process 0): full games from the game's
+        start with its parameters; returns their ``eval/`` metrics ({} when not due) and writes
+        every game's score to ``evaluations.jsonl``. Their seconds are left out of the log
+        window's pace. A mean score at ``eval.stop_score`` with every curriculum at the start
+        sets ``target_reached``."""
+        s = self.state
+        if self.evaluator is None or not self.evaluator.due(s.update):
+            return {}
+        t0 = time.perf_counter()
+        at_start = all(p == 0 for p in s.curriculum.max_starting_points)
+        metrics, record = self.evaluator(
+            self.group.local_params(s.train_state.params), s.update,
+            {"agent_steps": s.agent_steps, "frames": s.frames,
+             "max_starting_points": [int(p) for p in s.curriculum.max_starting_points]})
+        write = getattr(self.outputs.writer, "write_evaluation", None)
+        if write is not None:
+            write(record)
+        score = metrics[m.EVAL_SCORE]
+        if self.evaluator.reached(score, at_start):
+            self.target_reached = True
+            print(f"update {s.update}: {self.config.eval.protocol} score {score:g} from the "
+                  f"game's start (mean of {len(record['scores'])} games) reaches eval.stop_score "
+                  f"{self.config.eval.stop_score:g}: the run stops after the next update",
+                  flush=True)
+        self.window.t0 += time.perf_counter() - t0
+        return metrics
+
+    def log(self, update_metrics: dict[str, float], force: bool = False,
+            ) -> dict[str, float] | None:
+        """Every ``train.log_every`` updates, at the last and when ``force``d (an evaluation's
+        update): the window's metrics, written by process 0; None between log lines."""
         s, total = self.state, self.config.train.total_updates
-        if s.update % self.config.train.log_every and s.update != total:
+        if s.update % self.config.train.log_every and s.update != total and not force:
             return None
         metrics = {
             **update_metrics,
@@ -316,7 +353,7 @@ class Trainer:
             rollout, wait_s = self.collect(interrupt)
         except Stopped:
             return False
-        got = self.exchange(rollout, stop.is_set())
+        got = self.exchange(rollout, stop.is_set() or self.target_reached)
         decisions = self.advance_curriculum(got.records, index)
         self.handle_stall(decisions)
         # The learner's seconds, and the updates between the acting parameters and the ones
@@ -336,7 +373,8 @@ class Trainer:
                                        {**cur.curricula_to_json(self.state.curriculum),
                                         "stall": stall_lib.to_json(self.state.stall)},
                                        self.outputs.run_dir / PROCESSES_DIR)
-        self.log(update_metrics)
+        eval_metrics = self.evaluate()
+        self.log({**update_metrics, **eval_metrics}, force=bool(eval_metrics))
         if update % train.checkpoint_every == 0:
             self.save()
         return not got.stop

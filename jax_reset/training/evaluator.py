@@ -1,0 +1,58 @@
+"""Full games from the game's start while a run trains (``[eval]``, ``jax_reset.config.
+EvalConfig``): the score an RL reader compares, beside the curriculum's position.
+
+Process 0 plays them on the main thread between two updates, with the parameters of the update
+just made, the test-time policy and EnvPool under one protocol, exactly as ``python -m
+jax_reset.evaluate`` does (``jax_reset.evaluation.play``). The policy is compiled once; each
+evaluation passes it the new parameters. The games' seed is the same every time, so the curve
+moves with the policy, not with the games drawn; a resumed run evaluates the same updates with
+the same seed. With ``overlap`` the actor thread goes on collecting meanwhile.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from jax_reset import metrics as m
+from jax_reset.evaluation.play import NetworkPolicy, run_protocol
+
+
+class Evaluator:
+    """Plays ``config.eval`` games of ``game`` with a network's parameters (``num_actions``)."""
+
+    def __init__(self, config: Any, game: str, num_actions: int) -> None:
+        self.eval, self.env, self.game = config.eval, config.env, game
+        self.total_updates = config.train.total_updates
+        self.policy = NetworkPolicy(config.network, None, num_actions)
+
+    def due(self, update: int) -> bool:
+        """Whether update ``update`` is evaluated: every ``eval.every``, and the run's last."""
+        every = self.eval.every
+        return every > 0 and (update % every == 0 or update == self.total_updates)
+
+    def __call__(self, params: Any, update: int, counters: dict[str, float],
+                 ) -> tuple[dict[str, float], dict[str, Any]]:
+        """Plays the games with ``params``: (the ``eval/`` metrics, the record of every game
+        for ``evaluations.jsonl``: update, ``counters``, protocol, seed, scores, lengths)."""
+        # One copy on one device for the whole evaluation (not a transfer per step).
+        self.policy.params = jax.device_put(jax.device_get(params), jax.local_devices()[0])
+        result = run_protocol(self.game, self.env, self.policy, self.eval.protocol,
+                              self.eval.episodes, num_envs=self.eval.envs, seed=self.eval.seed)
+        summary = result.summary()
+        metrics = {
+            m.EVAL_SCORE: summary["score_mean"], m.EVAL_SCORE_MEDIAN: summary["score_median"],
+            m.EVAL_SCORE_MIN: summary["score_min"], m.EVAL_SCORE_MAX: summary["score_max"],
+            m.EVAL_LENGTH: summary["length_mean_agent_steps"],
+            m.EVAL_EPISODES: float(summary["episodes"]), m.EVAL_SECONDS: result.seconds,
+        }
+        record = {"update": update, **counters, "protocol": result.protocol,
+                  "seed": self.eval.seed, "scores": result.scores, "lengths": result.lengths,
+                  "seconds": round(result.seconds, 2)}
+        return metrics, record
+
+    def reached(self, score: float, at_start: bool) -> bool:
+        """Whether ``score`` ends the run (``eval.stop_score``, with every curriculum at the
+        game's start: ``at_start``)."""
+        return at_start and score >= self.eval.stop_score

@@ -1,0 +1,82 @@
+"""Games from the game's start while a run trains (``[eval]``): the ``eval/`` metrics at the
+evaluated updates only, every game's score in ``evaluations.jsonl`` agreeing with them, a run
+that stops when the score reaches ``eval.stop_score`` from the game's start, and a resume that
+sets aside the evaluations logged after its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from jax_reset import metrics as m
+from tests.conftest import run_module
+
+
+def train(run: Path, *overrides: str):
+    """The smoke job with 3 evaluation games on 2 environments, and ``overrides``."""
+    return run_module("jax_reset.train", "--config", "configs/smoke.toml", "--run-dir", str(run),
+                      "eval.episodes=3", "eval.envs=2", *overrides)
+
+
+def test_evaluations_during_training_are_logged_with_every_games_score(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    done = train(run, "train.total_updates=5", "eval.every=2")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    rows = {r["update"]: r for r in m.read_jsonl(run / m.JSONL_NAME)}
+    evaluated = [u for u, r in rows.items() if m.EVAL_SCORE in r]
+    assert evaluated == [2, 4, 5]  # every 2 updates, and the run's last
+    records = [json.loads(line) for line in (run / m.EVALS_NAME).read_text().splitlines()]
+    assert [r["update"] for r in records] == evaluated
+    for record in records:
+        row = rows[record["update"]]
+        scores = record["scores"]
+        assert len(scores) == len(record["lengths"]) == 3 == row[m.EVAL_EPISODES]
+        # Full games of Pong: one side reaches 21, so no game ends level, and each is long.
+        assert all(-21 <= s <= 21 and s != 0 for s in scores), scores
+        assert all(n >= 21 * 20 for n in record["lengths"]), record["lengths"]
+        assert row[m.EVAL_SCORE] == statistics.mean(scores)
+        assert row[m.EVAL_SCORE_MIN] == min(scores) and row[m.EVAL_SCORE_MAX] == max(scores)
+        assert record["agent_steps"] == row[m.AGENT_STEPS]
+        assert record["protocol"] == "plain" and record["max_starting_points"][0] > 0
+    # plot draws the score from the start against agent steps and training time
+    plotted = run_module("jax_reset.plot", "--run-dir", str(run))
+    assert plotted.returncode == 0, plotted.stderr[-2000:]
+    assert (run / "plots" / "eval_score.png").stat().st_size > 0
+
+
+def test_a_run_stops_when_the_score_from_the_start_reaches_the_target(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    # At the game's start from the first update (curriculum.start_at=0); any Pong score is at
+    # least -21, so the first evaluation reaches the target and the run stops one update later.
+    done = train(run, "train.total_updates=50", "curriculum.start_at=0", "eval.every=1",
+                 "eval.stop_score=-21")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "reaches eval.stop_score -21: the run stops after the next update" in done.stdout
+    rows = m.read_jsonl(run / m.JSONL_NAME)
+    assert rows[-1]["update"] == 2
+    assert sorted(int(p.name) for p in (run / "checkpoints").iterdir())[-1] == 2
+    # Not at the start: the same target does not stop a run.
+    other = tmp_path / "other"
+    done = train(other, "train.total_updates=3", "eval.every=1", "eval.stop_score=-21")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "eval.stop_score" not in done.stdout
+    assert m.read_jsonl(other / m.JSONL_NAME)[-1]["update"] == 3
+
+
+def test_a_resume_sets_aside_the_evaluations_after_its_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    for update in (2, 4, 6):
+        (run / m.JSONL_NAME).open("a").write(json.dumps({"update": update}) + "\n")
+    (run / m.EVALS_NAME).write_text(
+        "".join(json.dumps({"update": u, "scores": [u]}) + "\n" for u in (2, 4, 6))
+        + '{"update": 8, "sco')  # torn by a crash
+    m.MetricsWriter(run, resume_update=4, tensorboard=False).close()
+    kept = m.read_jsonl(run / m.EVALS_NAME)
+    assert [r["update"] for r in kept] == [2, 4]
+    assert [r["update"] for r in m.read_jsonl(run / m.EVALS_SET_ASIDE_NAME)] == [6]
+    writer = m.MetricsWriter(run, resume_update=4, tensorboard=False)
+    writer.write_evaluation({"update": 6, "scores": [-20.0]})
+    writer.close()
+    assert [r["scores"] for r in m.read_jsonl(run / m.EVALS_NAME)] == [[2], [4], [-20.0]]
