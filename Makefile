@@ -8,7 +8,7 @@ PY := .venv/bin/python
 endif
 STAMP := $(dir $(PY)).jax_reset_installed
 
-.PHONY: install train test test-slow lint bench-env bench-learner verify-demos gpu-wheels
+.PHONY: install train train-nodemo test test-slow lint bench-env bench-learner verify-demos gpu-wheels
 
 $(PY):
 	python3 -m venv .venv
@@ -27,6 +27,13 @@ RUN_DIR ?= runs/pong
 train: $(STAMP)
 	$(PY) -m jax_reset.train --run-dir $(RUN_DIR) \
 		$(if $(wildcard $(RUN_DIR)/config.json),--resume,--config configs/pong.toml)
+
+# The same job without the demo (configs/pong_nodemo.toml: plain PPO from the game's reset,
+# everything else equal): the baseline the demo's run is compared with.
+NODEMO_RUN_DIR ?= runs/pong_nodemo
+train-nodemo: $(STAMP)
+	$(PY) -m jax_reset.train --run-dir $(NODEMO_RUN_DIR) \
+		$(if $(wildcard $(NODEMO_RUN_DIR)/config.json),--resume,--config configs/pong_nodemo.toml)
 
 # Two pytest processes (pytest-xdist): the slowest tests start trainers and wait on them, so one
 # process leaves a 2-core machine a third idle. TEST_JOBS=1 runs the suite in one process.

@@ -12,7 +12,9 @@ from typing import Literal
 
 CoreKind = Literal["lstm", "gru", "none"]
 DType = Literal["float32", "bfloat16"]
-InputNorm = Literal["none", "demo_mean"]
+InputNorm = Literal["none", "demo_mean", "play_mean"]
+# The input_norm values that subtract a constant offset (a parameter never trained).
+INPUT_OFFSETS = ("demo_mean", "play_mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +45,8 @@ class NetworkConfig:
     # run starts and saved with the parameters (``params["torso"]["input_mean"]``, never
     # trained): the static background cancels and the moving objects remain. Without it the
     # torso's features vary by ~4% across Pong's states at initialisation and the critic stays
-    # blind to the ball (docs/results.md).
+    # blind to the ball (docs/results.md). "play_mean": the same from no demo, the mean
+    # observation of uniformly random play from the game's start (the no-demo baseline's).
     input_norm: InputNorm = "none"
 
     def __post_init__(self) -> None:
@@ -55,7 +58,8 @@ class NetworkConfig:
             )
         if self.core not in ("lstm", "gru", "none"):
             raise ValueError(f"core must be 'lstm', 'gru' or 'none', got {self.core!r}")
-        if self.input_norm not in ("none", "demo_mean"):
-            raise ValueError(f"input_norm must be 'none' or 'demo_mean', got {self.input_norm!r}")
+        if self.input_norm not in ("none", *INPUT_OFFSETS):
+            raise ValueError(f"input_norm must be 'none', 'demo_mean' or 'play_mean', got "
+                             f"{self.input_norm!r}")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype}")

@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 from flax.linen.recurrent import DenseParams
 
-from jax_reset.networks.config import NetworkConfig
+from jax_reset.networks.config import INPUT_OFFSETS, NetworkConfig
 
-# The torso's constant input offset (``NetworkConfig.input_norm = "demo_mean"``).
+# The torso's constant input offset (``NetworkConfig.input_norm`` "demo_mean" or "play_mean").
 INPUT_MEAN = "input_mean"
 
 # LSTM: (c, h), each [B, H]; GRU: h [B, H]; feed-forward: () (no state at all).
@@ -309,7 +309,7 @@ class Torso(nn.Module):
         cfg = self.config
         dtype = _dtype(cfg.compute_dtype)
         mean = None
-        if cfg.input_norm == "demo_mean":
+        if cfg.input_norm in INPUT_OFFSETS:
             # A constant the trainer sets from the demo (``set_input_mean``), not learned: no
             # gradient reaches it (so Adam leaves it alone) and the L2 term skips it.
             mean = self.param(INPUT_MEAN, nn.initializers.zeros, obs.shape[-3:], jnp.float32)
@@ -568,10 +568,13 @@ def forward_flops(config: NetworkConfig, obs_shape: Sequence[int], num_actions: 
 
 def set_input_mean(params: Params, mean: Any) -> Params:
     """``params`` with the torso's input offset replaced by ``mean`` float32 [C, H, W] in [0, 1]
-    (``jax_reset.envs.demo_obs.demo_mean_observation``); for ``input_norm = "demo_mean"``."""
+    (``jax_reset.envs.demo_obs.demo_mean_observation``, or
+    ``jax_reset.evaluation.envs.play_mean_observation``); for ``input_norm`` "demo_mean" or
+    "play_mean"."""
     torso = dict(params["torso"])
     if INPUT_MEAN not in torso:
-        raise ValueError("the network has no input offset: set network.input_norm = 'demo_mean'")
+        raise ValueError("the network has no input offset: set network.input_norm = 'demo_mean' "
+                         "or 'play_mean'")
     old = torso[INPUT_MEAN]
     mean = jnp.asarray(mean, jnp.float32)
     if mean.shape != old.shape:

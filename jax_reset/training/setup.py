@@ -33,6 +33,7 @@ from jax_reset.config import Config
 from jax_reset.curriculum import stall as stall_lib
 from jax_reset.envs import AtariPool
 from jax_reset.envs.demo_obs import demo_mean_observation
+from jax_reset.evaluation.envs import play_mean_observation
 from jax_reset.networks import set_input_mean
 from jax_reset.parallel import placement as placement_lib
 from jax_reset.parallel.mesh import make_data_mesh
@@ -161,6 +162,13 @@ def build_trainer(config: Config, group: ProcessGroup, pool: Any, outputs: RunOu
     if config.network.input_norm == "demo_mean" and restore is None:
         train_state = train_state.replace(params=input_mean_params(config,
                                                                    train_state.params))
+    elif config.network.input_norm == "play_mean" and restore is None:
+        t0 = time.perf_counter()
+        mean = play_mean_observation(pool.game, config.env, seed=config.train.seed)
+        say(f"input offset: the mean observation of random play from the game's start "
+            f"({mean.shape[0]}x{mean.shape[1]}x{mean.shape[2]}, no demo) in "
+            f"{time.perf_counter() - t0:.1f} s")
+        train_state = train_state.replace(params=set_input_mean(train_state.params, mean))
     meta = make_meta(config, train_state.params, game=pool.game,
                      num_actions=int(pool.num_actions), num_frames=pool.demo_num_frames,
                      demos=[{"index": d, "path": p, "num_frames": t}
