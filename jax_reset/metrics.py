@@ -335,12 +335,15 @@ class ProgressDisplay:
         and maximum starting point; default 0 and the demo's end).
       enabled: the live view (None: when the console is a terminal).
       clock: seconds, monotonic (tests pass their own).
+      may_stop_early: the run stops at a target score if it gets there first
+        (``eval.stop_score``): the ETA reads "ETA <=", the time to the last update at most.
     """
 
     def __init__(self, total_updates: int, num_frames: int, start_update: int = 0,
                  enabled: bool | None = None, console: Console | None = None,
                  start_point: int | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 may_stop_early: bool = False) -> None:
         self.console = console or Console()
         self.live = self.console.is_terminal if enabled is None else enabled
         self.total_updates = total_updates
@@ -348,6 +351,8 @@ class ProgressDisplay:
         self.start_update = start_update
         self.start_point = self.end if start_point is None else start_point
         self._clock = clock
+        # A target score may end the run first: the ETA is then an upper bound ("ETA <=").
+        self._eta_label = "ETA <=" if may_stop_early else "ETA"
         self._t0 = clock()
         self._first: tuple[int, float] | None = None  # (update, time) of the first update seen
         self._eval_score: tuple[int, float] | None = None  # (update, score) of the last eval
@@ -396,7 +401,7 @@ class ProgressDisplay:
         score = metrics.get(EPISODE_SCORE)
         moved = self.start_point - sp
         per_hour = moved / elapsed_s * 3600 if elapsed_s > 0 else 0.0
-        when = f"elapsed {_clock_time(elapsed_s)}  ETA " + (
+        when = f"elapsed {_clock_time(elapsed_s)}  {self._eta_label} " + (
             _clock_time(eta_s) if eta_s is not None else "-")
         if _finite(metrics.get(EVAL_SCORE)):
             self._eval_score = (update, float(metrics[EVAL_SCORE]))

@@ -151,6 +151,24 @@ def test_progress_display_shows_times_and_the_curriculum_rate() -> None:
     assert "moved 600 frames (7,200 frames/h)" in out  # 600 frames in 300 s
 
 
+def test_progress_display_shows_the_last_score_from_the_start_and_a_bounded_eta() -> None:
+    """A run that stops at a target score may end before its last update: "ETA <="; the last
+    evaluation's score from the game's start stays on every line after it, with its update."""
+    now = [0.0]
+    plain = io.StringIO()
+    display = ProgressDisplay(100, 20001, enabled=False, console=Console(file=plain),
+                              clock=lambda: now[0], may_stop_early=True)
+    base = {"curriculum/max_starting_point": 0}
+    for update, extra in ((1, {}), (2, {"eval/score_mean": -3.25}), (3, {})):
+        now[0] += 10.0
+        display.update(update, {**base, **extra})
+    first, second, third = plain.getvalue().splitlines()
+    assert "ETA <= -" in first and "from start" not in first
+    assert "ETA <= 0:16:20" in second  # 98 updates left at 10 s each
+    assert "from start -3.2 @2" in second
+    assert "from start -3.2 @2" in third
+
+
 def test_a_dead_tensorboard_writer_is_one_error_not_a_hang(tmp_path: Path) -> None:
     """TensorBoard's writer thread dies on a full file system (here only ``tb/`` is full): the
     next writes raise ``disk.WriteError`` naming ``tb/`` instead of blocking on its queue, and

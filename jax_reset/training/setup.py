@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -241,7 +242,7 @@ def _resume(req: Request, plan: Plan, checkpoints: ckpt_lib.Checkpoints,
 
 @contextlib.contextmanager
 def _logging(req: Request, trainer_state: run_state.RunState, total_updates: int,
-             demo_num_frames: int, progress: bool, is_main: bool,
+             demo_num_frames: int, progress: bool, is_main: bool, may_stop_early: bool,
              ) -> Iterator[tuple[m.MetricsWriter | None, m.ProgressDisplay | None]]:
     """Process 0's metrics writer and progress display (None, None on the others)."""
     if not is_main:
@@ -256,7 +257,8 @@ def _logging(req: Request, trainer_state: run_state.RunState, total_updates: int
         display = m.ProgressDisplay(total_updates, demo_num_frames,
                                     start_update=trainer_state.update,
                                     enabled=None if progress else False,
-                                    start_point=trainer_state.curriculum.max_starting_point)
+                                    start_point=trainer_state.curriculum.max_starting_point,
+                                    may_stop_early=may_stop_early)
         with display:
             yield writer, display
     finally:
@@ -284,7 +286,8 @@ def run(req: Request, full_size: bool = False, profile: tuple[int, int] | None =
         if group.is_main:
             run_resolve.write_config(config, req.run_dir)
         with _logging(req, state, config.train.total_updates, pool.demo_num_frames,
-                      config.train.progress, group.is_main) as (writer, display):
+                      config.train.progress, group.is_main,
+                      math.isfinite(config.eval.stop_score)) as (writer, display):
             trainer.outputs = dataclasses.replace(trainer.outputs, writer=writer,
                                                   display=display)
             trainer.run(stop.event, profile if group.is_main else None)
