@@ -12,6 +12,7 @@ run's own schema and its loader are ``jax_reset.config``; callers import these n
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -274,6 +275,18 @@ def read_file(path: str | os.PathLike, _chain: tuple[Path, ...] = (),
     return result
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (``os.umask`` can
+    only be read by setting it, which races with other threads creating files)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], Any],
                  binary: bool = False) -> Path:
     """Writes ``path`` whole or not at all: ``write(f)`` fills a temporary file beside it, which
@@ -288,6 +301,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], Any],
         encoding = None if binary else "utf-8"
         with os.fdopen(fd, "wb" if binary else "w", encoding=encoding) as f:
             write(f)
+        # mkstemp makes the file private (0600): give it the mode open() would (a demo, a
+        # config or a log that other users of the machine can read, as before the rewrite).
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

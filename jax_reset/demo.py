@@ -1,10 +1,11 @@
-"""`python -m jax_reset.demo {convert,verify,info,from-actions,record,from-run}`: make, check
-and describe demos.
+"""`python -m jax_reset.demo {convert,verify,info,cut,from-actions,record,from-run}`: make,
+check, cut and describe demos.
 
     python -m jax_reset.demo convert demos/original demos/
     python -m jax_reset.demo verify demos/                # every checkpoint of every demo
     python -m jax_reset.demo verify demos/Gravitar.npz --rom ~/roms/gravitar.bin
     python -m jax_reset.demo info demos/Pong.npz --json
+    python -m jax_reset.demo cut demos/MontezumaRevenge.npz --end-frame 2301 --out mr2301.npz
     python -m jax_reset.demo from-actions --game Breakout log.txt --out breakout.npz
     python -m jax_reset.demo record --game Pong --out my.npz --speed 0.5
     python -m jax_reset.demo from-run --run-dir runs/pong --episodes 16 --seed 0 --out best.npz
@@ -17,11 +18,13 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from jax_reset import demos
+from jax_reset.demos.cut import cut
 from jax_reset.demos.from_actions import from_actions
 from jax_reset.demos.roms import RomError, file_md5
 
@@ -113,6 +116,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cut(args: argparse.Namespace) -> int:
+    source = demos.load(args.demo, rom_path=args.rom)
+    prefix, results = cut(source, args.end_frame, args.out)
+    exact = sum(r.exact for r in results)
+    events = np.flatnonzero(prefix.rewards)
+    last = (f"; its last reward: {prefix.rewards[events[-1]]:+g} at frame {events[-1]:,}"
+            if len(events) else "; no reward in it")
+    console.print(f"wrote {args.out}: {prefix.game}, frames 0-{prefix.num_frames - 1:,} of "
+                  f"{source.num_frames:,}, score {prefix.score:g} of {source.score:g}, "
+                  f"{len(prefix.checkpoint_frames)} states{last}; segments exact "
+                  f"{exact}/{len(results)}", soft_wrap=True)
+    return 0 if exact == len(results) else 1
+
+
 def cmd_from_actions(args: argparse.Namespace) -> int:
     path, result = from_actions(args.game, args.actions, args.out,
                                 per_agent_step=args.per_agent_step, minimal=args.minimal)
@@ -166,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="a .npz demo file or a folder of them")
     p.add_argument("--json", action="store_true", help="one JSON object per demo")
     p.set_defaults(func=cmd_info)
+    p = sub.add_parser("cut", help="a demo's first frames as a demo of their own (verified)")
+    p.add_argument("demo", help="the .npz demo file to cut")
+    p.add_argument("--end-frame", type=int, required=True,
+                   help="keep frames 0 to END_FRAME - 1 (a reward at frame i needs i + 1)")
+    p.add_argument("--out", required=True, help="the .npz demo file to write")
+    p.add_argument("--rom", help="your own ROM file, for a demo recorded on another ROM build")
+    p.set_defaults(func=cmd_cut)
     p = sub.add_parser("from-actions", help="replay an action log from the game's reset into a "
                                             "verified demo")
     p.add_argument("actions", help="the log: .txt/.csv (one action per line) or .npy")

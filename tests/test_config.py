@@ -21,7 +21,7 @@ from tests.conftest import REPO, SMOKE
 
 PRESET_PARTS = ("base", "cpu")  # linked by the game files, not jobs by themselves
 # Variants of a game's job: a game file as base, with the keys the variant is about.
-VARIANTS = ("pong_nodemo",)
+VARIANTS = ("pong_nodemo", "montezuma_first_rooms_nodemo")
 CONFIGS = sorted(p for p in (REPO / "configs").glob("*.toml")
                  if p.stem not in (*PRESET_PARTS, *VARIANTS))
 GAMES = ("Pong", "MontezumaRevenge", "PrivateEye", "Pitfall", "Gravitar")
@@ -342,13 +342,14 @@ def test_a_saved_config_drops_its_retired_keys(tmp_path: Path) -> None:
     assert set(cfg.RETIRED_KEYS) == {"network.obs_layout"}
 
 
-def test_the_no_demo_baseline_is_the_demo_job_without_the_demo() -> None:
-    """``configs/pong_nodemo.toml``: pong.toml's every setting (full size and CPU overlay) but
+@pytest.mark.parametrize("job", ["pong", "montezuma_first_rooms"])
+def test_the_no_demo_baseline_is_the_demo_job_without_the_demo(job: str) -> None:
+    """``configs/<job>_nodemo.toml``: the job's every setting (full size and CPU overlay) but
     the ones that bring the demo in: every episode from frame 0 (no demo state), no lag rule,
     no entropy boost, no warm-up, the input offset from random play."""
     for on_cpu in (False, True):
-        demo = config_tree.to_dict(cfg.load(REPO / "configs" / "pong.toml", on_cpu=on_cpu))
-        nodemo = cfg.load(REPO / "configs" / "pong_nodemo.toml", on_cpu=on_cpu)
+        demo = config_tree.to_dict(cfg.load(REPO / "configs" / f"{job}.toml", on_cpu=on_cpu))
+        nodemo = cfg.load(REPO / "configs" / f"{job}_nodemo.toml", on_cpu=on_cpu)
         differ = config_tree.diff(demo, config_tree.to_dict(nodemo))
         assert differ == ["curriculum.start_at", "demo.allowed_lag_frames",
                           "demo.entropy_boost_frames", "demo.p_start_at_starting_point",
