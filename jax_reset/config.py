@@ -1,13 +1,13 @@
 """The run configuration: one typed, frozen schema, read from TOML, validated once.
 
 A config file is TOML with one table per section (``[demo]``, the one required, ``[env]``,
-``[network]``, ``[ppo]``, ``[curriculum]``, ``[stall]``, ``[train]``, ``[eval]``). Every key must
-exist in the schema and have the declared type, and each problem is reported as one line naming
-the dotted key (the sizes that must divide depend on the number of processes and devices:
-``jax_reset.parallel.sizes.derive`` checks them when the run starts). Command-line overrides
-use the same dotted names (``ppo.learning_rate=3e-4 train.num_envs=32``) and are parsed as TOML
-values, so ``x=3e-4`` is a float, ``x=true`` a bool, ``x=[16,32]`` a list and anything that is not a
-TOML value (``demo.demo_path=demos/Pong.npz``) a string.
+``[network]``, ``[ppo]``, ``[curriculum]``, ``[stall]``, ``[train]``, ``[eval]``, ``[wandb]``).
+Every key must exist in the schema and have the declared type, and each problem is reported as
+one line naming the dotted key (the sizes that must divide depend on the number of processes and
+devices: ``jax_reset.parallel.sizes.derive`` checks them when the run starts). Command-line
+overrides use the same dotted names (``ppo.learning_rate=3e-4 train.num_envs=32``) and are
+parsed as TOML values, so ``x=3e-4`` is a float, ``x=true`` a bool, ``x=[16,32]`` a list and
+anything that is not a TOML value (``demo.demo_path=demos/Pong.npz``) a string.
 
 Presets (TOML has no include, so three reserved top-level keys link files):
 
@@ -232,6 +232,29 @@ class EvalConfig:
 
 
 # --------------------------------------------------------------------------------------------
+# The ``[wandb]`` section: Weights & Biases, optional.
+
+WANDB_MODES = ("online", "offline")
+
+
+@dataclasses.dataclass(frozen=True)
+class WandbConfig:
+    """Weights & Biases logging, off unless ``project`` is set (the extra: ``pip install -e
+    '.[wandb]'``). Process 0 logs the resolved config, every metrics line and every evaluation
+    (``jax_reset.training.wandb_log``); a resumed run continues the same W&B run."""
+
+    project: str = ""  # "": no W&B
+    entity: str = ""  # "": the account's default
+    name: str = ""  # "": the run directory's name
+    # "offline": everything under RUN_DIR/wandb, uploaded later with `wandb sync`.
+    mode: str = "online"
+
+    def __post_init__(self) -> None:
+        if self.mode not in WANDB_MODES:
+            raise ValueError(f"mode must be online or offline, got {self.mode!r}")
+
+
+# --------------------------------------------------------------------------------------------
 # The run's schema and its loader.
 
 
@@ -248,6 +271,7 @@ class Config:
     stall: StallConfig = dataclasses.field(default_factory=StallConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)  # games from the start
+    wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)  # optional logging
 
     def __post_init__(self) -> None:
         h, w = self.env.img_height, self.env.img_width

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
@@ -164,6 +164,18 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+class MetricsSink(Protocol):
+    """Somewhere else the writer sends what it logs (``jax_reset.training.wandb_log``)."""
+
+    def log(self, update: int, values: Mapping[str, float]) -> None:
+        """One update's metrics (only the finite ones)."""
+
+    def log_evaluation(self, record: Mapping[str, Any]) -> None:
+        """One evaluation's record, as written to ``evaluations.jsonl``."""
+
+    def close(self) -> None: ...
+
+
 def _set_aside_after(path: Path, set_aside: Path, update: int) -> int:
     """Moves the lines of the JSON-lines file ``path`` whose update is after ``update`` to the end
     of ``set_aside`` (a torn last line is dropped); returns how many moved."""
@@ -189,11 +201,14 @@ class MetricsWriter:
         to ``metrics-set-aside.jsonl`` (and TensorBoard purges its later events; the JSON lines
         are the record). None for a fresh run.
       tensorboard: also write TensorBoard event files (``run_dir/tb``).
+      sinks: more places every line and evaluation go (``MetricsSink``: Weights & Biases);
+        closed with the writer.
     """
 
     def __init__(self, run_dir: str | Path, resume_update: int | None = None,
-                 tensorboard: bool = True) -> None:
+                 tensorboard: bool = True, sinks: tuple[MetricsSink, ...] = ()) -> None:
         self.run_dir = Path(run_dir)
+        self.sinks = sinks
         self.path = self.run_dir / JSONL_NAME
         # How many lines the resume moved to metrics-set-aside.jsonl (0 for a fresh run).
         self.set_aside_lines = 0
@@ -222,6 +237,8 @@ class MetricsWriter:
             f.write(json.dumps(dict(row)) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        for sink in self.sinks:
+            sink.log_evaluation(row)
 
     def write(self, update: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
         """Logs one update's metrics; returns the JSON row written."""
@@ -235,6 +252,9 @@ class MetricsWriter:
             for key, value in values.items():
                 if value is not None:  # an empty mean (no episode ended) is a gap, not a NaN
                     self._tb.add_scalar(key, value, int(update))
+        finite = {k: v for k, v in values.items() if v is not None}
+        for sink in self.sinks:
+            sink.log(int(update), finite)
         return row
 
     def _event_writer(self) -> Any:
@@ -310,6 +330,9 @@ class MetricsWriter:
                 failure = failure or err
             finally:
                 self._drop_tensorboard()
+        sinks, self.sinks = self.sinks, ()
+        for sink in sinks:
+            sink.close()
         if failure is not None:
             raise failure
 

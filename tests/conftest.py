@@ -95,10 +95,12 @@ def wait_for_update(job: subprocess.Popen, run_dir: Path, update: int,
     return rows
 
 
-def run_module(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python -m module args`` from the repository's root, output captured."""
+def run_module(module: str, *args: str, timeout: int = 300,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m module args`` from the repository's root, output captured (``env``: the
+    process's whole environment, else this one's)."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,7 @@ from jax_reset.run import state as run_state
 from jax_reset.run.checkpoint_meta import make_meta
 from jax_reset.run.layout import Request, UsageError
 from jax_reset.run.request import check_demo_paths, check_profile
+from jax_reset.training import wandb_log
 from jax_reset.training.stop import EarlyInterrupt, StopFlag
 from jax_reset.training.trainer import RunOutputs, Trainer
 
@@ -109,6 +110,8 @@ def plan_run(req: Request, full_size: bool, profile: tuple[int, int] | None) -> 
     headers = check_demo_paths(config)
     check_profile(profile, config.train.total_updates)
     group = make_group(config)
+    if group.is_main:  # the one process that logs
+        wandb_log.check(config)
     return Plan(config, on_cpu, notes, headers, group, group.sizes)
 
 
@@ -241,15 +244,19 @@ def _resume(req: Request, plan: Plan, checkpoints: ckpt_lib.Checkpoints,
 
 
 @contextlib.contextmanager
-def _logging(req: Request, trainer_state: run_state.RunState, total_updates: int,
-             demo_num_frames: int, progress: bool, is_main: bool, may_stop_early: bool,
+def _logging(req: Request, config: Config, trainer_state: run_state.RunState,
+             demo_num_frames: int, is_main: bool,
              ) -> Iterator[tuple[m.MetricsWriter | None, m.ProgressDisplay | None]]:
-    """Process 0's metrics writer and progress display (None, None on the others)."""
+    """Process 0's metrics writer (with W&B when ``[wandb]`` asks) and progress display
+    (None, None on the others)."""
     if not is_main:
         yield None, None
         return
+    total_updates, progress = config.train.total_updates, config.train.progress
+    sink = wandb_log.start(config, req.run_dir)
     writer = m.MetricsWriter(req.run_dir,
-                             resume_update=trainer_state.update if req.resume else None)
+                             resume_update=trainer_state.update if req.resume else None,
+                             sinks=(sink,) if sink is not None else ())
     try:
         if writer.set_aside_lines:
             say(f"moved the {writer.set_aside_lines} metrics lines after update "
@@ -258,7 +265,7 @@ def _logging(req: Request, trainer_state: run_state.RunState, total_updates: int
                                     start_update=trainer_state.update,
                                     enabled=None if progress else False,
                                     start_point=trainer_state.curriculum.max_starting_point,
-                                    may_stop_early=may_stop_early)
+                                    may_stop_early=math.isfinite(config.eval.stop_score))
         with display:
             yield writer, display
     finally:
@@ -285,14 +292,16 @@ def run(req: Request, full_size: bool = False, profile: tuple[int, int] | None =
         check_profile(profile, config.train.total_updates, state.update)
         if group.is_main:
             run_resolve.write_config(config, req.run_dir)
-        with _logging(req, state, config.train.total_updates, pool.demo_num_frames,
-                      config.train.progress, group.is_main,
-                      math.isfinite(config.eval.stop_score)) as (writer, display):
+        with _logging(req, config, state, pool.demo_num_frames,
+                      group.is_main) as (writer, display):
             trainer.outputs = dataclasses.replace(trainer.outputs, writer=writer,
                                                   display=display)
             trainer.run(stop.event, profile if group.is_main else None)
     s = trainer.state
-    if stop.requested or s.update < config.train.total_updates:
+    if trainer.target_reached:
+        say(f"done: {s.update} updates, the score from the game's start reached "
+            f"eval.stop_score {config.eval.stop_score:g}")
+    elif stop.requested or s.update < config.train.total_updates:
         say(f"stopped by {stop.signal_name or 'another process'} after update {s.update}: "
             f"checkpoint saved; continue with --resume --run-dir {req.run_dir}")
     else:
