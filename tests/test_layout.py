@@ -13,7 +13,7 @@ from tests.conftest import REPO
 PACKAGE = REPO / "jax_reset"
 LOWER = ("demos", "envs", "networks", "ppo", "curriculum")  # the libraries the trainer uses
 HIGHER = ("run", "training", "parallel", "evaluation", "bench")
-ENTRY_POINTS = ("train", "evaluate", "plot", "demo")
+ENTRY_POINTS = ("train", "evaluate", "plot", "demo", "export")
 FACES = ("curriculum", "envs", "demos", "networks")  # package APIs: their __init__ re-exports
 
 

@@ -59,6 +59,8 @@ class ProtocolResult:
             float(np.median(n)), "length_min_agent_steps": int(n.min()),
             "length_max_agent_steps": int(n.max()),
             "frames_mean": float(n.mean() * self.frame_skip), "seconds": round(self.seconds, 2),
+            # every game, in the order they ended: what a published result cites
+            "scores": list(self.scores), "lengths_agent_steps": list(self.lengths),
         }
 
 

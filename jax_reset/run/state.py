@@ -27,6 +27,7 @@ from jax_reset import config_tree
 from jax_reset import curriculum as cur
 from jax_reset.curriculum import stall as stall_lib
 from jax_reset.ppo import train_state as ppo_state
+from jax_reset.run import policy as policy_lib
 from jax_reset.run.checkpoint import Checkpoints
 from jax_reset.run.checkpoint_meta import CheckpointError, CorruptCheckpoint, check_compatible
 from jax_reset.run.layout import CHECKPOINT_DIR, UsageError
@@ -250,6 +251,8 @@ def load_params(run_dir: Path, checkpoint: str = "latest",
     what evaluation needs, from the run directory alone (read only: nothing is written).
     "latest" is the newest that restores; each newer one that does not is named by ``report``
     (default: stderr) in one line. Raises ``UsageError`` (one line)."""
+    if policy_lib.is_policy_dir(run_dir):  # an exported policy: one checkpoint, any name
+        return policy_lib.load_policy(run_dir)
     folder = run_dir / CHECKPOINT_DIR
     if not folder.is_dir():
         raise UsageError(f"{run_dir}: not a run directory (no {CHECKPOINT_DIR}/ folder)")

@@ -1,0 +1,73 @@
+"""``python -m jax_reset.export``: a run's checkpoint as a folder to share: the parameters alone
+(equal to the checkpoint's), the config, every game's score, a video and a model card whose
+numbers are the evaluation's; ``evaluate`` plays the folder from elsewhere with the same scores;
+an existing folder is refused."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jax_reset.run.state import load_params
+from tests.conftest import run_module
+
+
+def test_an_exported_policy_plays_alone_and_its_card_tells_its_scores(
+        smoke_run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pong-smoke"
+    args = ("--episodes", "3", "--envs", "2", "--protocol", "plain", "--protocol", "noop")
+    done = run_module("jax_reset.export", "--run-dir", str(smoke_run_dir), "--out", str(out),
+                      *args)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "config.json", "evaluation.json", "game.mp4", "params", "policy.json"]
+    assert not (out / "checkpoints").exists() and (out / "game.mp4").stat().st_size > 10_000
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert [r["protocol"] for r in evaluation["protocols"]] == ["plain", "noop"]
+    assert all(len(r["scores"]) == 3 for r in evaluation["protocols"])
+
+    # The parameters are the checkpoint's, bit for bit.
+    step, _, _, params = load_params(smoke_run_dir, "latest")
+    step2, meta, _, exported = load_params(out, "latest")
+    assert step2 == step == evaluation["checkpoint"] and meta["game"] == "Pong"
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(exported), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    # The card's Hub metadata and table carry the evaluation's numbers.
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: jax-reset\n")
+    values = [float(v) for v in re.findall(r"value: (-?[\d.]+) \+/-", card)]
+    assert values == [round(r["score_mean"], 2) for r in evaluation["protocols"]]
+    for r in evaluation["protocols"]:
+        assert f"| {r['protocol']} | 3 | {r['score_mean']:.2f} |" in card
+    assert "python -m jax_reset.train --config pong-smoke/config.json" in card
+    assert "4 updates" in card  # the smoke run's, from its metrics
+
+    # Played from another folder, with nothing of the run: the same games, the same scores.
+    moved = shutil.copytree(out, tmp_path / "elsewhere" / "policy")
+    played = run_module("jax_reset.evaluate", "--run-dir", str(moved), "--protocol", "plain",
+                        "--protocol", "noop", "--episodes", "3", "--envs", "2", "--json")
+    assert played.returncode == 0, played.stderr[-3000:]
+    again = json.loads(played.stdout.strip().splitlines()[-1])
+    assert [r["scores"] for r in again["protocols"]] == [
+        r["scores"] for r in evaluation["protocols"]]
+
+    # An existing folder is refused, untouched.
+    before = sorted(p.name for p in out.iterdir())
+    refused = run_module("jax_reset.export", "--run-dir", str(smoke_run_dir), "--out", str(out),
+                         *args)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "exists" in refused.stderr and sorted(p.name for p in out.iterdir()) == before
+
+
+def test_a_bad_run_directory_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "x"
+    done = run_module("jax_reset.export", "--run-dir", str(tmp_path / "nope"), "--out", str(out))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "not a run directory" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
