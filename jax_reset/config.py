@@ -212,6 +212,9 @@ class EvalConfig:
     envs: int = 8
     # The games' seed: the same at every evaluation, so the curve moves with the policy only.
     seed: int = 12345
+    # Every this many evaluations one more game (plain protocol) is filmed: an MP4 in
+    # RUN_DIR/videos/, an animated image in TensorBoard (Images tab), a video in W&B. 0: none.
+    video_every: int = 0
     # Stop the run (a checkpoint, exit 0) at the first evaluation whose mean score reaches this,
     # once every demo's curriculum is at the game's start (inf: never; the run ends at
     # ``train.total_updates``).
@@ -222,6 +225,7 @@ class EvalConfig:
                 (self.every >= 0, "every must be non-negative (0: no evaluation)"),
                 (self.episodes >= 1, "episodes must be at least 1"),
                 (self.envs >= 1, "envs must be at least 1"),
+                (self.video_every >= 0, "video_every must be non-negative (0: no video)"),
                 (self.protocol in EVAL_PROTOCOLS,
                  f"protocol must be one of {', '.join(EVAL_PROTOCOLS)}, got {self.protocol!r}"),
                 (not math.isnan(self.stop_score), "stop_score must be a number (inf: never)"),

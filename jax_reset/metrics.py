@@ -19,6 +19,7 @@ checkpoints go to ``checkpoints-set-aside/``.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -59,6 +60,8 @@ EVAL_SCORE_MAX = "eval/score_max"
 EVAL_LENGTH = "eval/length_mean_agent_steps"
 EVAL_EPISODES = "eval/episodes"
 EVAL_SECONDS = "eval/seconds"
+EVAL_VIDEO_SCORE = "eval/video_score"  # the filmed game's score (``eval.video_every``)
+VIDEO_TAG = "eval/video"  # the filmed game in TensorBoard and W&B
 # Episodes that ended in the log window, and the rollouts' valid steps.
 EPISODES = "env/episodes"
 EPISODE_SCORE = "env/episode_score"
@@ -164,6 +167,36 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _gif_summary(tag: str, mp4: Path, scale_down: int = 3, every: int = 2) -> Any:
+    """A TensorBoard image summary holding ``mp4`` as an animated GIF: the frames shrunk
+    ``scale_down`` times (``record_episode`` films at 3x), every ``every``-th of them."""
+    # Only a run that films needs these (OpenCV's start-up is not free).
+    import cv2
+    from PIL import Image
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    capture = cv2.VideoCapture(str(mp4))
+    frames, index, fps = [], 0, capture.get(cv2.CAP_PROP_FPS) or 15.0
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        if index % every == 0:
+            small = cv2.resize(bgr, (bgr.shape[1] // scale_down, bgr.shape[0] // scale_down),
+                               interpolation=cv2.INTER_AREA)
+            frames.append(Image.fromarray(cv2.cvtColor(small, cv2.COLOR_BGR2RGB)))
+        index += 1
+    capture.release()
+    if not frames:
+        raise RuntimeError(f"{mp4}: no frame could be read back")
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], loop=0,
+                   duration=int(1000 * every / fps), optimize=False)
+    image = Summary.Image(height=frames[0].height, width=frames[0].width, colorspace=3,
+                          encoded_image_string=buffer.getvalue())
+    return Summary(value=[Summary.Value(tag=tag, image=image)])
+
+
 class MetricsSink(Protocol):
     """Somewhere else the writer sends what it logs (``jax_reset.training.wandb_log``)."""
 
@@ -172,6 +205,9 @@ class MetricsSink(Protocol):
 
     def log_evaluation(self, record: Mapping[str, Any]) -> None:
         """One evaluation's record, as written to ``evaluations.jsonl``."""
+
+    def log_video(self, update: int, path: Path) -> None:
+        """A game filmed at ``update`` (an MP4)."""
 
     def close(self) -> None: ...
 
@@ -256,6 +292,16 @@ class MetricsWriter:
         for sink in self.sinks:
             sink.log(int(update), finite)
         return row
+
+    def write_video(self, update: int, path: Path) -> None:
+        """A filmed game (an MP4 of ``record_episode``) to TensorBoard, as an animated image at
+        the emulator's resolution, every second agent step (TensorBoard plays no MP4), and to
+        every sink (W&B takes the MP4 itself)."""
+        if self._tb is not None:
+            self._wait_for_tensorboard_room(1)
+            self._tb._get_file_writer().add_summary(_gif_summary(VIDEO_TAG, path), int(update))
+        for sink in self.sinks:
+            sink.log_video(int(update), path)
 
     def _event_writer(self) -> Any:
         """tensorboardX's event writer, which owns the queue and the thread that empties it

@@ -45,6 +45,38 @@ def test_evaluations_during_training_are_logged_with_every_games_score(tmp_path:
     assert (run / "plots" / "eval_score.png").stat().st_size > 0
 
 
+def tensorboard_images(run_dir: Path) -> dict[str, list[tuple[int, bytes]]]:
+    """{tag: [(step, encoded image)]} of every image summary in the run's TensorBoard events
+    (TFRecord framing: length, its CRC, the Event, its CRC)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    found: dict[str, list[tuple[int, bytes]]] = {}
+    for path in (run_dir / m.TB_DIR).glob("events.out.tfevents.*"):
+        data, pos = path.read_bytes(), 0
+        while pos + 12 <= len(data):
+            length = int.from_bytes(data[pos:pos + 8], "little")
+            event = Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                if value.HasField("image"):
+                    found.setdefault(value.tag, []).append(
+                        (event.step, value.image.encoded_image_string))
+    return found
+
+
+def test_a_filmed_game_lands_in_the_run_and_in_tensorboard(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    done = train(run, "train.total_updates=4", "eval.every=2", "eval.video_every=2")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert [p.name for p in sorted((run / "videos").iterdir())] == ["update_0000004.mp4"]
+    rows = {r["update"]: r for r in m.read_jsonl(run / m.JSONL_NAME)}
+    assert m.EVAL_VIDEO_SCORE not in rows[2] and -21 <= rows[4][m.EVAL_VIDEO_SCORE] <= 21
+    images = tensorboard_images(run)
+    assert [step for step, _ in images[m.VIDEO_TAG]] == [4]
+    gif = images[m.VIDEO_TAG][0][1]
+    assert gif.startswith(b"GIF89a") and len(gif) > 10_000  # an animation of a whole game
+
+
 def test_a_run_stops_when_the_score_from_the_start_reaches_the_target(tmp_path: Path) -> None:
     run = tmp_path / "run"
     # At the game's start from the first update (curriculum.start_at=0); any Pong score is at

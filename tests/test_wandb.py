@@ -64,7 +64,7 @@ def test_an_offline_run_holds_the_config_metrics_and_evaluations(tmp_path: Path)
     run = tmp_path / "run"
     env = {**os.environ, "WANDB_SILENT": "true"}
     args = ("wandb.project=jax-reset-test", "wandb.mode=offline", "eval.every=2",
-            "eval.episodes=2", "eval.envs=2")
+            "eval.episodes=2", "eval.envs=2", "eval.video_every=2")
     done = run_module("jax_reset.train", "--config", "configs/smoke.toml", "--run-dir",
                       str(run), "train.total_updates=4", *args, env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
@@ -76,6 +76,7 @@ def test_an_offline_run_holds_the_config_metrics_and_evaluations(tmp_path: Path)
     assert all(float(steps[u]["train/update"]) == u for u in steps)
     assert [u for u in steps if "eval/score_mean" in steps[u]] == [2, 4]
     assert "histogram" in steps[2]["eval/scores/_type"]  # every game's score
+    assert "eval/video/_type" not in steps[2] and "video" in steps[4]["eval/video/_type"]
     # A resume continues the same W&B run (its id from the run directory).
     done = run_module("jax_reset.train", "--run-dir", str(run), "--resume",
                       "train.total_updates=6", env=env)

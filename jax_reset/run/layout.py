@@ -23,6 +23,7 @@ CONFIG_NAME = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 PROCESSES_DIR = "processes"
 PROFILE_DIR = "profile"
+VIDEOS_DIR = "videos"  # games filmed during training ([eval] video_every)
 
 
 @dataclasses.dataclass(frozen=True)

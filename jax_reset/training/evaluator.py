@@ -11,12 +11,14 @@ the same seed. With ``overlap`` the actor thread goes on collecting meanwhile.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import jax
 
 from jax_reset import metrics as m
 from jax_reset.evaluation.play import NetworkPolicy, run_protocol
+from jax_reset.evaluation.video import record_episode
 
 
 class Evaluator:
@@ -51,6 +53,20 @@ class Evaluator:
                   "seed": self.eval.seed, "scores": result.scores, "lengths": result.lengths,
                   "seconds": round(result.seconds, 2)}
         return metrics, record
+
+    def video_due(self, update: int) -> bool:
+        """Whether this evaluation also films a game: every ``eval.video_every`` evaluations
+        (counted from the update, so a resumed run films the same ones)."""
+        n = self.eval.video_every
+        return n > 0 and self.due(update) and update % (self.eval.every * n) == 0
+
+    def film(self, update: int, folder: Path) -> tuple[Path, float]:
+        """One game under the plain protocol with the parameters of the last evaluation, to
+        ``folder/update_<update>.mp4``; returns (its path, its score)."""
+        path = folder / f"update_{update:07d}.mp4"
+        score, _ = record_episode(self.game, self.env, self.policy, path, "plain",
+                                  seed=self.eval.seed)
+        return path, score
 
     def reached(self, score: float, at_start: bool) -> bool:
         """Whether ``score`` ends the run (``eval.stop_score``, with every curriculum at the

@@ -48,7 +48,7 @@ from jax_reset.ppo.update import make_update
 from jax_reset.ppo.warmup import make_warmup_fn
 from jax_reset.run import state as run_state
 from jax_reset.run.checkpoint import Checkpoints
-from jax_reset.run.layout import PROCESSES_DIR, PROFILE_DIR, RunFailure
+from jax_reset.run.layout import PROCESSES_DIR, PROFILE_DIR, VIDEOS_DIR, RunFailure
 from jax_reset.training.actor import Actor, Rollout, Stopped, WarmUp
 from jax_reset.training.evaluator import Evaluator
 from jax_reset.training.rollout_source import RolloutSource, make_source
@@ -295,6 +295,12 @@ class Trainer:
         write = getattr(self.outputs.writer, "write_evaluation", None)
         if write is not None:
             write(record)
+        if self.evaluator.video_due(s.update):
+            path, video_score = self.evaluator.film(s.update, self.outputs.run_dir / VIDEOS_DIR)
+            metrics[m.EVAL_VIDEO_SCORE] = video_score
+            write_video = getattr(self.outputs.writer, "write_video", None)
+            if write_video is not None:
+                write_video(s.update, path)
         score = metrics[m.EVAL_SCORE]
         if self.evaluator.reached(score, at_start):
             self.target_reached = True

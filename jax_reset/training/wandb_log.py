@@ -55,6 +55,9 @@ class WandbSink:
         self._run.log({"eval/scores": self._wandb.Histogram(list(record["scores"]))},
                       step=int(record["update"]))
 
+    def log_video(self, update: int, path: Path) -> None:
+        self._run.log({"eval/video": self._wandb.Video(str(path), format="mp4")}, step=update)
+
     def close(self) -> None:
         self._run.finish()
 
