@@ -1,5 +1,8 @@
 """`python -m jax_reset.plot --run-dir DIR`: PNG plots of a run's ``metrics.jsonl``.
 
+With ``--run-dir`` repeated and ``--out DIR``: the runs compared, one curve each, on the score
+from the game's start and the curriculum's position (``compare_*.png``).
+
 Writes into ``DIR/plots/``: the curriculum's maximum starting point against agent steps and
 against training time (the gaps between the sittings of a resumed run left out), the success
 rate at the starting point, the mean episode score, the score of the games played from the
@@ -155,6 +158,56 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None,
     return written
 
 
+# What several runs are compared by, side by side on one axes each (``--run-dir`` repeated).
+COMPARED = (("eval_score", metrics.EVAL_SCORE, "score from the game's start (evaluation mean)"),
+            ("starting_point", cur.MAX_STARTING_POINT, "max starting point (demo frame)"))
+
+
+def compare_runs(run_dirs: list[Path], out: Path) -> list[Path]:
+    """``compare_<name>.png`` in ``out`` for each of ``COMPARED`` that a run logged: one curve
+    per run (labelled by its folder's name) against agent steps and against training time.
+    Raises ``PlotError`` when a run has no metrics or none logged the compared ones."""
+    runs = [(Path(d).name, read_metrics(Path(d))) for d in run_dirs]
+    _check_writable(out)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for name, key, label in COMPARED:
+        curves = [(run, _series(rows, X_STEPS, key), _series(rows, X_TIME, key))
+                  for run, rows in runs]
+        curves = [c for c in curves if len(c[1][0])]
+        if not curves:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4), squeeze=False)
+        for ax, (index, xlabel) in zip(axes[0], ((1, "agent steps"),
+                                                 (2, "training time (s)")), strict=True):
+            for run, *series in curves:
+                xv, yv = series[index - 1]
+                ax.plot(xv, yv, marker="." if len(xv) < 50 else None, label=run)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            ax.legend()
+            ax.ticklabel_format(axis="both", style="plain", useOffset=False)
+        fig.suptitle(label)
+        fig.tight_layout()
+        path = out / f"compare_{name}.png"
+        try:
+            fig.savefig(path, dpi=100)
+        except OSError as err:
+            raise _write_error(err, path) from None
+        finally:
+            plt.close(fig)
+        written.append(path)
+    if not written:
+        raise PlotError("none of the runs logged "
+                        f"{' or '.join(k for _, k, _ in COMPARED)}")
+    return written
+
+
 def run_milestones(run_dir: str | Path,
                    rows: list[dict]) -> tuple[dict[str, list[dict]], list[str]]:
     """``milestones.for_run`` per demo of the run (named in its config file) over its metrics
@@ -213,9 +266,28 @@ def _check_writable(out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jax_reset.plot", description=__doc__)
-    parser.add_argument("--run-dir", required=True, help="a training run directory")
-    parser.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/plots)")
+    parser.add_argument("--run-dir", required=True, action="append",
+                        help="a training run directory; repeat it to compare runs (a demo run "
+                             "and its no-demo baseline, seeds) on shared axes")
+    parser.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/plots; required "
+                                      "with several runs)")
     args = parser.parse_args(argv)
+    if len(args.run_dir) > 1:
+        if not args.out:
+            print("error: comparing runs needs --out (where the comparison goes)",
+                  file=sys.stderr)
+            return 2
+        try:
+            for path in compare_runs([Path(d) for d in args.run_dir], Path(args.out)):
+                print(path)
+        except PlotError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except disk.WriteError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        return 0
+    args.run_dir = args.run_dir[0]
     try:
         rows = read_metrics(Path(args.run_dir))
         written = plot_run(args.run_dir, args.out, rows)

@@ -159,3 +159,28 @@ def test_score_at_a_frame(policy):
     assert late.scores_at_frame == late.scores  # every game ended before: its final score
     plain = dataclasses.replace(late, at_frame=None, scores_at_frame=[])
     assert "at_frame" not in plain.summary()
+
+
+def test_runs_compared_on_shared_axes(tmp_path):
+    """``plot`` with ``--run-dir`` twice: one curve per run on the score from the game's start
+    and the starting point, into ``--out`` (required); a run without metrics is one line."""
+    from jax_reset.plot import main as plot_main
+
+    for name, score in (("demo", -5.0), ("nodemo", -20.0)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "metrics.jsonl").write_text("".join(json.dumps(
+            {"update": u, "train/agent_steps": 1024 * u, "time": 1.7e9 + 2.0 * u,
+             "curriculum/max_starting_point": 0 if name == "nodemo" else 22000 - 40 * u,
+             **({"eval/score_mean": score + u} if u % 5 == 0 else {})}) + "\n"
+            for u in range(1, 21)))
+    out = tmp_path / "compared"
+    assert plot_main(["--run-dir", str(tmp_path / "demo"), "--run-dir",
+                      str(tmp_path / "nodemo"), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["compare_eval_score.png",
+                                                      "compare_starting_point.png"]
+    assert all(iio.imread(p).shape[1] > 1000 for p in out.iterdir())
+    assert plot_main(["--run-dir", str(tmp_path / "demo"), "--run-dir",
+                      str(tmp_path / "nodemo")]) == 2  # no --out
+    assert plot_main(["--run-dir", str(tmp_path / "demo"), "--run-dir",
+                      str(tmp_path / "missing"), "--out", str(out)]) == 2
