@@ -189,6 +189,9 @@ def test_learner_benchmark_smoke(capsys):
     guarded = result["guarded"]  # timed beside the plain update; the random batch's KL is far
     assert guarded["update_s"] > 0 and guarded["over_plain"] > 0  # over a target this tight:
     assert guarded["sgd_steps_full"] == 1 and guarded["sgd_steps_mean"] == 0  # every step refused
+    # The analytic FLOP count agrees with XLA's cost analysis of the compiled pass (within 2%:
+    # XLA also counts the heads' softmax and the layer norm, the count leaves them out).
+    assert 1.0 <= result["flop_check"]["xla_over_analytic"] <= 1.02
 
 
 def test_scan_and_host_loops_compute_the_same_update():

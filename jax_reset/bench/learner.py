@@ -18,12 +18,13 @@ own convolution gradients for a side-by-side comparison.
 and the warm-up's throughput in demo frames per second, and ``parts``: each part of the update
 (every convolution's forward and backward, the dense layer, the recurrent core, the optimizer)
 timed alone, in seconds per update, with the "rest" the parts leave (``jax_reset.bench.parts``;
-``--no-parts`` skips them). With ``--target-kl`` and/or
-``--max-grad-norm`` each case also times the update with those guards (KL early stopping, the
-gradient-norm clip), its calls alternating with the plain update's: their cost as a ratio, and
-the optimiser steps the guarded update took. Random uint8 frames: the cost does not
-depend on the content. Without size flags a CPU runs a reduced network plus the reference
-network on a tiny batch (the reference sizes take minutes per update there, see
+``--no-parts`` skips them), and ``flop_check``: the analytic FLOP count against XLA's cost
+analysis of the compiled forward + backward pass (without the recurrent core). With
+``--target-kl`` and/or ``--max-grad-norm`` each case also times the update with those guards (KL
+early stopping, the gradient-norm clip), its calls alternating with the plain update's: their
+cost as a ratio, and the optimiser steps the guarded update took. Random uint8 frames: the cost
+does not depend on the content. Without size flags a CPU runs a reduced network plus the
+reference network on a tiny batch (the reference sizes take minutes per update there, see
 ``docs/benchmarks.md``); a GPU runs the reference sizes. ``--json`` prints one JSON object on
 the last line.
 """
@@ -40,6 +41,7 @@ import types
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jax_reset.bench.parts import time_parts
@@ -184,6 +186,50 @@ def matmul_gflops(size: int = 1024, calls: int = 20) -> float:
     return 2 * size**3 / statistics.median(times) / 1e9
 
 
+def xla_flop_check(net_cfg: NetworkConfig, obs_shape: tuple[int, ...], actions: int,
+                   samples: int = 64) -> dict[str, float]:
+    """The analytic FLOP count against XLA's cost analysis of the compiled forward + backward
+    pass (per sample), for the network without its recurrent core (the core is a ``scan``,
+    whose body XLA's cost analysis counts once, not once per step) and with XLA's own
+    convolutions (the CPU's chunked first layer is a loop too). Expected: 3 x forward minus
+    the first convolution's forward (the frames take no input gradient)."""
+    import os
+
+    from jax_reset.networks import init_carry, init_params, make_network
+    from jax_reset.networks import model as net_model
+
+    cfg = dataclasses.replace(net_cfg, core="none")
+    before = os.environ.get(net_model.CONV_IMPL_ENV)
+    os.environ[net_model.CONV_IMPL_ENV] = "xla"  # read when the network is traced, below
+    try:
+        network = make_network(cfg, actions)
+        params = init_params(network, jax.random.key(0), obs_shape)
+        obs = jnp.zeros((1, samples, *obs_shape), jnp.uint8)
+        flags = jnp.zeros((1, samples), bool)
+
+        def loss(p):
+            _, logits, value = network.apply({"params": p}, obs, flags, flags,
+                                             init_carry(cfg, samples))
+            return jnp.sum(logits) + jnp.sum(value)
+
+        cost = jax.jit(jax.grad(loss)).lower(params).compile().cost_analysis()
+    finally:
+        if before is None:
+            os.environ.pop(net_model.CONV_IMPL_ENV, None)
+        else:
+            os.environ[net_model.CONV_IMPL_ENV] = before
+    cost = cost[0] if isinstance(cost, list) else cost
+    xla = float(cost["flops"]) / samples
+    forward = forward_flops(cfg, obs_shape, actions)
+    c, h, w = obs_shape
+    k, st, o = cfg.conv_kernels[0], cfg.conv_strides[0], cfg.conv_channels[0]
+    conv0 = 2 * ((h - k) // st + 1) * ((w - k) // st + 1) * o * k * k * c
+    expected = 3 * forward - conv0
+    return {"analytic_mflop_per_sample": round(expected / 1e6, 3),
+            "xla_mflop_per_sample": round(xla / 1e6, 3), "xla_over_analytic": round(
+                xla / expected, 3)}
+
+
 def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
     net_cfg = NetworkConfig(
         conv_channels=case.channels,
@@ -311,6 +357,7 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
         "loss": float(metrics["loss"]),
         "guarded": guards,
         "parts": parts,
+        "flop_check": xla_flop_check(net_cfg, obs_shape, args.actions),
     }
 
 
@@ -352,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  conv gradients: {r['conv']}; achieved {r['achieved_gflops']:.1f} GFLOP/s of "
               f"the {r['matmul_gflops']:.0f} GFLOP/s a float32 matmul reaches here "
               f"(utilization {r['utilization']:.2f})")
+        f = r["flop_check"]
+        print(f"  FLOPs per sample, forward + backward without the core: analytic "
+              f"{f['analytic_mflop_per_sample']:.3f} M, XLA's cost analysis "
+              f"{f['xla_mflop_per_sample']:.3f} M ({f['xla_over_analytic']:.3f}x)")
         if r["parts"] is not None:
             print("  where an update's time goes (each part timed alone, s per update):")
             for part, seconds in r["parts"].items():
