@@ -24,6 +24,7 @@ failure or Ctrl-C leaves none. Exit codes: 0 written, 2 bad input (one line), 13
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -39,7 +40,7 @@ from jax_reset import config_tree, demos, metrics, milestones
 from jax_reset.evaluation.envs import PROTOCOLS, EvalError
 from jax_reset.evaluation.play import NetworkPolicy, run_protocol
 from jax_reset.evaluation.video import record_episode
-from jax_reset.plot import X_TIME, PlotError, read_metrics
+from jax_reset.plot import X_TIME, PlotError, read_metrics, shown_path
 from jax_reset.run.layout import UsageError
 from jax_reset.run.policy import save_policy
 from jax_reset.run.state import load_params
@@ -95,6 +96,12 @@ def export(run_dir: Path, out: Path, args: argparse.Namespace, name: str) -> Non
         raise UsageError(f"--episodes must be at least 1, got {args.episodes}")
     step, meta, config, params = load_params(run_dir, args.checkpoint)
     save_policy(out, step, meta, params)
+    # The demo paths relative to the repository where they lie in it (a run saves them
+    # absolute): the config trains again from any clone, and names no folder of this machine.
+    demo = config.demo
+    config = dataclasses.replace(config, demo=dataclasses.replace(
+        demo, demo_path=shown_path(demo.demo_path) if demo.demo_path else demo.demo_path,
+        demo_paths=tuple(shown_path(p) for p in demo.demo_paths)))
     config_tree.save_json(config, out / "config.json")
     game, protocols = str(meta["game"]), args.protocol or list(PROTOCOLS)
     policy = NetworkPolicy(config.network, params, int(meta["num_actions"]))
@@ -193,7 +200,7 @@ def model_card(name: str, game: str, step: int, evaluation: dict[str, Any],
                          f"```\n{training['milestones']}\n```\n")
     lines.append("\n## Train it again\n\n```bash\npython -m jax_reset.train --config "
                  f"{name}/config.json --run-dir runs/{name}\n```\n\n`config.json` is the run's "
-                 "resolved config (its demo path as on the machine that trained it).\n")
+                 "resolved config, its demo paths relative to the repository's root.\n")
     return "".join(lines)
 
 

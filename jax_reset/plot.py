@@ -231,14 +231,14 @@ def run_milestones(run_dir: str | Path,
             continue
         key = demo_key(cur.MAX_STARTING_POINT, index)
         key = key if any(key in r for r in rows) else cur.MAX_STARTING_POINT
-        per_demo[_shown(name)] = milestones.for_run(rows, rewards, X_TIME, key)
+        per_demo[shown_path(name)] = milestones.for_run(rows, rewards, X_TIME, key)
     return per_demo, notes
 
 
-def _shown(name: str) -> str:
-    """A demo's name in the milestones: relative to the repository when it lies inside it (a
-    run saves its demo paths absolute; published milestones stay free of this machine's
-    folders), else as the run saved it."""
+def shown_path(name: str) -> str:
+    """A demo's name in the milestones (and an exported config): relative to the repository
+    when it lies inside it (a run saves its demo paths absolute; published milestones stay free
+    of this machine's folders), else as the run saved it."""
     path = Path(name)
     if path.is_absolute() and path.resolve().is_relative_to(REPO_ROOT):
         return str(path.resolve().relative_to(REPO_ROOT))

@@ -47,6 +47,8 @@ def test_an_exported_policy_plays_alone_and_its_card_tells_its_scores(
         assert f"| {r['protocol']} | 3 | {r['score_mean']:.2f} |" in card
     assert "python -m jax_reset.train --config pong-smoke/config.json" in card
     assert "4 updates" in card  # the smoke run's, from its metrics
+    # Its config trains again from any clone: the demo named inside the repository.
+    assert json.loads((out / "config.json").read_text())["demo"]["demo_path"] == "demos/Pong.npz"
 
     # Played from another folder, with nothing of the run: the same games, the same scores.
     moved = shutil.copytree(out, tmp_path / "elsewhere" / "policy")
