@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import statistics
 import time
 import types
@@ -45,7 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_reset.bench.parts import time_parts
-from jax_reset.networks import NetworkConfig, forward_flops
+from jax_reset.networks import NetworkConfig, forward_flops, init_carry, init_params, make_network
+from jax_reset.networks import model as net_model
 from jax_reset.networks.model import conv_impl
 from jax_reset.parallel.mesh import make_data_mesh
 from jax_reset.parallel.sizes import derive
@@ -193,11 +195,6 @@ def xla_flop_check(net_cfg: NetworkConfig, obs_shape: tuple[int, ...], actions: 
     whose body XLA's cost analysis counts once, not once per step) and with XLA's own
     convolutions (the CPU's chunked first layer is a loop too). Expected: 3 x forward minus
     the first convolution's forward (the frames take no input gradient)."""
-    import os
-
-    from jax_reset.networks import init_carry, init_params, make_network
-    from jax_reset.networks import model as net_model
-
     cfg = dataclasses.replace(net_cfg, core="none")
     before = os.environ.get(net_model.CONV_IMPL_ENV)
     os.environ[net_model.CONV_IMPL_ENV] = "xla"  # read when the network is traced, below
