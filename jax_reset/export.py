@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import shutil
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,12 @@ from jax_reset.parallel.huge_pages import restart_with_huge_pages
 if __name__ == "__main__":  # before JAX is imported, so that the new start costs little
     restart_with_huge_pages()  # XLA's host buffers on huge pages (a new start, once)
 
-from jax_reset import config_tree, demos, metrics, milestones
+from jax_reset import config_tree, metrics, milestones
+from jax_reset import curriculum as cur
 from jax_reset.evaluation.envs import PROTOCOLS, EvalError
 from jax_reset.evaluation.play import NetworkPolicy, run_protocol
 from jax_reset.evaluation.video import record_episode
-from jax_reset.plot import X_TIME, PlotError, read_metrics, shown_path
+from jax_reset.plot import X_TIME, PlotError, read_metrics, run_milestones, shown_path
 from jax_reset.run.layout import UsageError
 from jax_reset.run.policy import save_policy
 from jax_reset.run.state import load_params
@@ -139,16 +141,14 @@ def training_facts(run_dir: Path, step: int, meta: dict[str, Any]) -> dict[str, 
     facts = {"updates": int(last["update"]), "agent_steps": int(last.get(metrics.AGENT_STEPS, 0)),
              "frames": int(last.get(metrics.FRAMES, 0)),
              "training_hours": round(float(last.get(X_TIME, 0.0)) / 3600, 2),
-             "max_starting_point": last.get("curriculum/max_starting_point"),
+             "max_starting_point": last.get(cur.MAX_STARTING_POINT),
              "demo_frames": meta.get("num_frames")}
-    demos_meta = meta.get("demos") or []
-    if len(demos_meta) == 1:
-        try:
-            rewards = demos.load(demos_meta[0]["path"], check=False).rewards
-            facts["milestones"] = milestones.table(milestones.for_run(
-                rows, rewards, X_TIME, "curriculum/max_starting_point"))
-        except (OSError, demos.DemoError, KeyError):
-            pass  # the demo is not on this machine: no milestones
+    per_demo, _ = run_milestones(run_dir, rows)  # a demo not on this machine is left out
+    if len(per_demo) == 1:
+        facts["milestones"] = milestones.table(next(iter(per_demo.values())))
+    elif per_demo:
+        facts["milestones"] = "\n\n".join(f"{name}:\n{milestones.table(passed)}"
+                                          for name, passed in per_demo.items())
     return facts
 
 
@@ -160,7 +160,7 @@ def model_card(name: str, game: str, step: int, evaluation: dict[str, Any],
     metric_blocks = "".join(
         f"      - type: mean_reward\n"
         f"        name: mean score, {r['protocol']} protocol ({r['episodes']} games)\n"
-        f"        value: {r['score_mean']:.2f} +/- {_std(r['scores']):.2f}\n"
+        f"        value: {r['score_mean']:.2f} +/- {statistics.pstdev(r['scores']):.2f}\n"
         f"        verified: false\n" for r in results)
     header = (
         "---\nlibrary_name: jax-reset\ntags:\n- reinforcement-learning\n- deep-reinforcement-"
@@ -202,11 +202,6 @@ def model_card(name: str, game: str, step: int, evaluation: dict[str, Any],
                  f"{name}/config.json --run-dir runs/{name}\n```\n\n`config.json` is the run's "
                  "resolved config, its demo paths relative to the repository's root.\n")
     return "".join(lines)
-
-
-def _std(values: list[float]) -> float:
-    mean = sum(values) / len(values)
-    return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
 
 
 if __name__ == "__main__":

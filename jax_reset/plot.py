@@ -22,6 +22,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -144,14 +145,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None,
                 ax.ticklabel_format(axis="both", style="plain", useOffset=False)
         fig.suptitle(f"{run_dir.name}: {label}")
         fig.tight_layout()
-        path = out / f"{name}.png"
-        try:
-            fig.savefig(path, dpi=100)
-        except OSError as err:  # a full disk fails here, after the probe's empty file passed
-            raise _write_error(err, path) from None
-        finally:
-            plt.close(fig)
-        written.append(path)
+        written.append(_save_figure(fig, out / f"{name}.png"))
     if not written:
         raise PlotError(f"{run_dir}/{metrics.JSONL_NAME} has none of the plotted metrics "
                         f"({', '.join(k for _, k, _ in PLOTS)})")
@@ -194,14 +188,7 @@ def compare_runs(run_dirs: list[Path], out: Path) -> list[Path]:
             ax.ticklabel_format(axis="both", style="plain", useOffset=False)
         fig.suptitle(label)
         fig.tight_layout()
-        path = out / f"compare_{name}.png"
-        try:
-            fig.savefig(path, dpi=100)
-        except OSError as err:
-            raise _write_error(err, path) from None
-        finally:
-            plt.close(fig)
-        written.append(path)
+        written.append(_save_figure(fig, out / f"compare_{name}.png"))
     if not written:
         raise PlotError("none of the runs logged "
                         f"{' or '.join(k for _, k, _ in COMPARED)}")
@@ -243,6 +230,19 @@ def shown_path(name: str) -> str:
     if path.is_absolute() and path.resolve().is_relative_to(REPO_ROOT):
         return str(path.resolve().relative_to(REPO_ROOT))
     return name
+
+
+def _save_figure(fig: Any, path: Path) -> Path:
+    """Writes ``fig`` as a PNG at ``path`` and closes it; a refused write is one line."""
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as err:  # a full disk fails here, after the probe's empty file passed
+        raise _write_error(err, path) from None
+    finally:
+        plt.close(fig)
+    return path
 
 
 def _write_error(err: OSError, where: Path) -> disk.WriteError:
