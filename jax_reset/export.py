@@ -41,7 +41,7 @@ from jax_reset import config_tree, metrics, milestones
 from jax_reset import curriculum as cur
 from jax_reset.evaluation.envs import PROTOCOLS, EvalError
 from jax_reset.evaluation.play import NetworkPolicy, run_protocol
-from jax_reset.evaluation.video import record_episode
+from jax_reset.evaluation.video import FILM_AGENT_STEPS, record_episode
 from jax_reset.plot import X_TIME, PlotError, read_metrics, run_milestones, shown_path
 from jax_reset.run.layout import UsageError
 from jax_reset.run.policy import save_policy
@@ -119,7 +119,7 @@ def export(run_dir: Path, out: Path, args: argparse.Namespace, name: str) -> Non
     video = None
     if not args.no_video:
         score, frames = record_episode(game, config.env, policy, out / VIDEO_FILE, "plain",
-                                       seed=args.seed)
+                                       seed=args.seed, max_agent_steps=FILM_AGENT_STEPS)
         video = {"file": VIDEO_FILE, "score": score, "frames": frames}
     training = training_facts(run_dir, step, meta)
     # the no-demo baseline's settings: every episode from frame 0, never a demo state

@@ -80,6 +80,14 @@ def test_video_decodes_with_one_frame_per_agent_step(policy, tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
+def test_video_cut_after_max_agent_steps(policy, tmp_path):
+    path = tmp_path / "start.mp4"
+    score, frames = record_episode("Pong", ENV, policy, path, protocol="plain", seed=3,
+                                   max_agent_steps=40)
+    # the first frame, then one per agent step; a game of Pong lasts far longer than 40
+    assert frames == 41 and len(list(iio.imiter(path))) == 41 and score == 0
+
+
 def test_video_refuses_bad_paths(policy, tmp_path):
     with pytest.raises(EvalError, match=r"\.mp4"):
         record_episode("Pong", ENV, policy, tmp_path / "game.gif")

@@ -5,6 +5,8 @@ same seed and the same actions, at 210x160 RGB with no frame stack, replays the 
 picture (both follow the same deterministic emulator; their rewards are compared at every step
 and a divergence is an error). One video frame per agent step (max of the skip's last two
 frames, as the agent sees it), with the score and the frame counter drawn on it.
+``max_agent_steps`` cuts the film (not the game's rules) after that many agent steps: a game that
+lasts its 27,000-agent-step limit would otherwise take minutes to encode, inside a training run.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ import numpy as np
 
 from jax_reset.envs.config import EnvConfig
 from jax_reset.evaluation.envs import BatchPolicy, EvalError, make_envpool, protocol_env_config
+
+# Where training and `export` cut their films: 5 minutes at 15 fps, a whole game of Pong (1,800 to
+# 2,700 agent steps) but not an agent that waits out Montezuma's 27,000-agent-step limit.
+FILM_AGENT_STEPS = 4_500
 
 # 3x: 480x658 with the band, big enough to read the overlay, a few MB per game.
 SCALE = 3
@@ -37,8 +43,10 @@ def _annotate(frame_chw: np.ndarray, score: float, frames: int) -> np.ndarray:
 
 
 def record_episode(game: str, env: EnvConfig, policy: BatchPolicy, path: str | Path,
-                   protocol: str = "plain", seed: int = 0, fps: int = 15) -> tuple[float, int]:
-    """Plays one full game and writes it to ``path`` (MP4). Returns (score, video frames)."""
+                   protocol: str = "plain", seed: int = 0, fps: int = 15,
+                   max_agent_steps: int | None = None) -> tuple[float, int]:
+    """Plays one full game (or its first ``max_agent_steps`` agent steps) and writes it to
+    ``path`` (MP4). Returns (score of what was filmed, video frames = agent steps + 1)."""
     import imageio.v2 as imageio
 
     if protocol == "epsilon":
@@ -78,7 +86,7 @@ def record_episode(game: str, env: EnvConfig, policy: BatchPolicy, path: str | P
                 writer.append_data(_annotate(picture[0], score, written * env.frame_skip))
                 written += 1
                 episode_start[:] = False
-                if term[0] or trunc[0]:
+                if term[0] or trunc[0] or written - 1 == max_agent_steps:
                     break
         tmp.replace(path)
     finally:

@@ -18,7 +18,7 @@ import jax
 
 from jax_reset import metrics as m
 from jax_reset.evaluation.play import NetworkPolicy, run_protocol
-from jax_reset.evaluation.video import record_episode
+from jax_reset.evaluation.video import FILM_AGENT_STEPS, record_episode
 
 
 class Evaluator:
@@ -61,11 +61,12 @@ class Evaluator:
         return n > 0 and self.due(update) and update % (self.eval.every * n) == 0
 
     def film(self, update: int, folder: Path) -> tuple[Path, float]:
-        """One game under the plain protocol with the parameters of the last evaluation, to
-        ``folder/update_<update>.mp4``; returns (its path, its score)."""
+        """One game under the plain protocol with the parameters of the last evaluation (its
+        first ``FILM_AGENT_STEPS`` agent steps at most), to ``folder/update_<update>.mp4``;
+        returns (its path, the score filmed)."""
         path = folder / f"update_{update:07d}.mp4"
         score, _ = record_episode(self.game, self.env, self.policy, path, "plain",
-                                  seed=self.eval.seed)
+                                  seed=self.eval.seed, max_agent_steps=FILM_AGENT_STEPS)
         return path, score
 
     def reached(self, score: float, at_start: bool) -> bool:
