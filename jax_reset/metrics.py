@@ -85,12 +85,18 @@ ADVANTAGE_MEAN = "train/advantage_mean"
 VALID_FRACTION = "train/valid_fraction"
 # Optimiser steps the update applied: epochs x minibatches, fewer when ppo.target_kl stopped it.
 SGD_STEPS = "train/sgd_steps"
+# With ppo.imitation_windows: the demo-imitation term (-log pi of the demo's actions on windows
+# of the demo where the environments start) and the share of those steps where the policy's
+# most likely action is the demo's.
+IMITATION_LOSS = "train/imitation_loss"
+IMITATION_ACCURACY = "train/imitation_accuracy"
 UPDATE_METRICS = {
     "loss": LOSS, "policy_loss": POLICY_LOSS, "value_loss": VALUE_LOSS, "entropy": ENTROPY,
     "l2_loss": L2_LOSS, "approx_kl": APPROX_KL, "kl": KL, "clip_fraction": CLIP_FRACTION,
     "grad_norm": GRAD_NORM, "explained_variance": EXPLAINED_VARIANCE,
     "advantage_mean": ADVANTAGE_MEAN, "valid_fraction": VALID_FRACTION,
     "sgd_steps": SGD_STEPS,
+    "imitation_loss": IMITATION_LOSS, "imitation_accuracy": IMITATION_ACCURACY,
 }
 # The values in force (``TrainState.hyperparams``): the configured ones times the stall scale.
 LEARNING_RATE = "train/learning_rate"

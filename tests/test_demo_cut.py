@@ -75,18 +75,26 @@ def test_a_bad_source_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2 and "no such demo file" in done.stderr
 
 
-def test_the_shipped_first_rooms_demo_is_the_cut_through_the_3000() -> None:
+FIRST_ROOMS_EVENTS = [(360, 100), (763, 300), (1046, 100), (1654, 100), (2300, 3000)]
+
+
+@pytest.mark.parametrize(("demo", "end_frame", "events", "jobs"), [
+    ("MontezumaRevenge_first_rooms.npz", 2301, FIRST_ROOMS_EVENTS,
+     ("montezuma_first_rooms", "montezuma_first_rooms_nodemo")),
+    ("MontezumaRevenge_5900.npz", 5049,
+     [*FIRST_ROOMS_EVENTS, (3942, 300), (4335, 1000), (5048, 1000)], ("montezuma_5900",)),
+])
+def test_the_shipped_montezuma_prefixes_are_cuts_of_the_whole_demo(
+        demo: str, end_frame: int, events: list[tuple[int, int]], jobs: tuple[str, ...]) -> None:
     source = demos.load(DEMOS / "MontezumaRevenge.npz", check=False)
-    prefix = demos.load(DEMOS / "MontezumaRevenge_first_rooms.npz")
-    assert prefix.header["cut_from"]["end_frame"] == 2301
+    prefix = demos.load(DEMOS / demo)
+    assert prefix.header["cut_from"]["end_frame"] == end_frame
     assert prefix.header["cut_from"]["content_sha256"] == source.header["content_sha256"]
-    events = np.flatnonzero(prefix.rewards)
-    assert [(int(i), prefix.rewards[i]) for i in events] == [
-        (360, 100), (763, 300), (1046, 100), (1654, 100), (2300, 3000)]
+    assert [(int(i), prefix.rewards[i]) for i in np.flatnonzero(prefix.rewards)] == events
     assert all(r.exact for r in demos.verify(prefix))
-    for stem in ("montezuma_first_rooms", "montezuma_first_rooms_nodemo"):
+    for stem in jobs:
         config = cfg.load(REPO / "configs" / f"{stem}.toml", on_cpu=True)
-        assert config.demo.demo_path == "demos/MontezumaRevenge_first_rooms.npz"
+        assert config.demo.demo_path == f"demos/{demo}"
         assert config.demo.game == "MontezumaRevenge"
 
 

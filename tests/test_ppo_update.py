@@ -131,14 +131,19 @@ MULTI_DEVICE_SCRIPT = textwrap.dedent(
 
     assert len(jax.devices()) == 4, jax.devices()
     cfg, ppo = tiny_network_config(), tiny_ppo_config()
+    imitating = tiny_ppo_config(imitation_coef=0.5, imitation_windows=8)
     out = {}
-    for n in (1, 2, 4):
+    # And with the demo-imitation term (its windows split over devices like the environments).
+    for n, ppo in [(1, ppo), (2, ppo), (4, ppo), ("1i", imitating), ("4i", imitating)]:
+        devices = int(str(n).rstrip("i"))
         net, state = create_train_state(cfg, ppo, TINY_OBS_SHAPE, 6, jax.random.key(0))
-        update = make_update(net, ppo, make_data_mesh(jax.devices()[:n]))
+        update = make_update(net, ppo, make_data_mesh(jax.devices()[:devices]))
         rng = np.random.default_rng(0)
         for _ in range(2):
             batch = random_batch(rng, cfg, ppo, 8, TINY_OBS_SHAPE, 6, with_start_carry=True)
-            state, metrics = update(state, batch)
+            demo = (random_demo_batch(rng, cfg, ppo, 8, TINY_OBS_SHAPE, 6)
+                    if ppo.imitates else None)
+            state, metrics = update(state, batch, demo)
         out[n] = {
             "params": [np.asarray(x).tolist() for x in jax.tree.leaves(state.params)],
             "metrics": {k: float(v) for k, v in metrics.items()},
@@ -162,8 +167,8 @@ def test_same_update_on_1_2_and_4_devices():
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    ref = out["1"]
-    for n in ("2", "4"):
+    assert {"imitation_loss", "imitation_accuracy"} <= out["4i"]["metrics"].keys()
+    for ref, n in ((out["1"], "2"), (out["1"], "4"), (out["1i"], "4i")):
         assert out[n]["compiles"] == 1
         for a, b in zip(ref["params"], out[n]["params"], strict=True):
             np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)

@@ -28,6 +28,7 @@ from jax_reset.parallel.distributed import DistributedError
 from jax_reset.parallel.mesh import local_copy, process_env_slice, replicate
 from jax_reset.parallel.sizes import Sizes
 from jax_reset.ppo.data import global_batch
+from jax_reset.ppo.imitation import DemoBatch, global_demo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +97,11 @@ class ProcessGroup:
         """This process's environments as its block of the job's batch (one process: as is;
         the update places it)."""
         return global_batch(batch, self.mesh, self.sizes.num_envs_global) if self.multi else batch
+
+    def global_demo(self, demo: DemoBatch, windows: int) -> DemoBatch:
+        """This process's windows of the demo as its block of the job's ``windows`` (one
+        process: as is; the update places them)."""
+        return global_demo(demo, self.mesh, windows) if self.multi else demo
 
     # ---- control ---------------------------------------------------------------------------
 

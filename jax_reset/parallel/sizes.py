@@ -65,6 +65,11 @@ def derive(config: Any, num_processes: int = 1, num_devices: int = 1,
                         f"ppo.minibatches ({mb}) = {num_devices * mb}: every device holds "
                         "whole environments and every minibatch takes the same number of them "
                         "from each device")
+    windows = config.ppo.imitation_windows  # the demo's windows split like the environments
+    if windows % (num_devices * mb) or windows % num_processes:
+        raise SizeError(f"ppo.imitation_windows={windows} must be divisible by devices "
+                        f"({num_devices}) x ppo.minibatches ({mb}) = {num_devices * mb} and by "
+                        f"processes ({num_processes}): the windows split like the environments")
     local = n // num_processes
     groups = config.train.env_groups
     if groups > local:

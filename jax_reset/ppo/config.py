@@ -59,6 +59,13 @@ class PPOConfig:
     # current parameters, excluded from all losses. A training sequence is
     # burn_in_steps + rollout_steps long (64 + 128 = 192).
     burn_in_steps: int = 64
+    # Imitation of the demo's actions (``jax_reset.ppo.imitation``): the weight of the term
+    # ``imitation_coef * mean(-log pi(demo action | demo observations))`` added to the loss, and
+    # the windows of the demo it is measured on per update (sequences of burn_in_steps +
+    # rollout_steps agent steps starting where the environments start; split over minibatches
+    # and devices like the environments). Both 0: off, as in the 2018 method; both or neither.
+    imitation_coef: float = 0.0
+    imitation_windows: int = 0
 
     def __post_init__(self) -> None:
         if self.rollout_steps <= 0 or self.burn_in_steps < 0:
@@ -72,7 +79,8 @@ class PPOConfig:
         if self.epochs <= 0 or self.minibatches <= 0:
             raise ValueError("epochs and minibatches must be positive")
         for name in ("gamma", "gae_lambda", "clip", "ent_coef", "vf_coef", "l2_coef",
-                     "learning_rate", "adam_eps", "max_grad_norm", "target_kl"):
+                     "learning_rate", "adam_eps", "max_grad_norm", "target_kl",
+                     "imitation_coef"):
             value = getattr(self, name)
             # An infinite rate or coefficient passed the sign checks and failed 10 s later,
             # inside the first update, with a traceback.
@@ -86,7 +94,7 @@ class PPOConfig:
             raise ValueError(f"learning_rate must be positive, not {self.learning_rate}")
         if not self.adam_eps > 0:
             raise ValueError(f"adam_eps must be positive, not {self.adam_eps}")
-        for name in ("ent_coef", "vf_coef", "l2_coef"):
+        for name in ("ent_coef", "vf_coef", "l2_coef", "imitation_coef"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be non-negative, not {getattr(self, name)}")
         if self.cut_mode not in CUT_MODES:
@@ -98,6 +106,17 @@ class PPOConfig:
             raise ValueError(f"max_grad_norm must be positive or None, not {self.max_grad_norm}")
         if not self.clip > 0:
             raise ValueError(f"clip must be positive, not {self.clip}")
+        if self.imitation_windows < 0:
+            raise ValueError(f"imitation_windows must be >= 0, not {self.imitation_windows}")
+        if (self.imitation_coef > 0) != (self.imitation_windows > 0):
+            raise ValueError("imitation_coef and imitation_windows go together: both > 0 "
+                             "(imitate the demo's actions) or both 0 (off), not "
+                             f"{self.imitation_coef} and {self.imitation_windows}")
+
+    @property
+    def imitates(self) -> bool:
+        """Whether the update has the demo-imitation term."""
+        return self.imitation_windows > 0
 
     @property
     def sequence_steps(self) -> int:

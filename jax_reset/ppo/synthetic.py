@@ -10,6 +10,7 @@ import numpy as np
 from jax_reset.networks import NetworkConfig, init_carry
 from jax_reset.ppo.config import PPOConfig
 from jax_reset.ppo.data import TrainBatch, Transition
+from jax_reset.ppo.imitation import DemoBatch
 
 #: Small channel-first frames that still fit the reference's 8/4, 4/2, 3/1 kernels (-> 1x1).
 TINY_OBS_SHAPE = (6, 42, 40)
@@ -96,4 +97,31 @@ def random_batch(
     )
     return TrainBatch(
         data=data, carry=carry, bootstrap_value=rng.normal(size=num_envs).astype(np.float32)
+    )
+
+
+def random_demo_batch(
+    rng: np.random.Generator,
+    network_config: NetworkConfig,
+    ppo_config: PPOConfig,
+    windows: int,
+    obs_shape: Sequence[int],
+    num_actions: int,
+) -> DemoBatch:
+    """Random windows of a demo (``jax_reset.ppo.imitation``): ``burn_in + rollout`` steps,
+    each window's state reset at a random step of its burn-in, the rollout steps imitated
+    except a few at the end (past the demo's end)."""
+    s, k = ppo_config.sequence_steps, ppo_config.burn_in_steps
+    episode_start = np.zeros((s, windows), bool)
+    episode_start[rng.integers(0, max(k, 1), windows), np.arange(windows)] = True
+    mask = np.zeros((s, windows), bool)
+    mask[k:] = True
+    mask[s - 1, 0] = False  # window 0 runs past the demo's end
+    return DemoBatch(
+        obs=rng.integers(0, 256, (s, windows, *obs_shape), dtype=np.uint8),
+        episode_start=episode_start,
+        action=rng.integers(0, num_actions, (s, windows)).astype(np.int32),
+        mask=mask,
+        carry=jax.tree.map(lambda c: np.zeros(c.shape, np.float32),
+                           init_carry(network_config, windows)),
     )

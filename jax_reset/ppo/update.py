@@ -44,6 +44,7 @@ from jax_reset.networks import ActorCritic
 from jax_reset.ppo.config import PPOConfig
 from jax_reset.ppo.data import DATA_AXIS, TrainBatch, shard_batch
 from jax_reset.ppo.gae import gae
+from jax_reset.ppo.imitation import DEMO_SPEC, DemoBatch, imitation_loss, shard_demo
 from jax_reset.ppo.losses import l2_gradient, l2_penalty, normalize_advantages, ppo_loss
 from jax_reset.ppo.train_state import (
     Hyperparams,
@@ -61,6 +62,9 @@ Metrics = dict[str, jax.Array]
 UPDATE_METRICS = ("loss", "policy_loss", "value_loss", "entropy", "l2_loss", "approx_kl", "kl",
                   "clip_fraction", "grad_norm", "explained_variance", "advantage_mean",
                   "valid_fraction", "sgd_steps")
+# And with ``ppo.imitation_windows`` (``jax_reset.ppo.imitation``): the demo term's value and the
+# share of the demo's steps where the policy's most likely action is the demo's.
+IMITATION_METRICS = ("imitation_loss", "imitation_accuracy")
 
 
 def _take_minibatch(x: jax.Array, m: jax.Array, minibatches: int, axis: int) -> jax.Array:
@@ -128,6 +132,7 @@ def sgd_step(
     m: jax.Array,
     active: jax.Array,
     axis_name: str = DATA_AXIS,
+    demo: DemoBatch | None = None,
 ) -> tuple[Params, optax.OptState, Metrics]:
     """One optimiser step on minibatch ``m`` (int32 scalar, the same on every device).
 
@@ -138,7 +143,8 @@ def sgd_step(
     ``params`` (before the step) is at most ``target_kl``; otherwise parameters and optimiser
     state come back unchanged. Returns the new replicated parameters, optimiser state and
     metrics, with ``measured`` (1.0 when ``active``: the step's metrics count in the update's
-    means) and ``applied`` (1.0 when the step was taken).
+    means) and ``applied`` (1.0 when the step was taken). ``demo``: this device's windows of
+    the demo (``ppo.imitation_windows``); its minibatch ``m`` adds the imitation term.
     """
     mbs = config.minibatches
     take_t = lambda x: _take_minibatch(x, m, mbs, axis=1)  # noqa: E731
@@ -156,10 +162,20 @@ def sgd_step(
     # device's share, and sum the shares explicitly (JAX would otherwise insert the psum
     # implicitly when transposing the replicated -> varying broadcast).
     local_params = jax.lax.pcast(params, axis_name, to="varying")
-    grads, metrics = jax.grad(ppo_loss, has_aux=True)(
-        local_params, apply_fn, mb, take_t(prepared.advantage), take_t(prepared.target),
-        config, axis_name, hyperparams.ent_coef,
-    )
+    demo_mb = None if demo is None else DemoBatch(
+        obs=take_t(demo.obs), episode_start=take_t(demo.episode_start),
+        action=take_t(demo.action), mask=take_t(demo.mask), carry=jax.tree.map(take_b, demo.carry))
+
+    def loss_fn(p: Params) -> tuple[jax.Array, Metrics]:
+        loss, metrics = ppo_loss(p, apply_fn, mb, take_t(prepared.advantage),
+                                 take_t(prepared.target), config, axis_name, hyperparams.ent_coef)
+        if demo_mb is not None:
+            demo_loss, demo_metrics = imitation_loss(p, apply_fn, demo_mb, axis_name)
+            loss = loss + config.imitation_coef * demo_loss
+            metrics = {**metrics, **demo_metrics}
+        return loss, metrics
+
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(local_params)
     grads = jax.lax.psum(grads, axis_name)
     # L2 once, on the replicated parameters (not per device), on the trained ones only: the
     # torso's input offset is a constant (it once took this term alone, and Adam, scaling it by
@@ -208,6 +224,10 @@ def finish(
         + config.vf_coef * metrics["value_loss"]
         + config.l2_coef * l2
     )
+    names = UPDATE_METRICS
+    if "imitation_loss" in metrics:
+        metrics["loss"] = metrics["loss"] + config.imitation_coef * metrics["imitation_loss"]
+        names = names + IMITATION_METRICS
     metrics.update(prepared_metrics)
     new_state = TrainState(
         params=params,
@@ -217,7 +237,7 @@ def finish(
         rng=rng,
         hyperparams=state.hyperparams,
     )
-    return new_state, {name: metrics[name] for name in UPDATE_METRICS}
+    return new_state, {name: metrics[name] for name in names}
 
 
 def local_update(
@@ -226,6 +246,7 @@ def local_update(
     state: TrainState,
     batch: TrainBatch,
     axis_name: str = DATA_AXIS,
+    demo: DemoBatch | None = None,
 ) -> tuple[TrainState, Metrics]:
     """The whole update as one per-device program (runs inside ``shard_map``): the epochs and
     minibatches are a ``lax.scan``.
@@ -233,6 +254,7 @@ def local_update(
     Args:
       state: replicated ``TrainState``.
       batch: this device's environments, data leaves ``[S, B_local, ...]``.
+      demo: this device's windows of the demo (``ppo.imitation_windows``), or None.
 
     Returns:
       ``(new_state, metrics)``, both identical on every device.
@@ -243,7 +265,7 @@ def local_update(
         params, opt_state, active = carry
         params, opt_state, metrics = sgd_step(
             network, config, params, opt_state, state.hyperparams, batch, prepared, m, active,
-            axis_name,
+            axis_name, demo,
         )
         # Once a step is refused (target_kl), the rest of the update takes none.
         return (params, opt_state, metrics["applied"] > 0), metrics
@@ -269,8 +291,8 @@ def make_update(
     mesh: Mesh,
     donate_state: bool = False,
     loop: str | None = None,
-) -> Callable[[TrainState, TrainBatch], tuple[TrainState, Metrics]]:
-    """The jitted, data-parallel update ``update(state, batch) -> (state, metrics)``.
+) -> Callable[..., tuple[TrainState, Metrics]]:
+    """The jitted, data-parallel update ``update(state, batch, demo=None) -> (state, metrics)``.
 
     Args:
       network: from ``create_train_state``.
@@ -295,6 +317,9 @@ def make_update(
     ``train/explained_variance``, ``train/advantage_mean``, ``train/valid_fraction``).
     The learning rate and entropy coefficient come from ``state.hyperparams`` (runtime
     values: ``with_hyperparams`` changes them without a recompile).
+    With ``config.imitation_windows`` the call also takes ``demo``, a ``DemoBatch`` of that
+    many windows of the demo (``jax_reset.ppo.imitation``; placed like the batch), and the
+    metrics add ``imitation_loss`` and ``imitation_accuracy``; without, ``demo`` must be None.
     Compiles once per batch shape and structure (``start_carry`` given or not);
     ``update.jitted`` is the compiled program (for "host", the per-minibatch step) whose cache
     size tests count.
@@ -311,7 +336,11 @@ def make_update(
     )
     replicated = NamedSharding(mesh, P())
 
-    def check(batch: TrainBatch) -> None:
+    # The demo's windows travel as an optional trailing argument of every compiled program:
+    # present exactly when the config imitates the demo.
+    demo_specs = (DEMO_SPEC,) if config.imitates else ()
+
+    def check(batch: TrainBatch, demo: DemoBatch | None) -> tuple[DemoBatch, ...]:
         assert batch.bootstrap_value.shape[0] % (num_devices * config.minibatches) == 0  # sizes
         s = batch.data.obs.shape[0]
         if s != config.sequence_steps:
@@ -319,22 +348,37 @@ def make_update(
                 f"batch has {s} steps, expected burn_in_steps + rollout_steps = "
                 f"{config.sequence_steps}"
             )
+        if (demo is not None) != config.imitates:
+            raise ValueError("the update takes the demo's windows exactly when "
+                             "ppo.imitation_windows > 0")
+        if demo is None:
+            return ()
+        if config.imitation_windows % (num_devices * config.minibatches):
+            raise ValueError(f"ppo.imitation_windows ({config.imitation_windows}) must be "
+                             f"divisible by minibatches x devices ({config.minibatches} x "
+                             f"{num_devices})")
+        if demo.obs.shape[:2] != (config.sequence_steps, config.imitation_windows):
+            raise ValueError(f"demo windows of shape {demo.obs.shape[:2]}, expected "
+                             f"({config.sequence_steps}, {config.imitation_windows})")
+        return (shard_demo(demo, mesh),)
 
     if loop == "scan":
 
-        def body(state: TrainState, batch: TrainBatch) -> tuple[TrainState, Metrics]:
-            return local_update(network, config, state, batch, DATA_AXIS)
+        def body(state: TrainState, batch: TrainBatch, *demo: DemoBatch,
+                 ) -> tuple[TrainState, Metrics]:
+            return local_update(network, config, state, batch, DATA_AXIS, *demo)
 
-        sharded = jax.shard_map(body, mesh=mesh, in_specs=(P(), batch_spec),
+        sharded = jax.shard_map(body, mesh=mesh, in_specs=(P(), batch_spec, *demo_specs),
                                 out_specs=(P(), P()))
         jitted = jax.jit(sharded, donate_argnums=(0,) if donate_state else ())
 
-        def update(state: TrainState, batch: TrainBatch) -> tuple[TrainState, Metrics]:
-            check(batch)
+        def update(state: TrainState, batch: TrainBatch, demo: DemoBatch | None = None,
+                   ) -> tuple[TrainState, Metrics]:
+            demo_args = check(batch, demo)
             # Place both where the compiled program expects them (no-ops when they already
             # are): a state or batch with another sharding would be a recompile.
             state = jax.device_put(state, replicated)
-            return jitted(state, shard_batch(batch, mesh))
+            return jitted(state, shard_batch(batch, mesh), *demo_args)
 
         update.jitted = jitted  # type: ignore[attr-defined]
         return update
@@ -345,18 +389,19 @@ def make_update(
         lambda batch: prepare(config, batch, DATA_AXIS), mesh=mesh, in_specs=(batch_spec,),
         out_specs=prepared_spec))
     step_jit = jax.jit(jax.shard_map(
-        lambda params, opt_state, hyperparams, batch, prepared, m: sgd_step(
+        lambda params, opt_state, hyperparams, batch, prepared, m, *demo: sgd_step(
             network, config, params, opt_state, hyperparams, batch, prepared, m, True,
-            DATA_AXIS),
-        mesh=mesh, in_specs=(P(), P(), P(), batch_spec, prepared_spec, P()),
+            DATA_AXIS, *demo),
+        mesh=mesh, in_specs=(P(), P(), P(), batch_spec, prepared_spec, P(), *demo_specs),
         out_specs=(P(), P(), P())), donate_argnums=(0, 1) if donate_state else ())
     split_jit = jax.jit(lambda key: jax.random.split(key))
     orders_jit = jax.jit(lambda key: minibatch_orders(config, key))
     finish_jit = jax.jit(lambda state, params, opt_state, metrics, prepared_metrics, rng: finish(
         config, state, params, opt_state, metrics, prepared_metrics, rng))
 
-    def update(state: TrainState, batch: TrainBatch) -> tuple[TrainState, Metrics]:
-        check(batch)
+    def update(state: TrainState, batch: TrainBatch, demo: DemoBatch | None = None,
+               ) -> tuple[TrainState, Metrics]:
+        demo_args = check(batch, demo)
         state = jax.device_put(state, replicated)
         batch = shard_batch(batch, mesh)
         prepared = prepare_jit(batch)
@@ -366,7 +411,7 @@ def make_update(
         # The order is needed on the host to drive the loop: a few int32 per epoch.
         for m in jax.device_get(orders_jit(key)).reshape(-1):
             params, opt_state, metrics = step_jit(params, opt_state, state.hyperparams, batch,
-                                                  prepared, jnp.asarray(m, jnp.int32))
+                                                  prepared, jnp.asarray(m, jnp.int32), *demo_args)
             step_metrics.append(metrics)
             # A refused step (target_kl) ends the update: the later ones would all be refused.
             if config.target_kl is not None and not float(metrics["applied"]):

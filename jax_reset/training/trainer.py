@@ -39,6 +39,7 @@ from jax_reset import curriculum as cur
 from jax_reset import metrics as m
 from jax_reset.curriculum import stall as stall_lib
 from jax_reset.envs.demo_history import DemoHistory
+from jax_reset.networks.model import init_carry
 from jax_reset.parallel.process_group import Exchanged, ProcessGroup
 from jax_reset.parallel.sizes import Sizes
 from jax_reset.ppo.acting import make_act_fn
@@ -50,6 +51,7 @@ from jax_reset.run import state as run_state
 from jax_reset.run.checkpoint import Checkpoints
 from jax_reset.run.layout import PROCESSES_DIR, PROFILE_DIR, VIDEOS_DIR, RunFailure
 from jax_reset.training.actor import Actor, Rollout, Stopped, WarmUp
+from jax_reset.training.demo_windows import DemoWindows
 from jax_reset.training.evaluator import Evaluator
 from jax_reset.training.rollout_source import RolloutSource, make_source
 
@@ -145,6 +147,7 @@ class Trainer:
         example = zeros_transition(1, sizes.num_envs_local, config.env.obs_shape,
                                    carry=self.actor.carry if self.actor.warm else None)
         self.burn_in = initial_burn_in(example, self.actor.carry, ppo.burn_in_steps)
+        self.windows = self._demo_windows() if ppo.imitates else None
         # Replicated over the mesh from the start, as the update returns it: acting then
         # compiles once, not again when the first updated parameters arrive.
         self.state = dataclasses.replace(state, train_state=group.replicate(state.train_state))
@@ -175,6 +178,16 @@ class Trainer:
                   f"{history.num_frames:,} in {history.build_s:.1f} s", flush=True)
             histories.append(history)
         return histories
+
+    def _demo_windows(self) -> DemoWindows:
+        """The builder of this process's windows of the demo (``ppo.imitation_windows``)."""
+        c, sizes = self.config, self.sizes
+        local = c.ppo.imitation_windows // sizes.num_processes
+        carry = jax.tree.map(lambda x: np.zeros((local, *x.shape[1:]), np.float32),
+                             init_carry(c.network, 1))
+        return DemoWindows(c.demo.paths, c.env, c.demo.rom_path, c.ppo.imitation_windows,
+                           c.ppo.burn_in_steps, c.ppo.rollout_steps, carry, c.train.seed,
+                           sizes.process_index, sizes.num_processes)
 
     def local_points(self, curriculum: cur.Curricula) -> np.ndarray:
         """This process's environments' starting points."""
@@ -242,8 +255,13 @@ class Trainer:
         the counters by the job's agent steps and ``frames``. Returns the update's metrics."""
         batch, self.burn_in = assemble_batch(self.burn_in, rollout.transition,
                                              rollout.bootstrap_value, rollout.tail_carry)
+        demo = None
+        if self.windows is not None:  # the demo's windows where the environments start now
+            demo = self.group.global_demo(
+                self.windows.build(self.state.update, self.state.curriculum),
+                self.config.ppo.imitation_windows)
         train_state, train_metrics = self.update_fn(self.state.train_state,
-                                                    self.group.global_batch(batch))
+                                                    self.group.global_batch(batch), demo)
         s = self.state
         metrics = jax.device_get(train_metrics)
         self._check_finite(s.update + 1, metrics)
