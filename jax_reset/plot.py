@@ -8,8 +8,10 @@ against training time (the gaps between the sittings of a resumed run left out),
 rate at the starting point, the mean episode score, the score of the games played from the
 game's start during training (``[eval]``; also against training time), the learning rate in
 force (it changes with the stall handling), the approximate KL of each update (a policy
-collapse stands out) and the agent steps per second. A run of several demos gets one curve
-per demo (its ``.../demo<i>/...`` keys) where the trainer logs the metric per demo. Also
+collapse stands out), the agent steps per second, and with ``ppo.imitation_windows`` the share
+of the demo's imitated steps where the policy's likeliest action is the demo's. A run of
+several demos gets one curve per demo (its ``.../demo<i>/...`` keys) where the trainer logs the
+metric per demo. Also
 prints, and writes as ``milestones.json``, when the curriculum passed each frame where the demo
 scores (``jax_reset.milestones``).
 """
@@ -41,6 +43,9 @@ PLOTS = (
     ("learning_rate", metrics.LEARNING_RATE, "learning rate in force"),
     ("approx_kl", metrics.APPROX_KL, "approximate KL of an update (log scale)"),
     ("steps_per_s", metrics.AGENT_STEPS_PER_S, "agent steps per second"),
+    # With ppo.imitation_windows only.
+    ("imitation_accuracy", metrics.IMITATION_ACCURACY,
+     "demo steps where the policy's likeliest action is the demo's"),
 )
 # Plots also drawn against training time: the two curves a reader compares runs by.
 TIME_TOO = {"starting_point", "eval_score"}
