@@ -20,6 +20,7 @@ from jax_reset.metrics import read_jsonl
 from jax_reset.networks import init_carry
 from jax_reset.parallel.mesh import make_data_mesh
 from jax_reset.parallel.sizes import SizeError, derive
+from jax_reset.plot import plot_run
 from jax_reset.ppo.config import PPOConfig
 from jax_reset.ppo.synthetic import (
     TINY_OBS_SHAPE,
@@ -154,3 +155,4 @@ def test_a_training_run_imitates_the_demo(tmp_path: Path) -> None:
     assert [r["update"] for r in rows] == [1, 2, 3]
     for row in rows:
         assert 0 < row["train/imitation_loss"] < 10 and 0 <= row["train/imitation_accuracy"] <= 1
+    assert "imitation_accuracy.png" in {p.name for p in plot_run(run_dir)}
