@@ -168,13 +168,30 @@ def batch_partition_spec(batch: TrainBatch) -> TrainBatch:
     )
 
 
+def place_sharded(tree: Any, specs: Any, mesh: Mesh) -> Any:
+    """Place every leaf of ``tree`` on ``mesh`` by its PartitionSpec in ``specs`` (one process)."""
+    return jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), tree, specs)
+
+
+def place_global(local: Any, specs: Any, mesh: Mesh, rows: int) -> Any:
+    """The multi-process ``place_sharded``: each process passes its block of the job's ``rows``
+    rows (environments or windows: axis 1 of leaves split as ``P(None, DATA_AXIS)``, else axis
+    0) and every process gets the same global arrays. Every process must call it."""
+    def place(x: Any, spec: P) -> jax.Array:
+        axis = 1 if spec == P(None, DATA_AXIS) else 0
+        shape = (*x.shape[:axis], rows, *x.shape[axis + 1 :])
+        return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), np.asarray(x),
+                                                      shape)
+
+    return jax.tree.map(place, local, specs)
+
+
 def shard_batch(batch: TrainBatch, mesh: Mesh) -> TrainBatch:
     """Place a host- or device-resident batch on ``mesh``, environments split over devices.
 
     Single-process only: with several processes use :func:`global_batch`.
     """
-    specs = batch_partition_spec(batch)
-    return jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), batch, specs)
+    return place_sharded(batch, batch_partition_spec(batch), mesh)
 
 
 def global_batch(local: TrainBatch, mesh: Mesh, num_envs: int) -> TrainBatch:
@@ -183,15 +200,7 @@ def global_batch(local: TrainBatch, mesh: Mesh, num_envs: int) -> TrainBatch:
     its devices hold: ``jax_reset.parallel.mesh.process_env_slice``) and every process gets the same
     global ``TrainBatch`` of ``num_envs`` environments, sharded as ``shard_batch`` places it.
     Every process must call it (with the same shapes)."""
-    specs = batch_partition_spec(local)
-
-    def place(x: Any, spec: P) -> jax.Array:
-        axis = 1 if spec == P(None, DATA_AXIS) else 0
-        shape = (*x.shape[:axis], num_envs, *x.shape[axis + 1 :])
-        return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), np.asarray(x),
-                                                      shape)
-
-    return jax.tree.map(place, local, specs)
+    return place_global(local, batch_partition_spec(local), mesh, num_envs)
 
 
 def zeros_transition(

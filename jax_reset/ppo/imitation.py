@@ -22,12 +22,11 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from jax_reset.ppo.data import DATA_AXIS
-from jax_reset.ppo.losses import ApplyFn, Params, categorical_log_prob, masked_mean
+from jax_reset.ppo.data import DATA_AXIS, place_global, place_sharded
+from jax_reset.ppo.losses import ApplyFn, Params, _psum, categorical_log_prob, masked_mean
 
 Carry = Any
 
@@ -81,11 +80,7 @@ def imitation_loss(
     hit = (jnp.argmax(stop(logits), axis=-1) == demo.action).astype(jnp.float32)
     metrics = {"imitation_loss": loss, "imitation_accuracy": masked_mean(hit, demo.mask,
                                                                           axis_name)}
-    if axis_name is not None:
-        metrics = jax.tree.map(lambda x: jax.lax.psum(stop(x), axis_name), metrics)
-    else:
-        metrics = jax.tree.map(stop, metrics)
-    return loss, metrics
+    return loss, jax.tree.map(lambda x: _psum(stop(x), axis_name), metrics)
 
 
 #: How a ``DemoBatch`` is split over the mesh (a prefix of the pytree): windows along axis 1 of
@@ -103,18 +98,11 @@ def _specs(demo: DemoBatch) -> DemoBatch:
 
 def shard_demo(demo: DemoBatch, mesh: Mesh) -> DemoBatch:
     """Place host or device windows on ``mesh``, split over its devices (one process)."""
-    return jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), demo,
-                        _specs(demo))
+    return place_sharded(demo, _specs(demo), mesh)
 
 
 def global_demo(local: DemoBatch, mesh: Mesh, windows: int) -> DemoBatch:
     """The multi-process ``shard_demo``: each process passes its block of the job's
     ``windows`` windows (``windows / process_count``, in process order) and every process gets
     the same global ``DemoBatch``. Every process must call it."""
-    def place(x: Any, spec: P) -> jax.Array:
-        axis = 1 if spec == DEMO_SPEC.obs else 0
-        shape = (*x.shape[:axis], windows, *x.shape[axis + 1:])
-        return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), np.asarray(x),
-                                                      shape)
-
-    return jax.tree.map(place, local, _specs(local))
+    return place_global(local, _specs(local), mesh, windows)
