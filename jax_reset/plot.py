@@ -1,7 +1,8 @@
 """`python -m jax_reset.plot --run-dir DIR`: PNG plots of a run's ``metrics.jsonl``.
 
 With ``--run-dir`` repeated and ``--out DIR``: the runs compared, one curve each, on the score
-from the game's start and the curriculum's position (``compare_*.png``).
+from the game's start and the curriculum's position (``compare_*.png``; a no-demo run, always
+at the game's start, only on the score).
 
 Writes into ``DIR/plots/``: the curriculum's maximum starting point against agent steps and
 against training time (the gaps between the sittings of a resumed run left out), the success
@@ -162,9 +163,24 @@ COMPARED = (("eval_score", metrics.EVAL_SCORE, "score from the game's start (eva
             ("starting_point", cur.MAX_STARTING_POINT, "max starting point (demo frame)"))
 
 
+def compared_curves(runs: list[tuple[str, list[dict]]], key: str,
+                    ) -> list[tuple[str, tuple[np.ndarray, np.ndarray],
+                                    tuple[np.ndarray, np.ndarray]]]:
+    """``(run, (agent steps, ys), (training seconds, ys))`` of each run that logged ``key``.
+
+    On the starting point a run whose every value is 0 is left out: it never started anywhere
+    but the game's start (a no-demo baseline), and its flat line at 0 would read as a
+    curriculum that reached the start at once."""
+    curves = [(run, _series(rows, X_STEPS, key), _series(rows, X_TIME, key))
+              for run, rows in runs]
+    return [c for c in curves if len(c[1][0])
+            and not (key == cur.MAX_STARTING_POINT and not np.any(c[1][1]))]
+
+
 def compare_runs(run_dirs: list[Path], out: Path) -> list[Path]:
     """``compare_<name>.png`` in ``out`` for each of ``COMPARED`` that a run logged: one curve
-    per run (labelled by its folder's name) against agent steps and against training time.
+    per run (labelled by its folder's name) against agent steps and against training time
+    (``compared_curves``: a no-demo run has no starting-point curve).
     Raises ``PlotError`` when a run has no metrics or none logged the compared ones."""
     runs = [(Path(d).name, read_metrics(Path(d))) for d in run_dirs]
     _check_writable(out)
@@ -175,9 +191,7 @@ def compare_runs(run_dirs: list[Path], out: Path) -> list[Path]:
 
     written = []
     for name, key, label in COMPARED:
-        curves = [(run, _series(rows, X_STEPS, key), _series(rows, X_TIME, key))
-                  for run, rows in runs]
-        curves = [c for c in curves if len(c[1][0])]
+        curves = compared_curves(runs, key)
         if not curves:
             continue
         fig, axes = plt.subplots(1, 2, figsize=(12, 4), squeeze=False)

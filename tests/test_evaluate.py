@@ -10,13 +10,14 @@ import jax
 import numpy as np
 import pytest
 
-from jax_reset import milestones, networks
+from jax_reset import curriculum as cur
+from jax_reset import metrics, milestones, networks
 from jax_reset.envs.config import EnvConfig
 from jax_reset.evaluation.envs import PROTOCOLS, EvalError, protocol_env_config
 from jax_reset.evaluation.play import NetworkPolicy, run_protocol
 from jax_reset.evaluation.video import record_episode
 from jax_reset.networks import NetworkConfig
-from jax_reset.plot import X_TIME, PlotError, plot_run, read_metrics
+from jax_reset.plot import X_TIME, PlotError, compared_curves, plot_run, read_metrics
 
 # Small frames and a small network: a Pong game is ~1,000 agent steps of inference on the CPU.
 ENV = EnvConfig(img_height=42, img_width=42, gray_scale=True, stack_num=2)
@@ -188,6 +189,10 @@ def test_runs_compared_on_shared_axes(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["compare_eval_score.png",
                                                       "compare_starting_point.png"]
     assert all(iio.imread(p).shape[1] > 1000 for p in out.iterdir())
+    # The no-demo run is on the score's axes, not on the starting point's (its 0 throughout).
+    runs = [(name, read_metrics(tmp_path / name)) for name in ("demo", "nodemo")]
+    assert [c[0] for c in compared_curves(runs, metrics.EVAL_SCORE)] == ["demo", "nodemo"]
+    assert [c[0] for c in compared_curves(runs, cur.MAX_STARTING_POINT)] == ["demo"]
     assert plot_main(["--run-dir", str(tmp_path / "demo"), "--run-dir",
                       str(tmp_path / "nodemo")]) == 2  # no --out
     assert plot_main(["--run-dir", str(tmp_path / "demo"), "--run-dir",
