@@ -199,6 +199,23 @@ def test_learner_benchmark_smoke(capsys):
     assert 1.0 <= result["flop_check"]["xla_over_analytic"] <= 1.02
 
 
+def test_learner_benchmark_times_another_torso_shape(capsys):
+    """``--conv-kernels/--conv-strides`` time a torso of another shape (the CPU candidates of
+    docs/cpu.md: a first layer of non-overlapping 4x4 patches), recorded in the JSON, with
+    the FLOP count still XLA's."""
+    from jax_reset.bench.learner import main
+
+    args = "--envs 4 --steps 6 --burn-in 2 --epochs 1 --minibatches 1 --conv-channels 8,16,16"
+    args += " --conv-kernels 4,4,3 --conv-strides 4,2,1 --dense 16 --core-size 16"
+    args += " --obs 6,42,40 --iters 1 --warmup-len 3 --no-parts --json"
+    assert main(args.split()) == 0
+    (result,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]
+    assert result["conv_kernels"] == [4, 4, 3] and result["conv_strides"] == [4, 2, 1]
+    assert result["update_s"] > 0
+    assert 1.0 <= result["flop_check"]["xla_over_analytic"] <= 1.02
+    assert main([*args.split(), "--conv-kernels", "4,4"]) == 2  # lengths differ: one line
+
+
 def test_scan_and_host_loops_compute_the_same_update():
     """The accelerator program (one scan) and the CPU loop (a compiled step per minibatch)."""
     cfg, ppo = tiny_network_config(), tiny_ppo_config()

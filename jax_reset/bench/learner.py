@@ -37,6 +37,7 @@ import datetime
 import json
 import os
 import statistics
+import sys
 import time
 import types
 from typing import Any
@@ -80,6 +81,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--minibatches", type=int, help="default: 4 (1 for tiny batches)")
     p.add_argument("--conv-channels", type=_ints, help="e.g. 64,128,128 (reference)")
+    p.add_argument("--conv-kernels", type=_ints, default=NetworkConfig.conv_kernels,
+                   help="square kernel sizes (default 8,4,3; e.g. 4,4,3: a first layer of "
+                        "non-overlapping 4x4 patches)")
+    p.add_argument("--conv-strides", type=_ints, default=NetworkConfig.conv_strides,
+                   help="strides (default 4,2,1)")
     p.add_argument("--dense", type=int, help="dense width (reference: 800)")
     p.add_argument("--core", choices=["lstm", "gru", "none"], default="lstm")
     p.add_argument("--core-size", type=int, help="core units (reference: 800)")
@@ -230,6 +236,8 @@ def xla_flop_check(net_cfg: NetworkConfig, obs_shape: tuple[int, ...], actions: 
 def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
     net_cfg = NetworkConfig(
         conv_channels=case.channels,
+        conv_kernels=tuple(args.conv_kernels),
+        conv_strides=tuple(args.conv_strides),
         dense_size=case.dense,
         core=args.core,
         core_size=case.core_size,
@@ -331,6 +339,8 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
         "epochs": case.epochs,
         "minibatches": case.minibatches,
         "conv_channels": list(case.channels),
+        "conv_kernels": list(args.conv_kernels),
+        "conv_strides": list(args.conv_strides),
         "dense": case.dense,
         "core": args.core,
         "core_size": case.core_size,
@@ -360,6 +370,12 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:  # the torso's shape flags, checked before any case compiles
+        NetworkConfig(conv_channels=args.conv_channels or NetworkConfig.conv_channels,
+                      conv_kernels=args.conv_kernels, conv_strides=args.conv_strides)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     devices = jax.devices()
     platform = devices[0].platform
     device = f"{len(devices)} x {devices[0].device_kind} ({platform})"
