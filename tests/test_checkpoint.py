@@ -18,6 +18,7 @@ import pytest
 
 from jax_reset import curriculum as cur
 from jax_reset.curriculum import MAX_STARTING_POINT, CurriculumConfig
+from jax_reset.metrics import EVAL_SCORE
 from jax_reset.run.checkpoint import Checkpoints
 from jax_reset.run.checkpoint_meta import (
     CheckpointError,
@@ -165,6 +166,27 @@ def test_keeps_last_k_plus_best(tmp_path: Path) -> None:
         assert ckpt.steps() == [2, 6, 7]
         with pytest.raises(ValueError, match="max_starting_point"):
             ckpt.save(7, state, {}, meta, metrics={})
+
+
+def test_at_one_starting_point_the_best_evaluated_checkpoint_is_kept(tmp_path: Path) -> None:
+    """At the game's start every checkpoint has starting point 0: the best is the one whose
+    evaluation from the start scored highest, so a policy that collapses after its best
+    evaluation (Montezuma's first rooms: 3,150 at update 2,600, 100 at 2,800) keeps it. A
+    lower starting point still comes first, whatever the score."""
+    state = make_state()
+    meta = make_meta(config_dict(), state["params"])
+    saves = [(40, 3600.0), (0, None), (0, 3150.0), (0, None), (0, 100.0), (0, None)]
+    with Checkpoints(tmp_path, keep_last=2, async_save=False) as ckpt:
+        for step, (sp, score) in enumerate(saves, start=1):
+            metrics = {MAX_STARTING_POINT: sp, **({} if score is None else {EVAL_SCORE: score})}
+            ckpt.save(step, state, {}, meta, metrics=metrics)
+        assert ckpt.best_step() == 3 and ckpt.steps() == [3, 5, 6]
+    with Checkpoints(tmp_path, keep_last=2, async_save=False) as ckpt:  # after a restart
+        assert ckpt.best_step() == 3
+        ckpt.save(7, state, {}, meta, metrics={MAX_STARTING_POINT: 0, EVAL_SCORE: 3150.0})
+        assert ckpt.best_step() == 7 and ckpt.steps() == [6, 7]  # of equal ones, the newest
+    with Checkpoints(tmp_path, read_only=True, then_metric=None) as ckpt:
+        assert ckpt.best_step() == 7  # by the starting point alone: the newest at 0
 
 
 def test_refuses_another_network(tmp_path: Path) -> None:

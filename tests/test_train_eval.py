@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 
 from jax_reset import metrics as m
+from jax_reset.run.checkpoint import Checkpoints
 from tests.conftest import run_module
 
 
@@ -82,12 +83,20 @@ def test_a_run_stops_when_the_score_from_the_start_reaches_the_target(tmp_path: 
     # At the game's start from the first update (curriculum.start_at=0); any Pong score is at
     # least -21, so the first evaluation reaches the target and the run stops one update later.
     done = train(run, "train.total_updates=50", "curriculum.start_at=0", "eval.every=1",
-                 "eval.stop_score=-21")
+                 "eval.stop_score=-21", "train.checkpoint_every=1", "train.keep_last=1")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "reaches eval.stop_score -21: the run stops after the next update" in done.stdout
     rows = m.read_jsonl(run / m.JSONL_NAME)
     assert rows[-1]["update"] == 2
-    assert sorted(int(p.name) for p in (run / "checkpoints").iterdir())[-1] == 2
+    # Both updates evaluated at the start: each checkpoint carries its evaluation's score, and
+    # the one kept beside the newest is the better-scoring (of equal ones, the newest).
+    scores = {r["update"]: r[m.EVAL_SCORE] for r in rows if m.EVAL_SCORE in r}
+    assert sorted(scores) == [1, 2]
+    best = max(scores, key=lambda u: (scores[u], u))
+    with Checkpoints(run / "checkpoints", read_only=True) as checkpoints:
+        assert checkpoints.steps() == sorted({best, 2}) and checkpoints.best_step() == best
+        for step in checkpoints.steps():
+            assert checkpoints.metrics(step)[m.EVAL_SCORE] == scores[step]
     # Not at the start: the same target does not stop a run.
     other = tmp_path / "other"
     done = train(other, "train.total_updates=3", "eval.every=1", "eval.stop_score=-21")

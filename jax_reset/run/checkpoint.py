@@ -17,7 +17,8 @@ A checkpoint step (the update counter) holds five items (``stall`` and ``digests
 
 Orbax writes each step into a temporary folder and renames it when complete, so a crash or a
 kill during a save leaves the previous checkpoint intact. Retention keeps the last K steps plus
-the best one by a metric, and is this class's own (Orbax is told to keep everything): a step is
+the best one by a metric (the lowest starting point, then the best evaluation from the game's
+start), and is this class's own (Orbax is told to keep everything): a step is
 deleted only once the newer ones it makes redundant have been read back after their save (the
 ``meta`` and ``curriculum`` items and the state's array index; see ``_read_back``), so a save
 that went wrong (a full disk, a file system that failed) never costs the last good checkpoint.
@@ -49,6 +50,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 from jax_reset import config as config_lib
 from jax_reset import config_tree
 from jax_reset.curriculum import MAX_STARTING_POINT
+from jax_reset.metrics import EVAL_SCORE
 from jax_reset.run import checkpoint_files, disk
 from jax_reset.run.checkpoint_meta import (
     DIGESTS_FORMAT,
@@ -130,12 +132,19 @@ class Checkpoints:
       best_metric: key of the ``metrics`` given to ``save`` that ranks checkpoints; the best
         one is kept besides the last K (None: no best).
       best_mode: "min" or "max".
+      then_metric: of steps equal by ``best_metric``, the one with the highest ``then_metric``
+        is the best; a step without it ranks below those with it, and of equal ones the newest
+        wins. The default, the mean score of the evaluation from the game's start, is given
+        only to the checkpoint of the update that was evaluated: once the curriculum is at the
+        start, where every checkpoint has starting point 0, the best is the best-playing
+        evaluated policy, not the newest (a policy that collapses later keeps its best).
       async_save: let Orbax finish writing in the background (``wait``/``close`` block on it).
     """
 
     def __init__(self, directory: str | Path, keep_last: int = 3,
                  best_metric: str | None = MAX_STARTING_POINT,
-                 best_mode: str = "min", async_save: bool = True,
+                 best_mode: str = "min", then_metric: str | None = EVAL_SCORE,
+                 async_save: bool = True,
                  read_only: bool = False) -> None:
         _require_main_thread("__init__")
         if keep_last < 1:
@@ -146,6 +155,7 @@ class Checkpoints:
         self.keep_last = keep_last
         self.best_metric = best_metric
         self.best_mode = best_mode
+        self.then_metric = then_metric
         self.read_only = read_only
         self._async = async_save
         if not read_only:
@@ -190,14 +200,23 @@ class Checkpoints:
             return None
         return self._best_of(self.steps())
 
+    def metrics(self, step: int) -> dict[str, float]:
+        """The metrics saved with ``step`` ({} if none): its starting point, and the mean score
+        of its evaluation from the game's start when that update was evaluated."""
+        metrics = self._manager.metrics(step)
+        return dict(metrics) if isinstance(metrics, Mapping) else {}
+
     def _best_of(self, steps: Iterable[int]) -> int | None:
         ranked = []
         for step in steps:
-            metrics = self._manager.metrics(step) or {}
-            value = metrics.get(self.best_metric) if isinstance(metrics, Mapping) else None
-            if value is not None:
-                ranked.append((float(value) if self.best_mode == "max" else -float(value), step))
-        return max(ranked)[1] if ranked else None
+            metrics = self.metrics(step)
+            if metrics.get(self.best_metric) is None:
+                continue
+            value = float(metrics[self.best_metric])
+            then = metrics.get(self.then_metric) if self.then_metric is not None else None
+            ranked.append((value if self.best_mode == "max" else -value,
+                           -math.inf if then is None else float(then), step))
+        return max(ranked)[2] if ranked else None
 
     # ---- saving ------------------------------------------------------------------------------
 

@@ -160,6 +160,12 @@ class Trainer:
         self.evaluator = (Evaluator(config, outputs.meta["game"], outputs.meta["num_actions"])
                           if group.is_main and config.eval.every > 0 else None)
         self.target_reached = False
+        # (update, mean score) of the latest evaluation: its checkpoint carries the score, which
+        # ranks it among the checkpoints at the same starting point. Only one process plays
+        # them, and choosing which checkpoints to delete is collective in Orbax: a run of
+        # several processes leaves the score out (its best is then the newest at the lowest
+        # starting point).
+        self.evaluated: tuple[int, float] | None = None
 
     def _demo_histories(self, curricula: cur.Curricula) -> list[DemoHistory] | None:
         """Each demo's observations for the warm-up, in ``demo.paths`` order (None: no
@@ -320,6 +326,7 @@ class Trainer:
             if write_video is not None:
                 write_video(s.update, path)
         score = metrics[m.EVAL_SCORE]
+        self.evaluated = (s.update, float(score))
         if self.evaluator.reached(score, at_start):
             self.target_reached = True
             print(f"update {s.update}: {self.config.eval.protocol} score {score:g} from the "
@@ -365,7 +372,12 @@ class Trainer:
 
     def save(self) -> bool:
         """The run state as checkpoint ``update`` (False if that one is saved already)."""
-        return run_state.save_state(self.outputs.checkpoints, self.state, self.outputs.meta)
+        score = None
+        if (self.evaluated is not None and self.evaluated[0] == self.state.update
+                and jax.process_count() == 1):
+            score = self.evaluated[1]
+        return run_state.save_state(self.outputs.checkpoints, self.state, self.outputs.meta,
+                                    score)
 
     # ---- the loop ------------------------------------------------------------------------
 
