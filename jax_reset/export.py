@@ -97,13 +97,17 @@ def export(run_dir: Path, out: Path, args: argparse.Namespace, name: str) -> Non
     if args.episodes < 1:
         raise UsageError(f"--episodes must be at least 1, got {args.episodes}")
     step, meta, config, params = load_params(run_dir, args.checkpoint)
-    save_policy(out, step, meta, params)
     # The demo paths relative to the repository where they lie in it (a run saves them
-    # absolute): the config trains again from any clone, and names no folder of this machine.
+    # absolute): the config trains again from any clone, and neither it nor the policy's
+    # metadata names a folder of this machine.
     demo = config.demo
     config = dataclasses.replace(config, demo=dataclasses.replace(
         demo, demo_path=shown_path(demo.demo_path) if demo.demo_path else demo.demo_path,
         demo_paths=tuple(shown_path(p) for p in demo.demo_paths)))
+    meta = {**meta, "config": config_tree.to_dict(config),
+            **({"demos": [{**d, "path": shown_path(d["path"])} if "path" in d else d
+                          for d in meta["demos"]]} if "demos" in meta else {})}
+    save_policy(out, step, meta, params)
     config_tree.save_json(config, out / "config.json")
     game, protocols = str(meta["game"]), args.protocol or list(PROTOCOLS)
     policy = NetworkPolicy(config.network, params, int(meta["num_actions"]))

@@ -88,8 +88,8 @@ def test_a_run_stops_when_the_score_from_the_start_reaches_the_target(tmp_path: 
     assert "reaches eval.stop_score -21: the run stops after the next update" in done.stdout
     rows = m.read_jsonl(run / m.JSONL_NAME)
     assert rows[-1]["update"] == 2
-    # Both updates evaluated at the start: each checkpoint carries its evaluation's score, and
-    # the one kept beside the newest is the better-scoring (of equal ones, the newest).
+    # Both updates evaluated: each checkpoint carries its evaluation's score, and the one kept
+    # beside the newest is the better-scoring (both at the start: of equal ones, the newest).
     scores = {r["update"]: r[m.EVAL_SCORE] for r in rows if m.EVAL_SCORE in r}
     assert sorted(scores) == [1, 2]
     best = max(scores, key=lambda u: (scores[u], u))

@@ -17,8 +17,8 @@ A checkpoint step (the update counter) holds five items (``stall`` and ``digests
 
 Orbax writes each step into a temporary folder and renames it when complete, so a crash or a
 kill during a save leaves the previous checkpoint intact. Retention keeps the last K steps plus
-the best one by a metric (the lowest starting point, then the best evaluation from the game's
-start), and is this class's own (Orbax is told to keep everything): a step is
+the best one (the best evaluation from the game's start, then the lowest starting point), and
+is this class's own (Orbax is told to keep everything): a step is
 deleted only once the newer ones it makes redundant have been read back after their save (the
 ``meta`` and ``curriculum`` items and the state's array index; see ``_read_back``), so a save
 that went wrong (a full disk, a file system that failed) never costs the last good checkpoint.
@@ -132,18 +132,19 @@ class Checkpoints:
       best_metric: key of the ``metrics`` given to ``save`` that ranks checkpoints; the best
         one is kept besides the last K (None: no best).
       best_mode: "min" or "max".
-      then_metric: of steps equal by ``best_metric``, the one with the highest ``then_metric``
-        is the best; a step without it ranks below those with it, and of equal ones the newest
-        wins. The default, the mean score of the evaluation from the game's start, is given
-        only to the checkpoint of the update that was evaluated: once the curriculum is at the
-        start, where every checkpoint has starting point 0, the best is the best-playing
-        evaluated policy, not the newest (a policy that collapses later keeps its best).
+      score_metric: ranks before ``best_metric``: the step with the highest ``score_metric`` is
+        the best, a step without it ranks below every step with it, and ``best_metric`` (then
+        the newest) decides between equal ones. The default, the mean score of the evaluation
+        from the game's start, is given only to the checkpoint of the update that was
+        evaluated: the best is the best-playing evaluated policy, whatever the curriculum's
+        position (a policy that collapses later keeps its best), and without evaluations the
+        lowest starting point.
       async_save: let Orbax finish writing in the background (``wait``/``close`` block on it).
     """
 
     def __init__(self, directory: str | Path, keep_last: int = 3,
                  best_metric: str | None = MAX_STARTING_POINT,
-                 best_mode: str = "min", then_metric: str | None = EVAL_SCORE,
+                 best_mode: str = "min", score_metric: str | None = EVAL_SCORE,
                  async_save: bool = True,
                  read_only: bool = False) -> None:
         _require_main_thread("__init__")
@@ -155,7 +156,7 @@ class Checkpoints:
         self.keep_last = keep_last
         self.best_metric = best_metric
         self.best_mode = best_mode
-        self.then_metric = then_metric
+        self.score_metric = score_metric
         self.read_only = read_only
         self._async = async_save
         if not read_only:
@@ -213,9 +214,9 @@ class Checkpoints:
             if metrics.get(self.best_metric) is None:
                 continue
             value = float(metrics[self.best_metric])
-            then = metrics.get(self.then_metric) if self.then_metric is not None else None
-            ranked.append((value if self.best_mode == "max" else -value,
-                           -math.inf if then is None else float(then), step))
+            score = metrics.get(self.score_metric) if self.score_metric is not None else None
+            ranked.append((-math.inf if score is None else float(score),
+                           value if self.best_mode == "max" else -value, step))
         return max(ranked)[2] if ranked else None
 
     # ---- saving ------------------------------------------------------------------------------

@@ -39,6 +39,9 @@ def save_policy(out: Path, step: int, meta: dict[str, Any], params: Any) -> Path
     checkpointer.save((out / PARAMS_DIR).absolute(), jax.device_get(params))
     checkpointer.wait_until_finished()
     checkpointer.close()
+    # Orbax's commit marker holds the absolute folder it was written to: a shared folder
+    # would name this machine's path, and a restore does not read it.
+    (out / PARAMS_DIR / "commit_success.txt").unlink(missing_ok=True)
     header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "step": int(step),
               "meta": meta}
     atomic_write(out / POLICY_FILE, lambda f: f.write(json.dumps(header, indent=2) + "\n"))

@@ -120,13 +120,13 @@ def save_state(checkpoints: Checkpoints, state: RunState, meta: Mapping[str, Any
                eval_score: float | None = None) -> bool:
     """Saves ``state`` as checkpoint ``state.update`` (main thread; every process calls it).
     ``eval_score``: the mean score from the game's start of these very parameters, when this
-    update was evaluated; it ranks checkpoints of one starting point (``Checkpoints``'
-    ``then_metric``), so every process must give the same."""
+    update was evaluated; it ranks checkpoints first (``Checkpoints``' ``score_metric``), so every
+    process must give the same."""
     counters = {k: np.asarray(getattr(state, k), np.int64) for k in COUNTERS}
     meta = {**meta, "config": config_tree.to_dict(state.config)}
     metrics = {cur.MAX_STARTING_POINT: state.curriculum.max_starting_point}
-    if eval_score is not None and checkpoints.then_metric is not None:
-        metrics[checkpoints.then_metric] = eval_score
+    if eval_score is not None and checkpoints.score_metric is not None:
+        metrics[checkpoints.score_metric] = eval_score
     return checkpoints.save(state.update, {"train_state": state.train_state,
                                            "counters": counters},
                             cur.curricula_to_json(state.curriculum), meta, metrics,

@@ -161,7 +161,7 @@ class Trainer:
                           if group.is_main and config.eval.every > 0 else None)
         self.target_reached = False
         # (update, mean score) of the latest evaluation: its checkpoint carries the score, which
-        # ranks it among the checkpoints at the same starting point. Only one process plays
+        # makes the best checkpoint the best-playing one. Only one process plays
         # them, and choosing which checkpoints to delete is collective in Orbax: a run of
         # several processes leaves the score out (its best is then the newest at the lowest
         # starting point).
