@@ -4,6 +4,7 @@ term, its windows of the real demo, its sizes and checks, and a real training ru
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import uuid
@@ -87,6 +88,8 @@ def test_the_windows_go_with_the_config() -> None:
     for coef, windows in ((0.1, 0), (0.0, 2)):
         with pytest.raises(ValueError, match="go together"):
             PPOConfig(imitation_coef=coef, imitation_windows=windows)
+    with pytest.raises(ValueError, match="imitation_span must be one of spread, rest"):
+        PPOConfig(imitation_span="whole")
     config = load(SMOKE, ["ppo.minibatches=2", "ppo.imitation_coef=0.1",
                           "ppo.imitation_windows=3"])
     with pytest.raises(SizeError, match=r"ppo\.imitation_windows=3"):
@@ -143,14 +146,38 @@ def test_window_starts_follow_the_spread_the_seed_and_the_update() -> None:
         DemoWindows([DEMO], env, None, 3, 8, 16, carry, seed=3, num_processes=2)
 
 
+def test_windows_over_the_rest_of_the_demo_reach_past_the_spread() -> None:
+    """span "rest": from the lowest starting point to the last window that ends in the demo,
+    also with the curriculum at the game's start (where "spread" imitates frames 0-63 only)."""
+    env = load(SMOKE).env
+    carry = jax.tree.map(np.asarray, init_carry(load(SMOKE).network, 4))
+    spread = DemoWindows([DEMO], env, None, 4, 8, 16, carry, seed=3)
+    rest = DemoWindows([DEMO], env, None, 4, 8, 16, carry, seed=3, span="rest")
+    last = len(rest.actions[0]) - env.frame_skip * 16  # the last window ends at the last frame
+    for lo, hi in ((0, 0), (1000, 3000)):
+        near = np.stack([spread.starts(u, [(lo, hi)]) for u in range(300)])
+        draws = np.stack([rest.starts(u, [(lo, hi)]) for u in range(300)])
+        assert near.min() >= lo and near.max() <= hi
+        assert draws.min() >= lo and draws.max() <= last
+        assert draws.max() > last - 0.05 * (last - lo)  # the demo's end is imitated too
+        # Uniform over [lo, last]: the mean sits in the middle.
+        assert abs(draws.mean() - (lo + last) / 2) < 0.05 * (last - lo)
+        # Every imitated step lies inside the demo (none is a masked-out step past its end).
+        frames = window_frames(draws.reshape(-1), 8, 16, env.frame_skip)
+        assert frames[-1].max() < len(rest.actions[0])
+    with pytest.raises(ValueError, match="imitation_span must be one of"):
+        DemoWindows([DEMO], env, None, 4, 8, 16, carry, seed=3, span="all")
+
+
 def test_a_training_run_imitates_the_demo(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_RESET_TEST_TAG": uuid.uuid4().hex}
     run_dir = tmp_path / "run"
     done = subprocess.run(
         train_cmd("--config", str(SMOKE), "--run-dir", str(run_dir), "train.total_updates=3",
-                  "ppo.imitation_coef=0.5", "ppo.imitation_windows=2"),
+                  "ppo.imitation_coef=0.5", "ppo.imitation_windows=2", "ppo.imitation_span=rest"),
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert json.loads((run_dir / "config.json").read_text())["ppo"]["imitation_span"] == "rest"
     rows = read_jsonl(run_dir / "metrics.jsonl")
     assert [r["update"] for r in rows] == [1, 2, 3]
     for row in rows:

@@ -11,6 +11,7 @@ import dataclasses
 import math
 
 CUT_MODES = ("zero", "end")
+IMITATION_SPANS = ("spread", "rest")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +67,12 @@ class PPOConfig:
     # and devices like the environments). Both 0: off, as in the 2018 method; both or neither.
     imitation_coef: float = 0.0
     imitation_windows: int = 0
+    # Where the windows start: "spread", uniformly in the curriculum's current spread of
+    # starting points (the stretch being learned); "rest", uniformly from the lowest starting
+    # point to the demo's end, so every stretch the agent still plays keeps its labels. With
+    # "spread" a curriculum at the game's start imitates only the demo's first 128 agent steps;
+    # two Montezuma runs then lost the rest of the route within 200 updates (docs/results.md).
+    imitation_span: str = "spread"
 
     def __post_init__(self) -> None:
         if self.rollout_steps <= 0 or self.burn_in_steps < 0:
@@ -106,6 +113,9 @@ class PPOConfig:
             raise ValueError(f"max_grad_norm must be positive or None, not {self.max_grad_norm}")
         if not self.clip > 0:
             raise ValueError(f"clip must be positive, not {self.clip}")
+        if self.imitation_span not in IMITATION_SPANS:
+            raise ValueError(f"imitation_span must be one of {', '.join(IMITATION_SPANS)}, not "
+                             f"{self.imitation_span!r}")
         if self.imitation_windows < 0:
             raise ValueError(f"imitation_windows must be >= 0, not {self.imitation_windows}")
         if (self.imitation_coef > 0) != (self.imitation_windows > 0):

@@ -1,12 +1,14 @@
 """Each update's windows of the demo for the imitation term (``jax_reset.ppo.imitation``).
 
 A window imitates the demo's ``rollout_steps`` agent steps from a start frame drawn uniformly
-from its demo's current spread of starting points [min, max] (where the environments start,
-so the term teaches the stretch the agent is learning), after ``burn_in_steps`` steps of the
-demo before it that rebuild the recurrent state from zeros. Its steps are ``frame_skip`` demo
-frames apart; the label of a step is the demo's action at its first frame. The draws depend
-only on the run's seed and the update's number (not on the processes or a resume), so a
-resumed run imitates the windows the uninterrupted one would have.
+from its demo's current spread of starting points [min, max] (``ppo.imitation_span =
+"spread"``: where the environments start, so the term teaches the stretch the agent is
+learning) or from the lowest starting point to the demo's end (``"rest"``: every stretch the
+agent still plays, so a curriculum at the game's start still imitates the whole demo), after
+``burn_in_steps`` steps of the demo before it that rebuild the recurrent state from zeros. Its
+steps are ``frame_skip`` demo frames apart; the label of a step is the demo's action at its
+first frame. The draws depend only on the run's seed and the update's number (not on the
+processes or a resume), so a resumed run imitates the windows the uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from jax_reset import curriculum as cur
 from jax_reset.envs.demo_history import DemoHistory
+from jax_reset.ppo.config import IMITATION_SPANS
 from jax_reset.ppo.imitation import DemoBatch
 
 _STREAM = 0x1A17  # the windows' own random stream beside the run's others
@@ -70,11 +73,15 @@ class DemoWindows:
 
     def __init__(self, paths: Sequence[str], env: Any, rom_path: str | None, windows: int,
                  burn_in_steps: int, rollout_steps: int, carry: Any, seed: int,
-                 process_index: int = 0, num_processes: int = 1) -> None:
+                 process_index: int = 0, num_processes: int = 1,
+                 span: str = "spread") -> None:
         if windows % num_processes:
             raise ValueError(f"ppo.imitation_windows ({windows}) must be divisible by the "
                              f"number of processes ({num_processes})")
-        self.windows, self.seed = windows, seed
+        if span not in IMITATION_SPANS:
+            raise ValueError(f"imitation_span must be one of {', '.join(IMITATION_SPANS)}, "
+                             f"not {span!r}")
+        self.windows, self.seed, self.span = windows, seed, span
         self.burn_in_steps, self.rollout_steps = burn_in_steps, rollout_steps
         local = windows // num_processes
         self.lo, self.hi = process_index * local, (process_index + 1) * local
@@ -85,10 +92,17 @@ class DemoWindows:
 
     def starts(self, update: int, spreads: Sequence[tuple[int, int]]) -> np.ndarray:
         """int64 [windows]: every window's first imitated frame at update ``update``, uniform
-        in its demo's [min, max] starting point (``spreads[d]``)."""
+        in its demo's [min, max] starting point (``spreads[d]``), or with span "rest" in
+        [min, the last start whose window ends inside the demo]."""
         rng = np.random.default_rng([self.seed, _STREAM, update])
         lo = np.array([spreads[d][0] for d in self.demo_of], np.int64)
-        hi = np.array([spreads[d][1] for d in self.demo_of], np.int64)
+        if self.span == "rest":
+            # The last start whose imitated steps all lie inside the demo (never below lo).
+            last = [len(a) - h.skip * self.rollout_steps
+                    for a, h in zip(self.actions, self.histories, strict=True)]
+            hi = np.maximum(lo, np.array([last[d] for d in self.demo_of], np.int64))
+        else:
+            hi = np.array([spreads[d][1] for d in self.demo_of], np.int64)
         return lo + (rng.random(self.windows) * (hi - lo + 1)).astype(np.int64)
 
     def build(self, update: int, curricula: cur.Curricula) -> DemoBatch:

@@ -193,7 +193,7 @@ class Trainer:
                              init_carry(c.network, 1))
         return DemoWindows(c.demo.paths, c.env, c.demo.rom_path, c.ppo.imitation_windows,
                            c.ppo.burn_in_steps, c.ppo.rollout_steps, carry, c.train.seed,
-                           sizes.process_index, sizes.num_processes)
+                           sizes.process_index, sizes.num_processes, c.ppo.imitation_span)
 
     def local_points(self, curriculum: cur.Curricula) -> np.ndarray:
         """This process's environments' starting points."""
