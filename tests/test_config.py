@@ -88,7 +88,8 @@ PONG_FULL: dict[str, Any] = {
             "max_grad_norm": None, "minibatches": 1, "rollout_steps": 128, "vf_coef": 0.5,
             "cut_mode": "end",  # (came later, with the learning fix)
             "target_kl": None,  # (came later, with the collapse at Pong's first point)
-            "imitation_coef": 0.0, "imitation_windows": 0},  # (came later; off: the 2018 method)
+            "imitation_coef": 0.0, "imitation_windows": 0,  # (came later; off: the 2018 method)
+            "imitation_span": "spread"},
     # (the [stall] section came later; off, as here, it keeps the reference's constant values)
     "stall": {"enabled": False, "factor": 0.5, "min_scale": 0.125, "on_move": "restore",
               "patience_decisions": 20},
