@@ -71,7 +71,8 @@ class PPOConfig:
     # starting points (the stretch being learned); "rest", uniformly from the lowest starting
     # point to the demo's end, so every stretch the agent still plays keeps its labels. With
     # "spread" a curriculum at the game's start imitates only the demo's first 128 agent steps;
-    # two Montezuma runs then lost the rest of the route within 200 updates (docs/results.md).
+    # two Montezuma runs then lost the rest of the route within 200 updates. "rest" did not stop
+    # such losses and slowed the curriculum on Montezuma (docs/results.md).
     imitation_span: str = "spread"
 
     def __post_init__(self) -> None:
