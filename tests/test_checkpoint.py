@@ -28,6 +28,7 @@ from jax_reset.run.checkpoint_meta import (
     make_meta,
     network_shape,
 )
+from jax_reset.run.state import _newest_readable
 from jax_reset.training.stop import StopFlag
 
 FROZEN = ("network", "env", "train.num_envs", "train.demo")
@@ -376,3 +377,47 @@ def test_listing_a_folder_whose_steps_are_deleted_meanwhile(tmp_path: Path) -> N
     finally:
         stop.set()
         deleter.join()
+
+
+def test_a_half_deleted_step_is_a_corrupt_checkpoint_not_another_network(tmp_path: Path) -> None:
+    """A step whose removal is under way (a trainer's retention, beside a reader) or was
+    stopped part way has lost its commit file and the state's index first; Orbax then reports
+    no state tree at all, which was refused as "written by a different network" (a one-line
+    error that failed an ``evaluate`` in CI) instead of a damaged step a caller passes over."""
+    state = make_state(step=3)
+    meta = make_meta(config_dict(), state["params"], game="Pong")
+    with Checkpoints(tmp_path / "ckpt", async_save=False) as ckpt:
+        ckpt.save(3, state, cur.to_json(cur.init(1, 10, CurriculumConfig())), meta,
+                  metrics={MAX_STARTING_POINT: 10})
+    (tmp_path / "ckpt" / "3" / "_CHECKPOINT_METADATA").unlink()
+    (tmp_path / "ckpt" / "3" / "state" / "_METADATA").unlink()
+    with Checkpoints(tmp_path / "ckpt", read_only=True) as ckpt, pytest.raises(
+            CorruptCheckpoint, match=r"checkpoint 3 .* array index is missing; .* being deleted"):
+        ckpt.restore(make_state())
+
+
+def test_a_walk_over_a_folder_that_changed_starts_again_over_what_is_there() -> None:
+    """The reader listed step 14 alone; the trainer then saved 16 and began deleting 14, whose
+    read fails while its folder is still listed. The walk starts again over 16 and 14 and
+    reads 16; it used to end with "no checkpoint restores" as 14 was still there."""
+    on_disk = [14]
+
+    def read(step: int) -> int:
+        if step == 14:
+            on_disk.insert(0, 16)
+            raise CorruptCheckpoint("checkpoint 14 cannot be read (half deleted)")
+        return step
+
+    passed_over: list[str] = []
+    assert _newest_readable([14], read, "run", passed_over.append,
+                            relist=lambda: list(on_disk)) == 16
+    assert passed_over == []  # not damaged, so not named
+    # A folder that did not change: the damaged newest is named and the next older read.
+    def read_old(step: int) -> int:
+        if step == 4:
+            raise CorruptCheckpoint("checkpoint 4 cannot be read")
+        return step
+
+    assert _newest_readable([4, 2], read_old, "run", passed_over.append,
+                            relist=lambda: [4, 2]) == 2
+    assert passed_over == ["checkpoint 4 cannot be read: trying checkpoint 2"]

@@ -63,11 +63,14 @@ def corrupt(run_dir: Path, step: int, how: str) -> None:
         mid = len(raw) // 2
         raw[mid:mid + 64] = bytes(b ^ 0xFF for b in raw[mid:mid + 64])
         data.write_bytes(bytes(raw))
+    elif how == "half_deleted":  # what a removal stopped part way leaves (rmtree's first files)
+        (folder / "_CHECKPOINT_METADATA").unlink()
+        (folder / "state" / "_METADATA").unlink()
     else:
         (folder / "meta" / "metadata").write_text("garbage{")
 
 
-@pytest.mark.parametrize("how", ["truncate", "garbage_meta", "flip"])
+@pytest.mark.parametrize("how", ["truncate", "garbage_meta", "flip", "half_deleted"])
 def test_resume_falls_back_past_a_corrupted_checkpoint(base_run: Path, tmp_path: Path,
                                                        env: dict[str, str], how: str) -> None:
     run_dir = copy_run(base_run, tmp_path / "run")
@@ -85,7 +88,7 @@ def test_resume_falls_back_past_a_corrupted_checkpoint(base_run: Path, tmp_path:
         assert ckpt.steps() == [4, 5]  # the last 2 (keep_last=2), the best among them
 
 
-@pytest.mark.parametrize("how", ["truncate", "flip"])
+@pytest.mark.parametrize("how", ["truncate", "flip", "half_deleted"])
 def test_evaluate_falls_back_and_an_explicit_corrupt_one_is_one_line(
         base_run: Path, tmp_path: Path, env: dict[str, str], how: str) -> None:
     run_dir = copy_run(base_run, tmp_path / "run")

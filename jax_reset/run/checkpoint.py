@@ -81,16 +81,21 @@ logging.getLogger("asyncio").addFilter(disk.QuietWriteFailures(only_from=None))
 disk.quiet_closed_loop_races()
 
 
-class _QuietReadOnly(logging.Filter):
-    """Drops Orbax's warnings that a read-only manager (evaluation) is read-only."""
+class _QuietReads(logging.Filter):
+    """Drops Orbax's warnings that a read-only manager (evaluation) is read-only, and those of
+    a step whose files are missing (its removal under way or stopped part way): the read that
+    fails on them says so in its own one line (``_check_tree``)."""
+
+    _DROPPED = ("read_only=True", "is read only", "Metadata file does not exist",
+                "was found in the checkpoint, but could not be restored")
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
         return not ("orbax" in record.pathname and record.levelno == logging.WARNING
-                    and ("read_only=True" in text or "is read only" in text))
+                    and any(part in text for part in self._DROPPED))
 
 
-logging.getLogger("absl").addFilter(_QuietReadOnly())
+logging.getLogger("absl").addFilter(_QuietReads())
 
 
 @contextlib.contextmanager
@@ -462,7 +467,21 @@ class Checkpoints:
 
     def _check_tree(self, step: int, abstract: Any) -> None:
         stored_tree = self._manager.item_metadata(step)["state"]
-        check_tree(getattr(stored_tree, "tree", stored_tree), abstract, f"{self.directory}/{step}")
+        stored_tree = getattr(stored_tree, "tree", stored_tree)
+        if not jax.tree_util.tree_leaves(stored_tree):
+            # Orbax gives None when the state's index file is gone: damaged files, or a step
+            # that a trainer's retention is deleting under this reader. Not another network.
+            raise CorruptCheckpoint(f"checkpoint {step} in {self.directory} cannot be read "
+                                    f"(its state's array index is missing{self._going(step)})")
+        check_tree(stored_tree, abstract, f"{self.directory}/{step}")
+
+    def _going(self, step: int) -> str:
+        """A note for a step whose commit file (Orbax's ``_CHECKPOINT_METADATA``, written before
+        a save's final rename, deleted first by a removal) is gone: it is being deleted, or
+        its deletion was interrupted."""
+        if (self.directory / str(step) / STEP_COMMIT_FILE).exists():
+            return ""
+        return "; its commit file is gone too: being deleted, or a deletion was interrupted"
 
 
 @contextlib.contextmanager
@@ -490,6 +509,7 @@ def _listing(read: Callable[[], T]) -> T:
 
 
 _LISTINGS = 10  # listings of a folder that a trainer keeps changing
+STEP_COMMIT_FILE = "_CHECKPOINT_METADATA"  # Orbax's per-step metadata: see ``_going``
 
 
 def open_checkpoints(run_dir: Path, keep_last: int) -> Checkpoints:

@@ -69,17 +69,18 @@ def _newest_readable(steps: Sequence[int], read: Callable[[int], T], where: str,
     ``CorruptCheckpoint``; each one passed over is named by ``report`` in one line (None: not
     named). ``UsageError`` when none reads.
 
-    ``relist``: the steps on disk now (newest first). A step that failed because it is gone
-    (a trainer's retention deleted it while this reader ran) is no corrupt checkpoint: the
-    walk starts again over the steps that are there now (a few times at most)."""
+    ``relist``: the steps on disk now (newest first). A step that failed while the folder
+    changed (a trainer saved a newer one, and its retention is deleting or has deleted this
+    one) is no corrupt checkpoint: the walk starts again over the steps that are there now (a
+    few times at most)."""
     for _ in range(_RELISTS):
         for i, step in enumerate(steps):
             try:
                 return read(step)
             except CorruptCheckpoint as err:
-                if relist is not None and step not in (now := list(relist())):
+                if relist is not None and (now := list(relist())) != steps:
                     steps = now
-                    break  # gone, not damaged: again over what is there now
+                    break  # changed under the reader: again over what is there now
                 if i == len(steps) - 1:
                     raise UsageError(f"{where}: no checkpoint restores (tried "
                                      f"{', '.join(map(str, steps))}; the last: {err})") from None
