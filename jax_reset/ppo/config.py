@@ -105,18 +105,14 @@ class PPOConfig:
         for name in ("ent_coef", "vf_coef", "l2_coef", "imitation_coef"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be non-negative, not {getattr(self, name)}")
-        if self.cut_mode not in CUT_MODES:
-            raise ValueError(f"cut_mode must be one of {', '.join(CUT_MODES)}, not "
-                             f"{self.cut_mode!r}")
+        check_choice("cut_mode", self.cut_mode, CUT_MODES)
         if self.target_kl is not None and not self.target_kl > 0:
             raise ValueError(f"target_kl must be positive or None, not {self.target_kl}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive or None, not {self.max_grad_norm}")
         if not self.clip > 0:
             raise ValueError(f"clip must be positive, not {self.clip}")
-        if self.imitation_span not in IMITATION_SPANS:
-            raise ValueError(f"imitation_span must be one of {', '.join(IMITATION_SPANS)}, not "
-                             f"{self.imitation_span!r}")
+        check_choice("imitation_span", self.imitation_span, IMITATION_SPANS)
         if self.imitation_windows < 0:
             raise ValueError(f"imitation_windows must be >= 0, not {self.imitation_windows}")
         if (self.imitation_coef > 0) != (self.imitation_windows > 0):
@@ -133,3 +129,9 @@ class PPOConfig:
     def sequence_steps(self) -> int:
         """Length S of a training sequence: burn-in + rollout."""
         return self.burn_in_steps + self.rollout_steps
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """``ValueError`` (one line) unless ``value`` of setting ``name`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")

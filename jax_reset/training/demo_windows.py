@@ -21,7 +21,7 @@ import numpy as np
 
 from jax_reset import curriculum as cur
 from jax_reset.envs.demo_history import DemoHistory
-from jax_reset.ppo.config import IMITATION_SPANS
+from jax_reset.ppo.config import IMITATION_SPANS, check_choice
 from jax_reset.ppo.imitation import DemoBatch
 
 _STREAM = 0x1A17  # the windows' own random stream beside the run's others
@@ -78,9 +78,7 @@ class DemoWindows:
         if windows % num_processes:
             raise ValueError(f"ppo.imitation_windows ({windows}) must be divisible by the "
                              f"number of processes ({num_processes})")
-        if span not in IMITATION_SPANS:
-            raise ValueError(f"imitation_span must be one of {', '.join(IMITATION_SPANS)}, "
-                             f"not {span!r}")
+        check_choice("imitation_span", span, IMITATION_SPANS)
         self.windows, self.seed, self.span = windows, seed, span
         self.burn_in_steps, self.rollout_steps = burn_in_steps, rollout_steps
         local = windows // num_processes
@@ -89,6 +87,10 @@ class DemoWindows:
         self.histories = [DemoHistory(p, env, rom_path, lo=10**12) for p in paths]  # empty
         self.actions = [np.asarray(h.demo.actions, np.int64) for h in self.histories]
         self.carry = carry  # zeros, leaves [local, core_size]
+        # Span "rest": each demo's last start whose imitated steps all lie inside the demo.
+        self.last_start = np.array([len(a) - h.skip * rollout_steps
+                                    for a, h in zip(self.actions, self.histories, strict=True)],
+                                   np.int64)
 
     def starts(self, update: int, spreads: Sequence[tuple[int, int]]) -> np.ndarray:
         """int64 [windows]: every window's first imitated frame at update ``update``, uniform
@@ -97,10 +99,7 @@ class DemoWindows:
         rng = np.random.default_rng([self.seed, _STREAM, update])
         lo = np.array([spreads[d][0] for d in self.demo_of], np.int64)
         if self.span == "rest":
-            # The last start whose imitated steps all lie inside the demo (never below lo).
-            last = [len(a) - h.skip * self.rollout_steps
-                    for a, h in zip(self.actions, self.histories, strict=True)]
-            hi = np.maximum(lo, np.array([last[d] for d in self.demo_of], np.int64))
+            hi = np.maximum(lo, self.last_start[self.demo_of])  # never below lo
         else:
             hi = np.array([spreads[d][1] for d in self.demo_of], np.int64)
         return lo + (rng.random(self.windows) * (hi - lo + 1)).astype(np.int64)
