@@ -219,6 +219,11 @@ class EvalConfig:
     # once every demo's curriculum is at the game's start (inf: never; the run ends at
     # ``train.total_updates``).
     stop_score: float = math.inf
+    # Whether ``stop_score`` counts only once every curriculum is at the game's start (the
+    # reference's end of training); false: at any evaluation, since they all play from the
+    # game's start (a policy can play the whole game before its curriculum gets there, and a
+    # run then ends on it rather than training on past it).
+    stop_needs_start: bool = True
 
     def __post_init__(self) -> None:
         for ok, message in (

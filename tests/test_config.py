@@ -99,7 +99,8 @@ PONG_FULL: dict[str, Any] = {
               "placement": "auto"},  # (came later, with the device placement)
     # (came later: games from the game's start during training, issue 29)
     "eval": {"every": 100, "episodes": 8, "protocol": "plain", "envs": 8, "seed": 12345,
-             "stop_score": float("inf"), "video_every": 5},
+             "stop_score": float("inf"), "stop_needs_start": True,
+             "video_every": 5},
     # (came later: Weights & Biases, off, issue 31)
     "wandb": {"entity": "", "mode": "online", "name": "", "project": ""},
 }

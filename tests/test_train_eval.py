@@ -103,6 +103,14 @@ def test_a_run_stops_when_the_score_from_the_start_reaches_the_target(tmp_path: 
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "eval.stop_score" not in done.stdout
     assert m.read_jsonl(other / m.JSONL_NAME)[-1]["update"] == 3
+    # Unless the target counts wherever the curriculum stands: it stops as at the start.
+    anywhere = tmp_path / "anywhere"
+    done = train(anywhere, "train.total_updates=3", "eval.every=1", "eval.stop_score=-21",
+                 "eval.stop_needs_start=false")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "reaches eval.stop_score -21: the run stops after the next update" in done.stdout
+    rows = m.read_jsonl(anywhere / m.JSONL_NAME)
+    assert rows[-1]["update"] == 2 and rows[-1][m.MAX_STARTING_POINT] > 0
 
 
 def test_a_resume_sets_aside_the_evaluations_after_its_checkpoint(tmp_path: Path) -> None:

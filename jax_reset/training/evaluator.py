@@ -71,5 +71,5 @@ class Evaluator:
 
     def reached(self, score: float, at_start: bool) -> bool:
         """Whether ``score`` ends the run (``eval.stop_score``, with every curriculum at the
-        game's start: ``at_start``)."""
-        return at_start and score >= self.eval.stop_score
+        game's start, ``at_start``, unless ``eval.stop_needs_start`` is false)."""
+        return (at_start or not self.eval.stop_needs_start) and score >= self.eval.stop_score

@@ -306,7 +306,7 @@ class Trainer:
         start with its parameters; returns their ``eval/`` metrics ({} when not due) and writes
         every game's score to ``evaluations.jsonl``. Their seconds are left out of the log
         window's pace. A mean score at ``eval.stop_score`` with every curriculum at the start
-        sets ``target_reached``."""
+        (or anywhere, when ``eval.stop_needs_start`` is false) sets ``target_reached``."""
         s = self.state
         if self.evaluator is None or not self.evaluator.due(s.update):
             return {}
