@@ -22,11 +22,18 @@ def train(run: Path, *overrides: str):
 
 def test_evaluations_during_training_are_logged_with_every_games_score(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    done = train(run, "train.total_updates=5", "eval.every=2")
+    done = train(run, "train.total_updates=5", "eval.every=2", "train.checkpoint_every=3",
+                 "train.keep_last=10")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     rows = {r["update"]: r for r in m.read_jsonl(run / m.JSONL_NAME)}
     evaluated = [u for u, r in rows.items() if m.EVAL_SCORE in r]
     assert evaluated == [2, 4, 5]  # every 2 updates, and the run's last
+    # Each evaluated update is saved with its score, off the checkpoint grid (3) too: the best
+    # evaluated policy is one a run can keep.
+    with Checkpoints(run / "checkpoints", read_only=True) as checkpoints:
+        assert checkpoints.steps() == [2, 3, 4, 5]
+        for step in evaluated:
+            assert checkpoints.metrics(step)[m.EVAL_SCORE] == rows[step][m.EVAL_SCORE]
     records = [json.loads(line) for line in (run / m.EVALS_NAME).read_text().splitlines()]
     assert [r["update"] for r in records] == evaluated
     for record in records:

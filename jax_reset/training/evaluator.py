@@ -21,6 +21,14 @@ from jax_reset.evaluation.play import NetworkPolicy, run_protocol
 from jax_reset.evaluation.video import FILM_AGENT_STEPS, record_episode
 
 
+def evaluation_due(eval_config: Any, update: int, total_updates: int) -> bool:
+    """Whether update ``update`` is evaluated (``eval_config``: ``EvalConfig``): every
+    ``eval.every``, and the run's last. From the config alone, so every process of a job agrees
+    (only process 0 evaluates; all of them save the evaluated update's checkpoint)."""
+    every = eval_config.every
+    return every > 0 and (update % every == 0 or update == total_updates)
+
+
 class Evaluator:
     """Plays ``config.eval`` games of ``game`` with a network's parameters (``num_actions``)."""
 
@@ -30,9 +38,8 @@ class Evaluator:
         self.policy = NetworkPolicy(config.network, None, num_actions)
 
     def due(self, update: int) -> bool:
-        """Whether update ``update`` is evaluated: every ``eval.every``, and the run's last."""
-        every = self.eval.every
-        return every > 0 and (update % every == 0 or update == self.total_updates)
+        """Whether update ``update`` is evaluated: ``evaluation_due``."""
+        return evaluation_due(self.eval, update, self.total_updates)
 
     def __call__(self, params: Any, update: int, counters: dict[str, float],
                  ) -> tuple[dict[str, float], dict[str, Any]]:

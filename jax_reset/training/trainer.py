@@ -17,7 +17,8 @@ One update, on every process alike (one process is the degenerate group, not a b
 6. ``evaluate``: every ``eval.every`` updates, process 0 plays full games from the game's
    start (``jax_reset.training.evaluator``); ``log``: every ``train.log_every`` updates and
    after an evaluation, the window's means (process 0 writes them);
-7. ``save``: the run state every ``train.checkpoint_every`` updates, at the end and on a stop
+7. ``save``: the run state every ``train.checkpoint_every`` updates, at each evaluated update,
+   at the end and on a stop
    (``jax_reset.run.state``).
 
 Everything touching Orbax, signals and the curriculum stays on the main thread. A trainer is
@@ -52,7 +53,7 @@ from jax_reset.run.checkpoint import Checkpoints
 from jax_reset.run.layout import PROCESSES_DIR, PROFILE_DIR, VIDEOS_DIR, RunFailure
 from jax_reset.training.actor import Actor, Rollout, Stopped, WarmUp
 from jax_reset.training.demo_windows import DemoWindows
-from jax_reset.training.evaluator import Evaluator
+from jax_reset.training.evaluator import Evaluator, evaluation_due
 from jax_reset.training.rollout_source import RolloutSource, make_source
 
 
@@ -402,8 +403,11 @@ class Trainer:
         self.window.add(got.records, self.sizes.agent_steps_per_update,
                         {**got.means, **learner})
         update, train = self.state.update, self.config.train
-        if (any(d.decided for d in decisions) or got.stop or update % train.checkpoint_every == 0
-                or update == train.total_updates):
+        # An evaluated update is saved too, so the best evaluated policy is one retention can
+        # keep (with evaluations off the checkpoint grid, the best scoring one was never saved).
+        saves = (update % train.checkpoint_every == 0
+                 or evaluation_due(self.config.eval, update, train.total_updates))
+        if any(d.decided for d in decisions) or got.stop or saves or update == train.total_updates:
             # The stall state with the curriculum's: both follow from the same decisions.
             self.group.check_agreement(update, self.state.train_state.params,
                                        {**cur.curricula_to_json(self.state.curriculum),
@@ -411,7 +415,7 @@ class Trainer:
                                        self.outputs.run_dir / PROCESSES_DIR)
         eval_metrics = self.evaluate()
         self.log({**update_metrics, **eval_metrics}, force=bool(eval_metrics))
-        if update % train.checkpoint_every == 0:
+        if saves:
             self.save()
         return not got.stop
 
