@@ -16,6 +16,7 @@ policy (logits doubled, no entropy boost):
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import sys
 from typing import Any
@@ -31,6 +32,9 @@ from jax_reset.evaluation.video import record_episode
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A crash in native code (the emulator: ALE's long-known fault in Montezuma's Revenge)
+    # then names the Python stacks it happened under, for the bug report.
+    faulthandler.enable()
     parser = argparse.ArgumentParser(prog="python -m jax_reset.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True, help="a training run directory")

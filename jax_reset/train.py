@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import signal
 import sys
 from collections.abc import Sequence
@@ -166,6 +167,9 @@ def _launch_local(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A crash in native code (the emulator: ALE's long-known fault in Montezuma's Revenge)
+    # then names the Python stacks it happened under, for the bug report.
+    faulthandler.enable()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     ask_for_placement_devices(args)  # inherited by --local-processes' processes
