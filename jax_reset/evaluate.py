@@ -32,9 +32,6 @@ from jax_reset.evaluation.video import record_episode
 
 
 def main(argv: list[str] | None = None) -> int:
-    # A crash in native code (the emulator: ALE's long-known fault in Montezuma's Revenge)
-    # then names the Python stacks it happened under, for the bug report.
-    faulthandler.enable()
     parser = argparse.ArgumentParser(prog="python -m jax_reset.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True, help="a training run directory")
@@ -116,4 +113,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    # A crash in native code (the emulator: ALE's long-known fault in Montezuma's Revenge)
+    # then names the Python stacks it happened under, for the bug report. The command only:
+    # a caller's stderr (a test's capture) may have no file descriptor.
+    faulthandler.enable()
     sys.exit(main())

@@ -167,9 +167,6 @@ def _launch_local(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # A crash in native code (the emulator: ALE's long-known fault in Montezuma's Revenge)
-    # then names the Python stacks it happened under, for the bug report.
-    faulthandler.enable()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     ask_for_placement_devices(args)  # inherited by --local-processes' processes
@@ -242,4 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # A crash in native code (the emulator: ALE's long-known fault in Montezuma's Revenge)
+    # then names the Python stacks it happened under, for the bug report. The command only:
+    # a caller's stderr (a test's capture) may have no file descriptor.
+    faulthandler.enable()
     sys.exit(main())
