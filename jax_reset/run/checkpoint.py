@@ -326,12 +326,12 @@ class Checkpoints:
         are not re-read: Orbax has just written them, and a restore checks them.)"""
         try:
             items = self._manager.item_metadata(step)
-            tree = items["state"]
-            if not jax.tree_util.tree_leaves(getattr(tree, "tree", tree)):
-                raise ValueError("the state's array index is empty")
+            self._state_tree(step, items)
             extra = {name: ocp.args.JsonRestore() for name in EXTRA_JSON_ITEMS if name in items}
             self._manager.restore(step, args=ocp.args.Composite(
                 meta=ocp.args.JsonRestore(), curriculum=ocp.args.JsonRestore(), **extra))
+        except CorruptCheckpoint:
+            raise
         except Exception as err:
             raise CorruptCheckpoint(f"{self.directory}/{step}: {first_line(err)}") from None
 
@@ -466,14 +466,19 @@ class Checkpoints:
                                     f"({first_line(err)})") from None
 
     def _check_tree(self, step: int, abstract: Any) -> None:
-        stored_tree = self._manager.item_metadata(step)["state"]
-        stored_tree = getattr(stored_tree, "tree", stored_tree)
-        if not jax.tree_util.tree_leaves(stored_tree):
-            # Orbax gives None when the state's index file is gone: damaged files, or a step
-            # that a trainer's retention is deleting under this reader. Not another network.
+        check_tree(self._state_tree(step), abstract, f"{self.directory}/{step}")
+
+    def _state_tree(self, step: int, items: Any = None) -> Any:
+        """The state's stored tree (its array index) of ``step`` (``items``: the step's item
+        metadata, when already read). Orbax gives an empty one when the state's index file is
+        gone (damaged files, or a step a trainer's retention is deleting under this reader):
+        ``CorruptCheckpoint`` then, not a checkpoint of another network."""
+        tree = (self._manager.item_metadata(step) if items is None else items)["state"]
+        tree = getattr(tree, "tree", tree)
+        if not jax.tree_util.tree_leaves(tree):
             raise CorruptCheckpoint(f"checkpoint {step} in {self.directory} cannot be read "
                                     f"(its state's array index is missing{self._going(step)})")
-        check_tree(stored_tree, abstract, f"{self.directory}/{step}")
+        return tree
 
     def _going(self, step: int) -> str:
         """A note for a step whose commit file (Orbax's ``_CHECKPOINT_METADATA``, written before
