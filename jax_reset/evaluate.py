@@ -11,6 +11,10 @@ policy (logits doubled, no entropy boost):
 * ``epsilon``: a uniformly random action with probability 0.01 per agent step.
 
     python -m jax_reset.evaluate --run-dir runs/pong --protocol noop --episodes 32 --json
+
+EnvPool plays in a child process: when the emulator crashes (a segmentation fault, known in
+ALE for some games, Montezuma's Revenge among them), that protocol's games are lost with a
+one-line error, the other protocols are still played and reported, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -26,9 +30,8 @@ from jax_reset.parallel.huge_pages import restart_with_huge_pages
 if __name__ == "__main__":  # before JAX is imported, so that the new start costs little
     restart_with_huge_pages()  # XLA's host buffers on huge pages (a new start, once)
 
-from jax_reset.evaluation.envs import PROTOCOLS, EvalError
-from jax_reset.evaluation.play import load_run, run_protocol
-from jax_reset.evaluation.video import record_episode
+from jax_reset.evaluation.envs import PROTOCOLS
+from jax_reset.evaluation.errors import EmulatorCrash, EvalError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +73,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
+    # Here, not at the top: EnvPool's child process imports this module again (spawn), and
+    # with JAX it would take seconds more to start, once per protocol.
+    from jax_reset.evaluation.play import load_run, run_protocol
+    from jax_reset.evaluation.video import record_episode
+
     console = Console(stderr=True)
     run = load_run(args.run_dir, args.checkpoint)
     console.print(f"{run.game}: checkpoint {run.step} of {run.run_dir}")
@@ -79,14 +87,21 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise EvalError(f"--score-at-frame must be at least 0, got {at_frame}")
     at_frame = at_frame or None  # 0: off
     summaries = []
+    crashes: list[dict[str, str]] = []  # protocols whose emulator died: reported, not fatal
     for protocol in protocols:
         with Progress(TextColumn(f"{protocol:>8}"), BarColumn(), MofNCompleteColumn(),
                       console=console, transient=True,
                       disable=not console.is_terminal) as progress:  # piped: no blank lines
             task = progress.add_task(protocol, total=args.episodes)
-            result = run_protocol(run.game, run.env, run.policy, protocol, args.episodes,
-                                  num_envs=args.envs, seed=args.seed, at_frame=at_frame,
-                                  on_episode=lambda n, t=task: progress.update(t, completed=n))
+            try:
+                result = run_protocol(
+                    run.game, run.env, run.policy, protocol, args.episodes,
+                    num_envs=args.envs, seed=args.seed, at_frame=at_frame,
+                    on_episode=lambda n, t=task: progress.update(t, completed=n))
+            except EmulatorCrash as crash:
+                print(f"error: {crash}", file=sys.stderr)
+                crashes.append({"protocol": protocol, "error": str(crash)})
+                continue
         summaries.append(result.summary())
     table = Table(title=f"{run.game}, checkpoint {run.step}: full games from the start")
     columns = {"protocol": "protocol", "episodes": "games", "score_mean": "mean",
@@ -101,6 +116,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     (Console() if sys.stdout.isatty() else Console(width=200)).print(table)
     out: dict[str, Any] = {"run_dir": str(run.run_dir), "checkpoint": run.step,
                            "game": run.game, "protocols": summaries}
+    if crashes:
+        out["crashed"] = crashes
     if args.video:
         protocol = next((p for p in protocols if p != "epsilon"), "plain")
         score, frames = record_episode(run.game, run.env, run.policy, args.video, protocol,
@@ -109,6 +126,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         out["video"] = {"path": args.video, "frames": frames, "score": score}
     if args.json:
         print(json.dumps(out))
+    if crashes:
+        print(f"error: the emulator crashed under {len(crashes)} of {len(protocols)} "
+              f"protocols ({', '.join(c['protocol'] for c in crashes)}): not in the table",
+              file=sys.stderr)
+        return 1
     return 0
 
 

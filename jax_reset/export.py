@@ -39,7 +39,8 @@ if __name__ == "__main__":  # before JAX is imported, so that the new start cost
 
 from jax_reset import config_tree, metrics, milestones
 from jax_reset import curriculum as cur
-from jax_reset.evaluation.envs import PROTOCOLS, EvalError
+from jax_reset.evaluation.envs import PROTOCOLS
+from jax_reset.evaluation.errors import EvalError
 from jax_reset.evaluation.play import NetworkPolicy, run_protocol
 from jax_reset.evaluation.video import FILM_AGENT_STEPS, record_episode
 from jax_reset.plot import X_TIME, PlotError, read_metrics, run_milestones, shown_path

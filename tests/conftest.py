@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,26 @@ def processes_tagged(tag: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def kill_envpool_child(tag: str, job: subprocess.Popen, timeout_s: float = 120.0,
+                       sig: int = signal.SIGSEGV) -> int:
+    """Sends ``sig`` (the emulator's known crash, a segmentation fault) to the first process
+    tagged ``tag`` that has EnvPool loaded, once one exists, while ``job`` runs: the evaluation's
+    child (``jax_reset.evaluation.isolated``; no other process of a run loads EnvPool). Returns
+    its pid; fails if none appeared."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and job.poll() is None:
+        for pid in processes_tagged(tag):
+            try:
+                loaded = b"envpool" in Path(f"/proc/{pid}/maps").read_bytes()
+            except OSError:
+                continue
+            if loaded:
+                os.kill(pid, sig)
+                return pid
+        time.sleep(0.05)
+    raise AssertionError(f"no EnvPool process appeared (job exit code {job.poll()})")
 
 
 def wait_for_update(job: subprocess.Popen, run_dir: Path, update: int,

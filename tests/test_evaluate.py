@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing as mp
+import os
+import signal
 
 import imageio.v3 as iio
 import jax
@@ -13,7 +16,8 @@ import pytest
 from jax_reset import curriculum as cur
 from jax_reset import metrics, milestones, networks
 from jax_reset.envs.config import EnvConfig
-from jax_reset.evaluation.envs import PROTOCOLS, EvalError, protocol_env_config
+from jax_reset.evaluation.envs import PROTOCOLS, protocol_env_config
+from jax_reset.evaluation.errors import EmulatorCrash, EvalError
 from jax_reset.evaluation.play import NetworkPolicy, run_protocol
 from jax_reset.evaluation.video import record_episode
 from jax_reset.networks import NetworkConfig
@@ -197,3 +201,38 @@ def test_runs_compared_on_shared_axes(tmp_path):
                       str(tmp_path / "nodemo")]) == 2  # no --out
     assert plot_main(["--run-dir", str(tmp_path / "demo"), "--run-dir",
                       str(tmp_path / "missing"), "--out", str(out)]) == 2
+
+
+class KillsItsEmulator:
+    """A policy that plays ``policy``'s moves and, at its ``at``-th move, kills the EnvPool
+    process the games run in with SIGSEGV: the emulator's known crash, on demand."""
+
+    def __init__(self, policy: NetworkPolicy, at: int) -> None:
+        self.policy, self.at, self.moves = policy, at, 0
+
+    def reset(self, num_envs: int, seed: int) -> None:
+        self.policy.reset(num_envs, seed)
+
+    def act(self, obs: np.ndarray, episode_start: np.ndarray) -> np.ndarray:
+        self.moves += 1
+        if self.moves == self.at:
+            (child,) = [p for p in mp.active_children() if p.name.startswith("envpool-")]
+            os.kill(child.pid, signal.SIGSEGV)
+            child.join(10)
+        return self.policy.act(obs, episode_start)
+
+
+def test_an_emulator_crash_is_one_error_and_this_process_lives_on(policy):
+    """EnvPool runs in a child process: its segmentation fault (ALE's, in some games) is an
+    EmulatorCrash naming the signal and the games played, and the child is gone after it."""
+    with pytest.raises(EmulatorCrash) as crash:
+        run_protocol("Pong", ENV, KillsItsEmulator(policy, at=50), "plain", episodes=3,
+                     num_envs=2, seed=1)
+    message = str(crash.value)
+    assert crash.value.signal == signal.SIGSEGV and "\n" not in message
+    assert "killed by SIGSEGV while playing Pong under the plain protocol, after 0 of 3 games" \
+        in message, message
+    assert not [p for p in mp.active_children() if p.name.startswith("envpool-")]
+    # and the next evaluation plays as usual
+    result = run_protocol("Pong", ENV, policy, "plain", episodes=1, num_envs=1, seed=1)
+    assert len(result.scores) == 1

@@ -1,10 +1,14 @@
-"""`python -m jax_reset.evaluate` on a real run directory, and the evaluation environment
-against the training pool."""
+"""`python -m jax_reset.evaluate` on a real run directory (an emulator crash included), and the
+evaluation environment against the training pool."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +16,7 @@ import numpy as np
 from jax_reset import milestones
 from jax_reset.envs import AtariPool, EnvConfig
 from jax_reset.evaluation.envs import make_envpool, protocol_env_config
-from tests.conftest import run_module
+from tests.conftest import REPO, kill_envpool_child, processes_tagged, run_module
 
 
 def test_evaluate_a_run_directory(smoke_run_dir: Path, tmp_path: Path):
@@ -70,3 +74,26 @@ def test_evaluation_env_sees_what_the_training_pool_sees():
             np.testing.assert_array_equal(out.obs, ref_obs)
             np.testing.assert_array_equal(out.raw_reward, ref_reward)
     ref.close()
+
+
+def test_an_emulator_crash_loses_one_protocol_not_the_others(smoke_run_dir: Path):
+    """The emulator dies (SIGSEGV, as ALE's known crash) under the first protocol: a one-line
+    error for it, the second protocol still played and reported, exit status 1."""
+    tag = uuid.uuid4().hex
+    job = subprocess.Popen(
+        [sys.executable, "-m", "jax_reset.evaluate", "--run-dir", str(smoke_run_dir),
+         "--protocol", "plain", "--protocol", "noop", "--episodes", "2", "--envs", "2",
+         "--json"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "JAX_RESET_TEST_TAG": tag})
+    kill_envpool_child(tag, job)
+    stdout, stderr = job.communicate(timeout=300)
+    assert job.returncode == 1, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2, stderr[-3000:]
+    assert "killed by SIGSEGV while playing Pong under the plain protocol" in errors[0]
+    assert "crashed under 1 of 2 protocols (plain)" in errors[1]
+    out = json.loads(stdout.strip().splitlines()[-1])
+    assert [p["protocol"] for p in out["protocols"]] == ["noop"]
+    assert out["protocols"][0]["episodes"] == 2
+    assert [c["protocol"] for c in out["crashed"]] == ["plain"]
+    assert processes_tagged(tag) == []

@@ -10,15 +10,13 @@ from typing import Protocol
 import numpy as np
 
 from jax_reset.envs.config import EnvConfig
+from jax_reset.evaluation.errors import EvalError
+from jax_reset.evaluation.isolated import ChildEnvPool
 
 PROTOCOLS = ("plain", "noop", "sticky", "epsilon")
 STICKY_PROBABILITY = 0.25
 NOOP_MAX = 30
 EPSILON = 0.01
-
-
-class EvalError(RuntimeError):
-    """Evaluation cannot run as asked; the message is one line."""
 
 
 class BatchPolicy(Protocol):
@@ -44,13 +42,13 @@ def protocol_env_config(env: EnvConfig, protocol: str) -> EnvConfig:
     )
 
 
-def make_envpool(game: str, env: EnvConfig, num_envs: int, seed: int, num_threads: int = 0):
-    """An EnvPool Atari env (gymnasium API) with the preprocessing of ``env``."""
-    import envpool  # imported here: slow to import, and only evaluation needs it
-
-    return envpool.make(f"{game}-v5", env_type="gymnasium", num_envs=num_envs, seed=seed,
-                        num_threads=num_threads or min(num_envs, 8),
-                        **env.envpool_kwargs(game))
+def make_envpool(game: str, env: EnvConfig, num_envs: int, seed: int,
+                 num_threads: int = 0) -> ChildEnvPool:
+    """An EnvPool Atari env (gymnasium API) with the preprocessing of ``env``, in a child
+    process: an emulator crash there is an ``EmulatorCrash``, not this process's end."""
+    return ChildEnvPool(f"{game}-v5", dict(
+        env_type="gymnasium", num_envs=num_envs, seed=seed,
+        num_threads=num_threads or min(num_envs, 8), **env.envpool_kwargs(game)))
 
 
 def play_mean_observation(game: str, env: EnvConfig, *, num_envs: int = 8,
@@ -71,7 +69,7 @@ def play_mean_observation(game: str, env: EnvConfig, *, num_envs: int = 8,
         obs, _ = pool.reset()
         total = np.zeros(obs.shape[-3:], np.float64)[-channels:]
         for _ in range(agent_steps):
-            actions = rng.integers(0, pool.action_space.n, num_envs).astype(np.int32)
+            actions = rng.integers(0, pool.num_actions, num_envs).astype(np.int32)
             obs, *_ = pool.step(actions)
             total += obs[:, -channels:].sum(axis=0, dtype=np.float64)
     finally:

@@ -21,7 +21,8 @@ from jax_reset.demos import roms
 from jax_reset.demos.format import DemoError
 from jax_reset.demos.from_actions import Replay, write_demo
 from jax_reset.envs import AtariPool
-from jax_reset.evaluation.envs import EvalError, protocol_env_config
+from jax_reset.evaluation.envs import protocol_env_config
+from jax_reset.evaluation.errors import EvalError
 from jax_reset.evaluation.play import LoadedRun, load_run
 
 

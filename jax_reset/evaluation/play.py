@@ -18,13 +18,8 @@ import numpy as np
 
 from jax_reset import networks
 from jax_reset.envs.config import EnvConfig
-from jax_reset.evaluation.envs import (
-    EPSILON,
-    BatchPolicy,
-    EvalError,
-    make_envpool,
-    protocol_env_config,
-)
+from jax_reset.evaluation.envs import EPSILON, BatchPolicy, make_envpool, protocol_env_config
+from jax_reset.evaluation.errors import EmulatorCrash, EvalError
 from jax_reset.ppo.acting import make_act_fn
 from jax_reset.run.layout import UsageError
 from jax_reset.run.state import load_params
@@ -81,24 +76,25 @@ def run_protocol(game: str, env: EnvConfig, policy: BatchPolicy, protocol: str, 
     num_envs = min(num_envs, episodes)
     quota = np.full(num_envs, episodes // num_envs)
     quota[: episodes % num_envs] += 1
-    pool = make_envpool(game, protocol_env_config(env, protocol), num_envs, seed)
     rng = np.random.default_rng(seed)
-    num_actions = pool.action_space.n
-    policy.reset(num_envs, seed)
-    start = time.perf_counter()
-    obs, _ = pool.reset()
-    episode_start = np.ones(num_envs, dtype=bool)
-    # EnvPool's step after an episode end ignores the action and returns the next episode's
-    # first observation with reward 0: that step is `resetting`, and counts for nothing.
-    resetting = np.zeros(num_envs, dtype=bool)
-    score = np.zeros(num_envs)
-    length = np.zeros(num_envs, dtype=np.int64)
-    done_count = np.zeros(num_envs, dtype=np.int64)
     scores: list[float] = []
     lengths: list[int] = []
     scores_at: list[float] = []
-    score_at = np.full(num_envs, np.nan)  # NaN until the game reaches at_frame
+    pool = None
     try:
+        pool = make_envpool(game, protocol_env_config(env, protocol), num_envs, seed)
+        num_actions = pool.num_actions
+        policy.reset(num_envs, seed)
+        start = time.perf_counter()  # the games' time, not the child's start
+        obs, _ = pool.reset()
+        episode_start = np.ones(num_envs, dtype=bool)
+        # EnvPool's step after an episode end ignores the action and returns the next episode's
+        # first observation with reward 0: that step is `resetting`, and counts for nothing.
+        resetting = np.zeros(num_envs, dtype=bool)
+        score = np.zeros(num_envs)
+        length = np.zeros(num_envs, dtype=np.int64)
+        done_count = np.zeros(num_envs, dtype=np.int64)
+        score_at = np.full(num_envs, np.nan)  # NaN until the game reaches at_frame
         while np.any(done_count < quota):
             actions = policy.act(obs, episode_start)
             if protocol == "epsilon":
@@ -122,8 +118,16 @@ def run_protocol(game: str, env: EnvConfig, policy: BatchPolicy, protocol: str, 
                     on_episode(len(scores))
             score[ended], length[ended], score_at[ended] = 0.0, 0, np.nan
             episode_start, resetting = resetting, ended
+    except EmulatorCrash as crash:
+        # Known in ALE (a segmentation fault in some games); the games lost are this
+        # protocol's unfinished ones: another seed plays other games.
+        raise EmulatorCrash(f"{crash} while playing {game} under the {protocol} protocol, "
+                            f"after {len(scores)} of {episodes} games (a known emulator fault "
+                            f"in some games; another --seed plays other games)",
+                            crash.signal) from None
     finally:
-        pool.close()
+        if pool is not None:
+            pool.close()
     return ProtocolResult(protocol, scores, lengths, env.frame_skip,
                           time.perf_counter() - start, at_frame, scores_at)
 

@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 
 from jax_reset.envs.config import EnvConfig
-from jax_reset.evaluation.envs import BatchPolicy, EvalError, make_envpool, protocol_env_config
+from jax_reset.evaluation.envs import BatchPolicy, make_envpool, protocol_env_config
+from jax_reset.evaluation.errors import EvalError
 
 # Where training and `export` cut their films: 5 minutes at 15 fps, a whole game of Pong (1,800 to
 # 2,700 agent steps) but not an agent that waits out Montezuma's 27,000-agent-step limit.

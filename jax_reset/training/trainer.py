@@ -40,6 +40,7 @@ from jax_reset import curriculum as cur
 from jax_reset import metrics as m
 from jax_reset.curriculum import stall as stall_lib
 from jax_reset.envs.demo_history import DemoHistory
+from jax_reset.evaluation.errors import EmulatorCrash
 from jax_reset.networks.model import init_carry
 from jax_reset.parallel.process_group import Exchanged, ProcessGroup
 from jax_reset.parallel.sizes import Sizes
@@ -313,19 +314,31 @@ class Trainer:
             return {}
         t0 = time.perf_counter()
         at_start = all(p == 0 for p in s.curriculum.max_starting_points)
-        metrics, record = self.evaluator(
-            self.group.local_params(s.train_state.params), s.update,
-            {"agent_steps": s.agent_steps, "frames": s.frames,
-             "max_starting_points": [int(p) for p in s.curriculum.max_starting_points]})
+        try:
+            metrics, record = self.evaluator(
+                self.group.local_params(s.train_state.params), s.update,
+                {"agent_steps": s.agent_steps, "frames": s.frames,
+                 "max_starting_points": [int(p) for p in s.curriculum.max_starting_points]})
+        except EmulatorCrash as crash:
+            # The emulator's known crash (jax_reset.evaluation.isolated) costs this
+            # evaluation only: no score for this update, training goes on.
+            print(f"update {s.update}: evaluation skipped: {crash}", flush=True)
+            self.window.t0 += time.perf_counter() - t0
+            return {}
         write = getattr(self.outputs.writer, "write_evaluation", None)
         if write is not None:
             write(record)
         if self.evaluator.video_due(s.update):
-            path, video_score = self.evaluator.film(s.update, self.outputs.run_dir / VIDEOS_DIR)
-            metrics[m.EVAL_VIDEO_SCORE] = video_score
-            write_video = getattr(self.outputs.writer, "write_video", None)
-            if write_video is not None:
-                write_video(s.update, path)
+            try:
+                path, video_score = self.evaluator.film(s.update,
+                                                        self.outputs.run_dir / VIDEOS_DIR)
+            except EmulatorCrash as crash:
+                print(f"update {s.update}: film skipped: {crash}", flush=True)
+            else:
+                metrics[m.EVAL_VIDEO_SCORE] = video_score
+                write_video = getattr(self.outputs.writer, "write_video", None)
+                if write_video is not None:
+                    write_video(s.update, path)
         score = metrics[m.EVAL_SCORE]
         self.evaluated = (s.update, float(score))
         if self.evaluator.reached(score, at_start):
