@@ -169,7 +169,8 @@ def model_card(name: str, game: str, step: int, evaluation: dict[str, Any],
         f"        verified: false\n" for r in results)
     header = (
         "---\nlibrary_name: jax-reset\ntags:\n- reinforcement-learning\n- deep-reinforcement-"
-        f"learning\n- atari\n- jax\n- ppo\n- learning-from-demonstration\n- {game}\n"
+        f"learning\n- atari\n- jax\n- ppo\n"
+        f"{'- learning-from-demonstration' + chr(10) if from_demo else ''}- {game}\n"
         f"model-index:\n- name: {name}\n  results:\n  - task:\n      type: reinforcement-"
         f"learning\n      name: reinforcement-learning\n    dataset:\n      type: ALE/{game}-v5\n"
         f"      name: {game} (full games from the game's start)\n    metrics:\n"
@@ -193,14 +194,16 @@ def model_card(name: str, game: str, step: int, evaluation: dict[str, Any],
                      f"(score {video['score']:g}, {video['frames']:,} agent steps).\n")
     if training:
         sp, t = training.get("max_starting_point"), training.get("demo_frames")
+        # A run without a demo has no curriculum: every episode began at frame 0.
+        where = ("; the curriculum's maximum starting point "
+                 f"{'-' if sp is None else f'{int(sp):,}'} of the demo's "
+                 f"{'-' if not t else f'{int(t):,}'} frames (0: the game's start)"
+                 if from_demo else "")
         lines.append(
             f"\n## Training\n\n{training['updates']:,} updates, {training['agent_steps']:,} "
             f"agent steps ({training['frames']:,} emulator frames), {training['training_hours']}"
-            f" h of training; the curriculum's maximum starting point "
-            f"{'-' if sp is None else f'{int(sp):,}'} of the demo's "
-            f"{'-' if not t else f'{int(t):,}'} frames "
-            "(0: the game's start).\n")
-        if training.get("milestones"):
+            f" h of training{where}.\n")
+        if from_demo and training.get("milestones"):
             lines.append(f"\nWhen the curriculum passed the demo's scoring frames:\n\n"
                          f"```\n{training['milestones']}\n```\n")
     lines.append("\n## Train it again\n\n```bash\npython -m jax_reset.train --config "

@@ -15,6 +15,7 @@ import numpy as np
 
 from jax_reset.evaluation.play import NetworkPolicy
 from jax_reset.evaluation.video import record_episode
+from jax_reset.export import model_card
 from jax_reset.run.state import load_params
 from tests.conftest import REPO, run_module
 
@@ -100,3 +101,41 @@ def test_the_shipped_montezuma_policy_plays_the_first_rooms_from_the_start(tmp_p
     scores = [record_episode("MontezumaRevenge", config.env, policy, tmp_path / f"{seed}.mp4",
                              "plain", seed=seed, max_agent_steps=1200)[0] for seed in (0, 1)]
     assert max(scores) == 3600, scores
+
+
+def test_the_shipped_pong_policy_wins_from_the_start(tmp_path: Path) -> None:
+    """``pretrained/pong`` (issue 29's bar: a mean of at least +18 over 30 games from the game's
+    start, plain protocol): its card and ``evaluation.json`` agree, and the policy, loaded as a
+    user loads it, wins a whole game on the real emulator (its 30 games: +15 to +20)."""
+    folder = REPO / "pretrained" / "pong"
+    evaluation = json.loads((folder / "evaluation.json").read_text())
+    plain = next(r for r in evaluation["protocols"] if r["protocol"] == "plain")
+    assert len(plain["scores"]) == 30 and plain["score_mean"] >= 18
+    assert f"value: {plain['score_mean']:.2f}" in (folder / "README.md").read_text()
+    step, meta, config, params = load_params(folder, "latest")
+    assert step == evaluation["checkpoint"] and meta["game"] == "Pong"
+    policy = NetworkPolicy(config.network, params, int(meta["num_actions"]))
+    score, _ = record_episode("Pong", config.env, policy, tmp_path / "game.mp4", "plain", seed=0)
+    assert score >= 10, score  # (sampled actions: a CPU of another kind may play another game)
+
+
+def test_a_no_demo_policys_card_names_no_demo_and_no_curriculum() -> None:
+    """A no-demo run's card (the Pong policy shipped) had the learning-from-demonstration tag
+    and a table of demo frames "passed" at its first update."""
+    scores = [19.0, 20.0, 18.0]
+    evaluation = {"seed": 0, "protocols": [{
+        "protocol": "plain", "episodes": 3, "scores": scores, "score_mean": 19.0,
+        "score_median": 19.0, "score_min": 18.0, "score_max": 20.0,
+        "length_mean_agent_steps": 1750.0}]}
+    training = {"updates": 1701, "agent_steps": 1741824, "frames": 6965413,
+                "training_hours": 0.95, "max_starting_point": 0, "demo_frames": 22869,
+                "milestones": " below frame  first (agent steps)\n      22,859   1,024"}
+    with_demo = model_card("pong", "Pong", 1701, evaluation, training, None, from_demo=True)
+    without = model_card("pong", "Pong", 1701, evaluation, training, None, from_demo=False)
+    assert "- learning-from-demonstration\n" in with_demo and "22,859" in with_demo
+    assert "curriculum's maximum starting point 0 of the demo's 22,869 frames" in with_demo
+    assert "learning-from-demonstration" not in without and "\n- ppo\n- Pong\n" in without
+    assert "curriculum" not in without and "22,859" not in without
+    assert "without a demonstration" in without
+    assert "1,701 updates, 1,741,824 agent steps (6,965,413 emulator frames), 0.95 h of " \
+           "training.\n" in without
