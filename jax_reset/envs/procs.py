@@ -162,6 +162,16 @@ def process_state(pid: int) -> str:
     return f"state {code} ({names.get(code, 'other')})"
 
 
+def begin_child(beat) -> None:
+    """In a process started by ``Workers.start``, first: Ctrl-C is the parent's business. The
+    parent started it with SIGINT blocked; ignoring it first discards one that arrived
+    meanwhile, then it is unblocked. Then the heartbeat (``start_heartbeat``), if ``beat``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if beat is not None:
+        start_heartbeat(beat)
+
+
 def start_heartbeat(beat) -> None:
     """In a worker: a daemon thread that increments ``beat.value`` every ``BEAT_S``.
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import pickle
-import signal
 import traceback
 from multiprocessing.connection import Connection
 
@@ -24,7 +23,7 @@ from jax_reset.envs.procs import (
     OP_RAM,
     OP_RESET,
     OP_STEP,
-    start_heartbeat,
+    begin_child,
 )
 from jax_reset.envs.rules import (
     IS_CUT,
@@ -421,13 +420,9 @@ class Worker:
 
 
 def worker_main(conn: Connection, spec: WorkerSpec, beat=None) -> None:
-    """Process entry point. Ctrl-C is the parent's business: it closes the pool. The parent
-    started this process with SIGINT blocked (``procs.Workers.start``): ignoring it first
-    discards one that arrived meanwhile, then it is unblocked."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    if beat is not None:
-        start_heartbeat(beat)
+    """Process entry point. Ctrl-C is the parent's business: it closes the pool
+    (``procs.begin_child``)."""
+    begin_child(beat)
     worker = None
     try:
         worker = Worker(spec)

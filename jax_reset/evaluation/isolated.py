@@ -39,7 +39,7 @@ from jax_reset.envs.procs import (
     OP_STEP,
     PoolError,
     Workers,
-    start_heartbeat,
+    begin_child,
 )
 from jax_reset.evaluation.errors import EmulatorCrash, EvalError
 
@@ -55,8 +55,7 @@ HEARTBEAT_S = 60.0
 def serve(conn: Any, spec: dict[str, Any], beat: Any) -> None:
     """The child: one EnvPool (``spec``: ``task_id`` and ``envpool.make``'s keyword
     arguments), serving OP_RESET / OP_STEP until OP_CLOSE or the parent's end of the pipe."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    start_heartbeat(beat)
+    begin_child(beat)  # Ctrl-C is the parent's to handle
     env = None
     try:
         import envpool  # only here: the parent never loads EnvPool's native code
@@ -122,26 +121,18 @@ class ChildEnvPool:
         layout = _layout(header, self.num_envs)
         self._segment = shm.create(layout)
         self._out = layout.views(self._segment.buf)
-        self._send(bytes((OP_ATTACH,)) + self._segment.name.encode())
-        self._reply()
-
-    @property
-    def pid(self) -> int | None:
-        """The child's process id (None before it started)."""
-        return self._workers.procs[0].pid if self._workers.procs else None
+        self._call(bytes((OP_ATTACH,)) + self._segment.name.encode())
 
     def reset(self) -> tuple[np.ndarray, dict]:
         """(obs [num_envs, *obs_shape], {}): a copy, the segment is rewritten each step."""
-        self._send(bytes((OP_RESET,)))
-        self._reply()
+        self._call(bytes((OP_RESET,)))
         return self._out["obs"].copy(), {}
 
     def step(self, actions: np.ndarray,
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         """(obs, reward float64, terminated bool, truncated bool, {}), each [num_envs]-first
         and a copy."""
-        self._send(bytes((OP_STEP,)) + np.asarray(actions, np.int32).tobytes())
-        self._reply()
+        self._call(bytes((OP_STEP,)) + np.asarray(actions, np.int32).tobytes())
         out = self._out
         return (out["obs"].copy(), out["reward"].copy(), out["terminated"].astype(bool),
                 out["truncated"].astype(bool), {})
@@ -159,11 +150,13 @@ class ChildEnvPool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _send(self, msg: bytes) -> None:
+    def _call(self, msg: bytes) -> None:
+        """Sends a command and waits for the child's b"k" (its results are in the segment)."""
         try:
             self._workers.send(0, msg)
         except PoolError as err:
             raise self._failure(err) from None
+        self._reply()
 
     def _reply(self) -> bytes:
         try:
