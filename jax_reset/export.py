@@ -40,7 +40,7 @@ if __name__ == "__main__":  # before JAX is imported, so that the new start cost
 from jax_reset import config_tree, metrics, milestones
 from jax_reset import curriculum as cur
 from jax_reset.evaluation.envs import PROTOCOLS
-from jax_reset.evaluation.errors import EvalError
+from jax_reset.evaluation.errors import EmulatorCrash, EvalError
 from jax_reset.evaluation.play import NetworkPolicy, run_protocol
 from jax_reset.evaluation.video import FILM_AGENT_STEPS, record_episode
 from jax_reset.plot import X_TIME, PlotError, read_metrics, run_milestones, shown_path
@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(partial, ignore_errors=True)  # a previous try's leftovers
         export(Path(args.run_dir), partial, args, name=out.name)
         partial.rename(out)
+    except EmulatorCrash as err:  # not the input's fault: another --seed plays other games
+        print(f"error: {err}; nothing written", file=sys.stderr)
+        return 1
     except (UsageError, EvalError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

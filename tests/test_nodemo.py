@@ -1,9 +1,14 @@
 """The no-demo baseline (``configs/pong_nodemo.toml``): the input offset from random play is the
 same background as the demo's mean frame, and a run with the baseline's settings starts every
-environment at the game's start, warms nothing up on the demo and takes no offset from it."""
+environment at the game's start, warms nothing up on the demo and takes no offset from it; an
+emulator crash in its start-up's random play costs a second try, not the run."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +19,7 @@ from jax_reset import metrics as m
 from jax_reset.envs.demo_obs import demo_mean_observation
 from jax_reset.evaluation.envs import play_mean_observation
 from jax_reset.run.state import load_params
-from tests.conftest import REPO, SMOKE, run_module
+from tests.conftest import REPO, SMOKE, kill_envpool_child, processes_tagged, run_module
 
 
 def test_the_offset_from_random_play_is_the_background_of_the_demos_frames() -> None:
@@ -29,8 +34,8 @@ def test_the_offset_from_random_play_is_the_background_of_the_demos_frames() -> 
     np.testing.assert_array_equal(play, play_mean_observation("Pong", env, seed=0))
 
 
-def test_a_run_without_the_demo(tmp_path: Path) -> None:
-    """The smoke job with the keys in which the baseline differs from pong.toml."""
+def nodemo_overrides() -> list[str]:
+    """The keys in which the baseline differs from pong.toml, as command-line overrides."""
     demo = config_tree.to_dict(cfg.load(REPO / "configs" / "pong.toml", on_cpu=True))
     nodemo = config_tree.to_dict(cfg.load(REPO / "configs" / "pong_nodemo.toml", on_cpu=True))
     overrides = []
@@ -38,9 +43,14 @@ def test_a_run_without_the_demo(tmp_path: Path) -> None:
         section, name = key.split(".")
         value = nodemo[section][name]
         overrides.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+    return overrides
+
+
+def test_a_run_without_the_demo(tmp_path: Path) -> None:
+    """The smoke job with the keys in which the baseline differs from pong.toml."""
     run = tmp_path / "run"
     done = run_module("jax_reset.train", "--config", "configs/smoke.toml", "--run-dir", str(run),
-                      "train.total_updates=3", *overrides)
+                      "train.total_updates=3", *nodemo_overrides())
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "the mean observation of random play from the game's start" in done.stdout
     assert "warm-up" not in done.stdout and "demo's mean observation" not in done.stdout
@@ -51,3 +61,27 @@ def test_a_run_without_the_demo(tmp_path: Path) -> None:
     assert config.network.input_norm == "play_mean"
     offset = np.asarray(params["torso"]["input_mean"])
     np.testing.assert_array_equal(offset, play_mean_observation("Pong", config.env, seed=0))
+
+
+def test_an_emulator_crash_in_the_random_play_costs_a_second_try_not_the_run(
+        tmp_path: Path) -> None:
+    """The emulator dies (SIGSEGV, ALE's known crash in some games) while the baseline's
+    start-up plays randomly for its input offset: the run says so in one line, plays again with
+    the next seed, and trains; its offset is that seed's."""
+    run, tag = tmp_path / "run", uuid.uuid4().hex
+    job = subprocess.Popen(
+        [sys.executable, "-m", "jax_reset.train", "--config", "configs/smoke.toml", "--run-dir",
+         str(run), "train.total_updates=2", *nodemo_overrides()],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "JAX_RESET_TEST_TAG": tag})
+    kill_envpool_child(tag, job, timeout_s=240)  # the first EnvPool child: the random play
+    output, _ = job.communicate(timeout=300)
+    assert job.returncode == 0, output[-3000:]
+    again = [line for line in output.splitlines() if "random play again" in line]
+    assert len(again) == 1 and "was killed by SIGSEGV" in again[0], output[-3000:]
+    assert again[0].endswith("random play again with seed 1")
+    assert [r["update"] for r in m.read_jsonl(run / m.JSONL_NAME)] == [1, 2]
+    _, _, config, params = load_params(run, "latest")
+    np.testing.assert_array_equal(np.asarray(params["torso"]["input_mean"]),
+                                  play_mean_observation("Pong", config.env, seed=1))
+    assert processes_tagged(tag) == []

@@ -35,6 +35,7 @@ from jax_reset.curriculum import stall as stall_lib
 from jax_reset.envs import AtariPool
 from jax_reset.envs.demo_obs import demo_mean_observation
 from jax_reset.evaluation.envs import play_mean_observation
+from jax_reset.evaluation.errors import EmulatorCrash
 from jax_reset.networks import set_input_mean
 from jax_reset.parallel import placement as placement_lib
 from jax_reset.parallel.mesh import make_data_mesh
@@ -45,7 +46,7 @@ from jax_reset.run import checkpoint as ckpt_lib
 from jax_reset.run import resolve as run_resolve
 from jax_reset.run import state as run_state
 from jax_reset.run.checkpoint_meta import make_meta
-from jax_reset.run.layout import Request, UsageError
+from jax_reset.run.layout import Request, RunFailure, UsageError
 from jax_reset.run.request import check_demo_paths, check_profile
 from jax_reset.training import wandb_log
 from jax_reset.training.stop import EarlyInterrupt, StopFlag
@@ -149,6 +150,25 @@ def open_pool(config: Config, sizes: Sizes, wait: bool = True) -> AtariPool:
                      env_demos=env_demos[sizes.env_lo:sizes.env_hi], wait=wait)
 
 
+def offset_from_random_play(game: str, config: Config, tries: int = 3) -> np.ndarray:
+    """``play_mean_observation`` for ``network.input_norm = "play_mean"``, with the run's seed;
+    if the emulator crashes in that random play (ALE's known segmentation fault in some games,
+    caught as ``EmulatorCrash`` since EnvPool runs in a child), it plays again with the next
+    seed, up to ``tries`` times, and says so: a crash costs a second of start-up, not the run.
+    Any seed's mean is the same background to within a fraction of a grey level."""
+    seeds = range(config.train.seed, config.train.seed + tries)
+    crash: EmulatorCrash | None = None
+    for seed in seeds:
+        if crash is not None:
+            say(f"input offset: {crash}; random play again with seed {seed}")
+        try:
+            return play_mean_observation(game, config.env, seed=seed)
+        except EmulatorCrash as err:
+            crash = err
+    raise RunFailure(f"the input offset's random play crashed {tries} times (seeds {seeds[0]} "
+                     f"to {seeds[-1]}); the last: {crash}")
+
+
 # ---- 3. build_trainer ------------------------------------------------------------------------
 
 
@@ -168,7 +188,7 @@ def build_trainer(config: Config, group: ProcessGroup, pool: Any, outputs: RunOu
                                                                    train_state.params))
     elif config.network.input_norm == "play_mean" and restore is None:
         t0 = time.perf_counter()
-        mean = play_mean_observation(pool.game, config.env, seed=config.train.seed)
+        mean = offset_from_random_play(pool.game, config)
         say(f"input offset: the mean observation of random play from the game's start "
             f"({mean.shape[0]}x{mean.shape[1]}x{mean.shape[2]}, no demo) in "
             f"{time.perf_counter() - t0:.1f} s")
