@@ -7,6 +7,8 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import subprocess
+import sys
 
 import imageio.v3 as iio
 import jax
@@ -22,6 +24,7 @@ from jax_reset.evaluation.play import NetworkPolicy, run_protocol
 from jax_reset.evaluation.video import record_episode
 from jax_reset.networks import NetworkConfig
 from jax_reset.plot import X_TIME, PlotError, compared_curves, plot_run, read_metrics
+from tests.conftest import REPO
 
 # Small frames and a small network: a Pong game is ~1,000 agent steps of inference on the CPU.
 ENV = EnvConfig(img_height=42, img_width=42, gray_scale=True, stack_num=2)
@@ -236,3 +239,19 @@ def test_an_emulator_crash_is_one_error_and_this_process_lives_on(policy):
     # and the next evaluation plays as usual
     result = run_protocol("Pong", ENV, policy, "plain", episodes=1, num_envs=1, seed=1)
     assert len(result.scores) == 1
+
+
+def test_a_script_from_stdin_is_told_why_its_emulator_cannot_start():
+    """The emulator's child is spawned and imports the caller's main module again: a script
+    piped to ``python -`` cannot be imported, and the error says what to do, in one line."""
+    script = ("from jax_reset.envs.config import EnvConfig\n"
+              "from jax_reset.evaluation.envs import make_envpool\n"
+              "make_envpool('Pong', EnvConfig(), 1, 0)\n")
+    done = subprocess.run([sys.executable, "-"], input=script, cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("jax_reset.evaluation.errors.EvalError: the emulator process "
+                           "(Pong-v5, pid "), done.stderr[-2000:]
+    assert "exited with code 1 before EnvPool started" in last
+    assert 'top level under `if __name__ == "__main__":`' in last

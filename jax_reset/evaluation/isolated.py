@@ -116,7 +116,17 @@ class ChildEnvPool:
         self._workers.start(mp.get_context("spawn"), serve,
                             {"task_id": task_id, "kwargs": kwargs}, name=f"envpool-{task_id}")
         self._segment = None
-        header = json.loads(self._reply()[1:])
+        try:
+            header = json.loads(self._reply()[1:])
+        except EmulatorCrash as err:
+            if err.signal is not None:
+                raise
+            # Exited before EnvPool was made: most often the spawn start itself, which imports
+            # the caller's main module again (a script run from stdin cannot be; one without a
+            # main guard runs its top level again in the child).
+            raise EvalError(f"{err} before EnvPool started: a script that plays games must "
+                            f"be a file with its top level under `if __name__ == "
+                            f"\"__main__\":` (the child is spawned and imports it)") from None
         self.num_actions: int = header["num_actions"]
         layout = _layout(header, self.num_envs)
         self._segment = shm.create(layout)
