@@ -282,6 +282,13 @@ class Config:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)  # games from the start
     wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)  # optional logging
 
+    @property
+    def plays_the_demo(self) -> bool:
+        """False for the no-demo baseline's settings: every episode from the game's reset
+        (``curriculum.start_at = 0`` and every start at the starting point), never a demo
+        state."""
+        return not (self.curriculum.start_at == 0 and self.demo.p_start_at_starting_point == 1.0)
+
     def __post_init__(self) -> None:
         h, w = self.env.img_height, self.env.img_width
         for k, s in zip(self.network.conv_kernels, self.network.conv_strides, strict=True):

@@ -130,11 +130,8 @@ def export(run_dir: Path, out: Path, args: argparse.Namespace, name: str) -> Non
                                        seed=args.seed, max_agent_steps=FILM_AGENT_STEPS)
         video = {"file": VIDEO_FILE, "score": score, "frames": frames}
     training = training_facts(run_dir, step, meta)
-    # the no-demo baseline's settings: every episode from frame 0, never a demo state
-    from_demo = not (config.curriculum.start_at == 0
-                     and config.demo.p_start_at_starting_point == 1.0)
     (out / CARD_FILE).write_text(model_card(name, game, step, evaluation, training, video,
-                                            from_demo))
+                                            config.plays_the_demo))
 
 
 def training_facts(run_dir: Path, step: int, meta: dict[str, Any]) -> dict[str, Any]:

@@ -412,13 +412,15 @@ class ProgressDisplay:
       clock: seconds, monotonic (tests pass their own).
       may_stop_early: the run stops at a target score if it gets there first
         (``eval.stop_score``): the ETA reads "ETA <=", the time to the last update at most.
+      curriculum: False for a run that never starts from a demo state (the no-demo baseline):
+        no curriculum bar, starting point or frames moved, which would only say 0.
     """
 
     def __init__(self, total_updates: int, num_frames: int, start_update: int = 0,
                  enabled: bool | None = None, console: Console | None = None,
                  start_point: int | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 may_stop_early: bool = False) -> None:
+                 may_stop_early: bool = False, curriculum: bool = True) -> None:
         self.console = console or Console()
         self.live = self.console.is_terminal if enabled is None else enabled
         self.total_updates = total_updates
@@ -426,6 +428,7 @@ class ProgressDisplay:
         self.start_update = start_update
         self.start_point = self.end if start_point is None else start_point
         self._clock = clock
+        self.shows_curriculum = curriculum
         # A target score may end the run first: the ETA is then an upper bound ("ETA <=").
         self._eta_label = "ETA <=" if may_stop_early else "ETA"
         self._t0 = clock()
@@ -445,7 +448,7 @@ class ProgressDisplay:
             self._updates = self._progress.add_task(
                 "updates", total=total_updates, completed=start_update,
                 info=f"update {start_update:,} of {total_updates:,}")
-            self._curriculum = self._progress.add_task(
+            self._curriculum = None if not curriculum else self._progress.add_task(
                 "curriculum", total=self.end, completed=self.end - self.start_point,
                 info=f"demo end (frame {self.end:,}) -> start (frame 0)")
 
@@ -493,11 +496,13 @@ class ProgressDisplay:
             self._progress.update(
                 self._updates, completed=update,
                 info=f"update {update:,} of {self.total_updates:,}  {when}  {info}".rstrip())
-            self._progress.update(self._curriculum, completed=self.end - sp,
-                                  info=f"{cur_info}  {moved_info}")
+            if self._curriculum is not None:
+                self._progress.update(self._curriculum, completed=self.end - sp,
+                                      info=f"{cur_info}  {moved_info}")
         else:
-            print(f"update {update}/{self.total_updates}  {cur_info}  {moved_info}  {when}  "
-                  f"{info}".rstrip(), file=self.console.file, flush=True)
+            where = f"{cur_info}  {moved_info}  " if self.shows_curriculum else ""
+            print(f"update {update}/{self.total_updates}  {where}{when}  {info}".rstrip(),
+                  file=self.console.file, flush=True)
 
 
 def _clock_time(seconds: float) -> str:

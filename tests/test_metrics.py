@@ -169,6 +169,28 @@ def test_progress_display_shows_the_last_score_from_the_start_and_a_bounded_eta(
     assert "from start -3.2 @2" in third
 
 
+def test_a_run_without_the_demo_shows_no_curriculum() -> None:
+    """The no-demo baseline never starts from a demo state: its display has no curriculum bar
+    and no starting point or frames moved (which would only say 0), live or line by line."""
+    metrics = {"curriculum/max_starting_point": 0, "curriculum/success_at_sp": 0.0,
+               "train/agent_steps_per_s": 900.0, "env/episode_score": -20.0}
+    plain = io.StringIO()
+    display = ProgressDisplay(100, 22869, enabled=False, console=Console(file=plain),
+                              start_point=0, curriculum=False)
+    display.update(1, metrics)
+    line = plain.getvalue()
+    assert line.startswith("update 1/100  elapsed ") and "900 steps/s" in line, line
+    assert "starting point" not in line and "moved" not in line and "success" not in line
+    live = io.StringIO()
+    console = Console(file=live, force_terminal=True, width=120)
+    with ProgressDisplay(100, 22869, console=console, start_point=0,
+                         curriculum=False) as display:
+        display.update(1, metrics)
+    out = live.getvalue()
+    assert "update 1 of 100" in out and "900 steps/s" in out
+    assert "curriculum" not in out and "starting point" not in out
+
+
 def test_a_dead_tensorboard_writer_is_one_error_not_a_hang(tmp_path: Path) -> None:
     """TensorBoard's writer thread dies on a full file system (here only ``tb/`` is full): the
     next writes raise ``disk.WriteError`` naming ``tb/`` instead of blocking on its queue, and

@@ -54,6 +54,8 @@ def test_a_run_without_the_demo(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "the mean observation of random play from the game's start" in done.stdout
     assert "warm-up" not in done.stdout and "demo's mean observation" not in done.stdout
+    lines = [line for line in done.stdout.splitlines() if line.startswith("update ")]
+    assert len(lines) == 3 and not [line for line in lines if "starting point" in line], lines
     rows = m.read_jsonl(run / m.JSONL_NAME)
     assert [r["curriculum/max_starting_point"] for r in rows] == [0, 0, 0]
     assert [r["curriculum/min_starting_point"] for r in rows] == [0, 0, 0]

@@ -285,7 +285,8 @@ def _logging(req: Request, config: Config, trainer_state: run_state.RunState,
                                     start_update=trainer_state.update,
                                     enabled=None if progress else False,
                                     start_point=trainer_state.curriculum.max_starting_point,
-                                    may_stop_early=math.isfinite(config.eval.stop_score))
+                                    may_stop_early=math.isfinite(config.eval.stop_score),
+                                    curriculum=config.plays_the_demo)
         with display:
             yield writer, display
     finally:
