@@ -448,9 +448,10 @@ class ProgressDisplay:
             self._updates = self._progress.add_task(
                 "updates", total=total_updates, completed=start_update,
                 info=f"update {start_update:,} of {total_updates:,}")
-            self._curriculum = None if not curriculum else self._progress.add_task(
-                "curriculum", total=self.end, completed=self.end - self.start_point,
-                info=f"demo end (frame {self.end:,}) -> start (frame 0)")
+            if curriculum:
+                self._curriculum = self._progress.add_task(
+                    "curriculum", total=self.end, completed=self.end - self.start_point,
+                    info=f"demo end (frame {self.end:,}) -> start (frame 0)")
 
     def __enter__(self) -> ProgressDisplay:
         if self._progress is not None:
@@ -496,7 +497,7 @@ class ProgressDisplay:
             self._progress.update(
                 self._updates, completed=update,
                 info=f"update {update:,} of {self.total_updates:,}  {when}  {info}".rstrip())
-            if self._curriculum is not None:
+            if self.shows_curriculum:
                 self._progress.update(self._curriculum, completed=self.end - sp,
                                       info=f"{cur_info}  {moved_info}")
         else:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,21 @@ def run_module(module: str, *args: str, timeout: int = 300,
     process's whole environment, else this one's)."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env=env)
+
+
+def run_module_killing_its_emulator(module: str, *args: str, kill_within_s: float = 120.0,
+                                    ) -> subprocess.CompletedProcess:
+    """``run_module``, with the first EnvPool child the command starts killed by SIGSEGV
+    (ALE's known crash; ``kill_envpool_child``) as soon as it exists. Fails if a process of the
+    command is left afterwards."""
+    tag = uuid.uuid4().hex
+    job = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "JAX_RESET_TEST_TAG": tag})
+    kill_envpool_child(tag, job, timeout_s=kill_within_s)
+    out, err = job.communicate(timeout=300)
+    assert processes_tagged(tag) == [], (out + err)[-3000:]
+    return subprocess.CompletedProcess(job.args, job.returncode, out, err)
 
 
 @pytest.fixture(scope="session")

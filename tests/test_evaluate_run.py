@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +12,10 @@ import numpy as np
 from jax_reset import milestones
 from jax_reset.envs import AtariPool, EnvConfig
 from jax_reset.evaluation.envs import make_envpool, protocol_env_config
-from tests.conftest import REPO, kill_envpool_child, processes_tagged, run_module
+from tests.conftest import (
+    run_module,
+    run_module_killing_its_emulator,
+)
 
 
 def test_evaluate_a_run_directory(smoke_run_dir: Path, tmp_path: Path):
@@ -79,15 +78,11 @@ def test_evaluation_env_sees_what_the_training_pool_sees():
 def test_an_emulator_crash_loses_one_protocol_not_the_others(smoke_run_dir: Path):
     """The emulator dies (SIGSEGV, as ALE's known crash) under the first protocol: a one-line
     error for it, the second protocol still played and reported, exit status 1."""
-    tag = uuid.uuid4().hex
-    job = subprocess.Popen(
-        [sys.executable, "-m", "jax_reset.evaluate", "--run-dir", str(smoke_run_dir),
-         "--protocol", "plain", "--protocol", "noop", "--episodes", "2", "--envs", "2",
-         "--json"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "JAX_RESET_TEST_TAG": tag})
-    kill_envpool_child(tag, job)
-    stdout, stderr = job.communicate(timeout=300)
-    assert job.returncode == 1, stderr[-3000:]
+    done = run_module_killing_its_emulator(
+        "jax_reset.evaluate", "--run-dir", str(smoke_run_dir), "--protocol", "plain",
+        "--protocol", "noop", "--episodes", "2", "--envs", "2", "--json")
+    stdout, stderr = done.stdout, done.stderr
+    assert done.returncode == 1, stderr[-3000:]
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2, stderr[-3000:]
     assert "killed by SIGSEGV while playing Pong under the plain protocol" in errors[0]
@@ -96,4 +91,3 @@ def test_an_emulator_crash_loses_one_protocol_not_the_others(smoke_run_dir: Path
     assert [p["protocol"] for p in out["protocols"]] == ["noop"]
     assert out["protocols"][0]["episodes"] == 2
     assert [c["protocol"] for c in out["crashed"]] == ["plain"]
-    assert processes_tagged(tag) == []

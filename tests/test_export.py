@@ -6,12 +6,8 @@ an existing folder is refused; an emulator crash is one line, exit 1, and writes
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 import jax
@@ -21,7 +17,7 @@ from jax_reset.evaluation.play import NetworkPolicy
 from jax_reset.evaluation.video import record_episode
 from jax_reset.export import model_card
 from jax_reset.run.state import load_params
-from tests.conftest import REPO, kill_envpool_child, processes_tagged, run_module
+from tests.conftest import REPO, run_module, run_module_killing_its_emulator
 
 
 def test_an_exported_policy_plays_alone_and_its_card_tells_its_scores(
@@ -87,24 +83,19 @@ def test_a_bad_run_directory_is_one_line_and_writes_nothing(tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-
 def test_an_emulator_crash_is_one_line_exit_1_and_writes_nothing(
         smoke_run_dir: Path, tmp_path: Path) -> None:
     """The emulator dies (SIGSEGV, ALE's known crash in some games) during the export's games: a
     failure of the run, not of its input (exit 1, not 2), and no half-written folder."""
-    out, tag = tmp_path / "pong-smoke", uuid.uuid4().hex
-    job = subprocess.Popen(
-        [sys.executable, "-m", "jax_reset.export", "--run-dir", str(smoke_run_dir), "--out",
-         str(out), "--episodes", "2", "--envs", "2", "--protocol", "plain", "--no-video"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "JAX_RESET_TEST_TAG": tag})
-    kill_envpool_child(tag, job, timeout_s=240)
-    _, err = job.communicate(timeout=300)
-    assert job.returncode == 1 and err.count("\n") == 1, err[-3000:]
+    out = tmp_path / "pong-smoke"
+    done = run_module_killing_its_emulator(
+        "jax_reset.export", "--run-dir", str(smoke_run_dir), "--out", str(out), "--episodes", "2",
+        "--envs", "2", "--protocol", "plain", "--no-video", kill_within_s=240)
+    err = done.stderr
+    assert done.returncode == 1 and err.count("\n") == 1, err[-3000:]
     assert "was killed by SIGSEGV while playing Pong under the plain protocol" in err
     assert err.rstrip().endswith("nothing written")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
-    assert processes_tagged(tag) == []
 
 
 def test_the_shipped_montezuma_policy_plays_the_first_rooms_from_the_start(tmp_path: Path) -> None:

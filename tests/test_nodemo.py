@@ -5,10 +5,6 @@ emulator crash in its start-up's random play costs a second try, not the run."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +15,7 @@ from jax_reset import metrics as m
 from jax_reset.envs.demo_obs import demo_mean_observation
 from jax_reset.evaluation.envs import play_mean_observation
 from jax_reset.run.state import load_params
-from tests.conftest import REPO, SMOKE, kill_envpool_child, processes_tagged, run_module
+from tests.conftest import REPO, SMOKE, run_module, run_module_killing_its_emulator
 
 
 def test_the_offset_from_random_play_is_the_background_of_the_demos_frames() -> None:
@@ -70,15 +66,12 @@ def test_an_emulator_crash_in_the_random_play_costs_a_second_try_not_the_run(
     """The emulator dies (SIGSEGV, ALE's known crash in some games) while the baseline's
     start-up plays randomly for its input offset: the run says so in one line, plays again with
     the next seed, and trains; its offset is that seed's."""
-    run, tag = tmp_path / "run", uuid.uuid4().hex
-    job = subprocess.Popen(
-        [sys.executable, "-m", "jax_reset.train", "--config", "configs/smoke.toml", "--run-dir",
-         str(run), "train.total_updates=2", *nodemo_overrides()],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "JAX_RESET_TEST_TAG": tag})
-    kill_envpool_child(tag, job, timeout_s=240)  # the first EnvPool child: the random play
-    output, _ = job.communicate(timeout=300)
-    assert job.returncode == 0, output[-3000:]
+    run = tmp_path / "run"
+    done = run_module_killing_its_emulator(  # its first EnvPool child: the random play
+        "jax_reset.train", "--config", "configs/smoke.toml", "--run-dir", str(run),
+        "train.total_updates=2", *nodemo_overrides(), kill_within_s=240)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
     again = [line for line in output.splitlines() if "random play again" in line]
     assert len(again) == 1 and "was killed by SIGSEGV" in again[0], output[-3000:]
     assert again[0].endswith("random play again with seed 1")
@@ -86,4 +79,3 @@ def test_an_emulator_crash_in_the_random_play_costs_a_second_try_not_the_run(
     _, _, config, params = load_params(run, "latest")
     np.testing.assert_array_equal(np.asarray(params["torso"]["input_mean"]),
                                   play_mean_observation("Pong", config.env, seed=1))
-    assert processes_tagged(tag) == []

@@ -6,16 +6,15 @@ sets aside the evaluations logged after its checkpoint."""
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 from jax_reset import metrics as m
 from jax_reset.run.checkpoint import Checkpoints
-from tests.conftest import REPO, kill_envpool_child, processes_tagged, run_module
+from tests.conftest import (
+    run_module,
+    run_module_killing_its_emulator,
+)
 
 
 def train(run: Path, *overrides: str):
@@ -145,15 +144,13 @@ def test_a_resume_sets_aside_the_evaluations_after_its_checkpoint(tmp_path: Path
 def test_an_emulator_crash_costs_one_evaluation_not_the_run(tmp_path: Path) -> None:
     """The emulator dies (SIGSEGV, as ALE's known crash in some games) during the evaluation at
     update 2: the run goes on, says so in one line, and evaluates update 4 as usual."""
-    run, tag = tmp_path / "run", uuid.uuid4().hex
-    job = subprocess.Popen(
-        [sys.executable, "-m", "jax_reset.train", "--config", "configs/smoke.toml", "--run-dir",
-         str(run), "eval.episodes=3", "eval.envs=2", "train.total_updates=4", "eval.every=2"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "JAX_RESET_TEST_TAG": tag})
-    kill_envpool_child(tag, job, timeout_s=240)
-    output, _ = job.communicate(timeout=300)
-    assert job.returncode == 0, output[-3000:]
+    run = tmp_path / "run"
+    done = run_module_killing_its_emulator(
+        "jax_reset.train", "--config", "configs/smoke.toml", "--run-dir", str(run),
+        "eval.episodes=3", "eval.envs=2", "train.total_updates=4", "eval.every=2",
+        kill_within_s=240)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
     skipped = [line for line in output.splitlines() if "evaluation skipped" in line]
     assert len(skipped) == 1 and skipped[0].startswith("update 2: evaluation skipped: the "
                                                        "emulator process"), output[-3000:]
@@ -162,4 +159,3 @@ def test_an_emulator_crash_costs_one_evaluation_not_the_run(tmp_path: Path) -> N
     assert [u for u, r in rows.items() if m.EVAL_SCORE in r] == [4]
     records = [json.loads(line) for line in (run / m.EVALS_NAME).read_text().splitlines()]
     assert [r["update"] for r in records] == [4] and len(records[0]["scores"]) == 3
-    assert processes_tagged(tag) == []
